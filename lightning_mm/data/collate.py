@@ -1,0 +1,90 @@
+"""Batch collation: padding by position, attention masks, and a per-sample image-count check."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from lightning_mm.data.templates import IGNORE_INDEX
+
+__all__ = ["VLMCollator"]
+
+_TENSOR_KEYS = ("input_ids", "labels", "pixel_values")
+
+
+class VLMCollator:
+    """Pads ``input_ids``/``labels`` and stacks images for :class:`~lightning_mm.models.VisionLanguageModel`.
+
+    Padding is masked by position (``attention_mask`` and -100 labels on the padded positions), so a pad id equal to
+    the EOS id never hides a real EOS target.
+
+    Args:
+        pad_token_id: Id written into padded positions of ``input_ids``.
+        padding_side: ``right`` for training, ``left`` for generation.
+        image_token_id: When given with ``num_image_tokens``, each sample's image-token count is checked against its
+            number of images.
+        num_image_tokens: Tokens per image.
+        pad_to_multiple_of: Round the padded length up (helps kernels on accelerators).
+    """
+
+    def __init__(
+        self,
+        pad_token_id: int,
+        padding_side: str = "right",
+        image_token_id: int | None = None,
+        num_image_tokens: int | None = None,
+        pad_to_multiple_of: int | None = None,
+    ) -> None:
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        self.pad_token_id = pad_token_id
+        self.padding_side = padding_side
+        self.image_token_id = image_token_id
+        self.num_image_tokens = num_image_tokens
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def _pad(self, seqs: list[torch.Tensor], value: int) -> torch.Tensor:
+        out = pad_sequence(seqs, batch_first=True, padding_value=value, padding_side=self.padding_side)  # (B, T)
+        m = self.pad_to_multiple_of
+        if m and out.shape[1] % m:
+            extra = m - out.shape[1] % m
+            pad = (extra, 0) if self.padding_side == "left" else (0, extra)
+            out = torch.nn.functional.pad(out, pad, value=value)
+        return out
+
+    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        ids = [s["input_ids"] for s in samples]
+        batch: dict[str, Any] = {
+            "input_ids": self._pad(ids, self.pad_token_id),  # (B, T)
+            "attention_mask": self._pad([torch.ones_like(x) for x in ids], 0),  # (B, T)
+        }
+        if "labels" in samples[0]:
+            for s in samples:
+                if s["labels"].shape != s["input_ids"].shape:
+                    raise ValueError(
+                        f"Sample {s.get('id', '?')!r}: labels {tuple(s['labels'].shape)} and input_ids "
+                        f"{tuple(s['input_ids'].shape)} differ in shape."
+                    )
+            batch["labels"] = self._pad([s["labels"] for s in samples], IGNORE_INDEX)  # (B, T)
+        images = [s.get("pixel_values") for s in samples]
+        counts = [0 if im is None else int(im.shape[0]) for im in images]
+        batch["image_counts"] = torch.tensor(counts, dtype=torch.long)  # (B,)
+        present = [im for im in images if im is not None and im.shape[0] > 0]
+        batch["pixel_values"] = torch.cat(present) if present else None  # (N_img, 3, H, W)
+        if self.image_token_id is not None and self.num_image_tokens is not None:
+            found = (batch["input_ids"] == self.image_token_id).sum(dim=1)  # (B,)
+            expected = batch["image_counts"] * self.num_image_tokens
+            bad = (found != expected).nonzero()
+            if len(bad):
+                b = int(bad[0])
+                raise ValueError(
+                    f"Sample {samples[b].get('id', b)!r}: {int(found[b])} image tokens but {counts[b]} image(s) x "
+                    f"{self.num_image_tokens} tokens = {int(expected[b])} expected."
+                )
+        for key in samples[0]:
+            if key not in _TENSOR_KEYS and key not in batch:
+                batch[key] = [s.get(key) for s in samples]
+        return batch

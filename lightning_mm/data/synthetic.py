@@ -1,0 +1,260 @@
+"""The built-in task: synthetic visual question answering, generated on the fly, deterministic by seed.
+
+Each image shows one shape of one colour in one quadrant, with jittered size and offset over a noisy background.
+Questions ask for the colour, the shape or the position; answers are one word. With ``blind_images=True`` every image
+is blank (the image-blind control: a model can then only guess from the question).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_mm.data.collate import VLMCollator
+from lightning_mm.data.datamodule import VLMDataModule
+from lightning_mm.data.templates import encode_segments, get_template
+from lightning_mm.data.tokenizer import build_word_tokenizer
+
+__all__ = [
+    "COLORS",
+    "POSITIONS",
+    "QUESTIONS",
+    "SHAPES",
+    "SyntheticVQADataModule",
+    "SyntheticVQADataset",
+    "build_synthetic_tokenizer",
+    "render_scene",
+]
+
+COLORS: dict[str, tuple[float, float, float]] = {
+    "red": (1.0, 0.1, 0.1),
+    "green": (0.1, 0.9, 0.1),
+    "blue": (0.15, 0.3, 1.0),
+    "yellow": (1.0, 0.95, 0.1),
+    "magenta": (1.0, 0.1, 1.0),
+    "cyan": (0.1, 0.95, 0.95),
+}
+SHAPES = ("square", "circle", "triangle", "cross")
+POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
+QUESTIONS: dict[str, tuple[str, ...]] = {
+    "color": ("What color is the shape?", "Which color does the shape have?"),
+    "shape": ("What shape is shown?", "Which shape is in the image?"),
+    "position": ("Where is the shape?", "In which corner is the shape?"),
+}
+ANSWERS: dict[str, Sequence[str]] = {"color": tuple(COLORS), "shape": SHAPES, "position": POSITIONS}
+CAPTION_WORDS = ("a", "at", "the", "image", "shows", "Describe")
+
+
+def build_synthetic_tokenizer():
+    """The built-in task's tokenizer: every question, answer and caption word, ChatML special tokens."""
+    words = [w for qs in QUESTIONS.values() for q in qs for w in q.split()]
+    words += [a for answers in ANSWERS.values() for a in answers] + list(CAPTION_WORDS)
+    return build_word_tokenizer(words)
+
+
+def render_scene(size: int, color: str, shape: str, position: str, rng: np.random.Generator) -> np.ndarray:
+    """Draw one scene.
+
+    Args:
+        size: Image side in pixels.
+        color: Key of :data:`COLORS`.
+        shape: One of :data:`SHAPES`.
+        position: One of :data:`POSITIONS` (the quadrant).
+        rng: Source of jitter and noise.
+
+    Returns:
+        (3, size, size) float32 image in [0, 1].
+    """
+    half = size / 2
+    r = half * rng.uniform(0.36, 0.44)  # shape radius
+    row, col = position.split("-")
+    cy = (0 if row == "top" else half) + half / 2 + rng.uniform(-0.12, 0.12) * half
+    cx = (0 if col == "left" else half) + half / 2 + rng.uniform(-0.12, 0.12) * half
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5  # (S, S)
+    dy, dx = y - cy, x - cx
+    if shape == "square":
+        mask = (np.abs(dx) <= r) & (np.abs(dy) <= r)
+    elif shape == "circle":
+        mask = dx**2 + dy**2 <= r**2
+    elif shape == "triangle":  # apex up
+        mask = (dy >= -r) & (dy <= r) & (np.abs(dx) <= (dy + r) / 2)
+    else:  # cross
+        t = r / 3
+        mask = ((np.abs(dx) <= t) & (np.abs(dy) <= r)) | ((np.abs(dy) <= t) & (np.abs(dx) <= r))
+    img = rng.uniform(0.0, 0.15, size=(3, size, size)).astype(np.float32)  # noisy dark background
+    rgb = np.asarray(COLORS[color], dtype=np.float32)[:, None, None] * rng.uniform(0.8, 1.0)
+    return np.where(mask[None], rgb, img)
+
+
+class SyntheticVQADataset(Dataset):
+    """Synthetic VQA samples; sample ``i`` depends only on ``(seed, i)``.
+
+    Args:
+        tokenizer: The model's tokenizer (see :func:`build_synthetic_tokenizer`).
+        num_image_tokens: Tokens one image becomes after the vision tower and projector.
+        image_data_config: timm data config of the tower (``input_size``, ``mean``, ``std``).
+        image_token_id: Id of the image placeholder token.
+        num_samples: Dataset length.
+        seed: Base seed; train and validation use different seeds.
+        blind_images: Replace every image by a blank one (image-blind control).
+        question_types: Subset of ``color``, ``shape``, ``position``.
+        template: Chat template name.
+        generation: Render prompts only (for ``predict``): no answer tokens, the answer kept as text.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        num_image_tokens: int,
+        image_data_config: dict[str, Any],
+        image_token_id: int,
+        num_samples: int = 10000,
+        seed: int = 0,
+        blind_images: bool = False,
+        question_types: Sequence[str] = ("color", "shape", "position"),
+        template: str = "chatml",
+        generation: bool = False,
+    ) -> None:
+        unknown = set(question_types) - set(QUESTIONS)
+        if unknown:
+            raise ValueError(f"Unknown question types {sorted(unknown)}; known: {sorted(QUESTIONS)}")
+        self.tokenizer = tokenizer
+        self.num_image_tokens = num_image_tokens
+        self.image_token_id = image_token_id
+        _, h, w = image_data_config["input_size"]
+        if h != w:
+            raise ValueError(f"the synthetic task draws square images; the tower expects {h}x{w}")
+        self.size = h
+        self.mean = torch.tensor(image_data_config["mean"], dtype=torch.float32)[:, None, None]
+        self.std = torch.tensor(image_data_config["std"], dtype=torch.float32)[:, None, None]
+        self.num_samples = num_samples
+        self.seed = seed
+        self.blind_images = blind_images
+        self.question_types = tuple(question_types)
+        self.template = get_template(template)
+        self.generation = generation
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def scene(self, index: int) -> dict[str, str]:
+        """The attributes of sample ``index`` (colour, shape, position, question type and phrasing)."""
+        rng = np.random.default_rng([self.seed, index])
+        qtype = self.question_types[int(rng.integers(len(self.question_types)))]
+        return {
+            "color": list(COLORS)[int(rng.integers(len(COLORS)))],
+            "shape": SHAPES[int(rng.integers(len(SHAPES)))],
+            "position": POSITIONS[int(rng.integers(len(POSITIONS)))],
+            "category": qtype,
+            "question": QUESTIONS[qtype][int(rng.integers(len(QUESTIONS[qtype])))],
+            "jitter_seed": int(rng.integers(2**31)),
+        }
+
+    @lru_cache(maxsize=4096)  # noqa: B019 - prompts repeat; the dataset lives as long as its cache
+    def _encode(self, question: str, answer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        messages = [{"role": "user", "content": f"<image>\n{question}"}]
+        if not self.generation:
+            messages.append({"role": "assistant", "content": answer})
+        segs = self.template.render(messages, add_generation_prompt=self.generation)
+        ids, labels, _ = encode_segments(segs, self.tokenizer, self.image_token_id, self.num_image_tokens)
+        return torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(index)
+        s = self.scene(index)
+        answer = s[s["category"]]
+        if self.blind_images:
+            img = torch.zeros(3, self.size, self.size)
+        else:
+            rng = np.random.default_rng(s["jitter_seed"])
+            img = torch.from_numpy(render_scene(self.size, s["color"], s["shape"], s["position"], rng))
+        input_ids, labels = self._encode(s["question"], answer)
+        return {
+            "id": f"synthetic-{self.seed}-{index}",
+            "input_ids": input_ids,
+            "labels": labels,
+            "pixel_values": ((img - self.mean) / self.std).unsqueeze(0),  # (1, 3, S, S)
+            "category": s["category"],
+            "answer": answer,
+        }
+
+
+class SyntheticVQADataModule(VLMDataModule):
+    """The built-in synthetic VQA task (no download).
+
+    Args:
+        train_samples: Number of training samples per epoch.
+        val_samples: Number of held-out samples (a different seed from training).
+        batch_size: Per-device micro-batch size.
+        num_workers: DataLoader worker processes.
+        seed: Base seed (validation uses ``seed + 1``, prediction ``seed + 2``).
+        blind_images: Blank every image (image-blind control).
+        question_types: Which question types to ask: ``color``, ``shape``, ``position``.
+        template: Chat template name.
+        predict_samples: Number of samples rendered for ``lightning-mm predict``.
+    """
+
+    def __init__(
+        self,
+        train_samples: int = 20000,
+        val_samples: int = 600,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        blind_images: bool = False,
+        question_types: list[str] | None = None,
+        template: str = "chatml",
+        predict_samples: int = 32,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        self.train_samples = train_samples
+        self.val_samples = val_samples
+        self.seed = seed
+        self.blind_images = blind_images
+        self.question_types = tuple(question_types or QUESTIONS)
+        self.template = template
+        self.predict_samples = predict_samples
+
+    def _dataset(self, num_samples: int, seed: int, generation: bool = False) -> SyntheticVQADataset:
+        return SyntheticVQADataset(
+            self.tokenizer,
+            self.num_image_tokens,
+            self.image_data_config,
+            self.image_token_id,
+            num_samples=num_samples,
+            seed=seed,
+            blind_images=self.blind_images,
+            question_types=self.question_types,
+            template=self.template,
+            generation=generation,
+        )
+
+    def _loader(self, ds: Dataset, shuffle: bool, padding_side: str = "right") -> DataLoader:
+        collate = VLMCollator(self.tokenizer.pad_token_id, padding_side, self.image_token_id, self.num_image_tokens)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset(self.train_samples, self.seed), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset(self.val_samples, self.seed + 1), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        ds = self._dataset(self.predict_samples, self.seed + 2, generation=True)
+        return self._loader(ds, shuffle=False, padding_side="left")

@@ -1,0 +1,18 @@
+"""Plain-torch building blocks: vision tower, projector, language model, and the composed network."""
+
+from lightning_mm.models.language import build_language_model, decoder_of
+from lightning_mm.models.projector import build_projector, list_projectors, register_projector
+from lightning_mm.models.vision import VisionTower, check_timm_model_name
+from lightning_mm.models.vlm import VisionLanguageModel, splice_image_features
+
+__all__ = [
+    "VisionLanguageModel",
+    "VisionTower",
+    "build_language_model",
+    "build_projector",
+    "check_timm_model_name",
+    "decoder_of",
+    "list_projectors",
+    "register_projector",
+    "splice_image_features",
+]

@@ -1,0 +1,55 @@
+"""Language model: a Hugging Face causal LM, built from a hub id / local path or from a config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+__all__ = ["build_language_model", "decoder_of"]
+
+
+def build_language_model(
+    name_or_path: str | None = None,
+    config: dict[str, Any] | None = None,
+    pretrained: bool = False,
+    torch_dtype: torch.dtype | None = None,
+    attn_implementation: str = "sdpa",
+) -> PreTrainedModel:
+    """Build a causal LM with transformers.
+
+    Args:
+        name_or_path: Hub id or local directory (``save_pretrained`` output).
+        config: Architecture config (must hold ``model_type``); overrides fields of ``name_or_path``'s config, or
+            defines the model alone when ``name_or_path`` is None.
+        pretrained: Load the weights with ``from_pretrained(name_or_path)``; otherwise random init from the config.
+        torch_dtype: Parameter dtype (default: float32).
+        attn_implementation: transformers attention backend (``sdpa``, ``eager``, ``flash_attention_2``).
+
+    Returns:
+        An ``AutoModelForCausalLM`` instance.
+    """
+    overrides = dict(config or {})
+    if pretrained:
+        if name_or_path is None:
+            raise ValueError("pretrained=True needs `name_or_path` (a hub id or a save_pretrained directory).")
+        return AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=torch_dtype, attn_implementation=attn_implementation, **overrides
+        )
+    if name_or_path is not None:
+        cfg = AutoConfig.from_pretrained(name_or_path, **overrides)
+    else:
+        model_type = overrides.pop("model_type", None)
+        if model_type is None:
+            raise ValueError("A language model config needs `model_type` (e.g. 'llama', 'qwen2') or a `name_or_path`.")
+        cfg = AutoConfig.for_model(model_type, **overrides)
+    cfg._attn_implementation = attn_implementation
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype)
+    return model
+
+
+def decoder_of(llm: PreTrainedModel) -> nn.Module:
+    """The decoder stack of a causal LM (the part that returns hidden states, without ``lm_head``)."""
+    return llm.get_decoder() if hasattr(llm, "get_decoder") else llm.base_model

@@ -1,0 +1,123 @@
+"""Vision tower: a timm image model that returns the patch features of one chosen block."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+__all__ = ["VisionTower", "check_timm_model_name"]
+
+
+def check_timm_model_name(model_name: str) -> None:
+    """Raise a clear ``ValueError`` when timm does not know ``model_name``.
+
+    Args:
+        model_name: timm architecture name, optionally with a pretrained tag (``arch.tag``).
+    """
+    if timm.is_model(model_name):
+        return
+    arch = model_name.split(".", 1)[0]
+    stem = arch.split("_")[0]
+    close = timm.list_models(f"{stem}*")[:8]
+    hint = f" Similar names: {', '.join(close)}." if close else ""
+    raise ValueError(f"Unknown timm vision model {model_name!r}.{hint} See `timm.list_models()` for all names.")
+
+
+class VisionTower(nn.Module):
+    """A timm backbone returning the tokens of one block, LLaVA style.
+
+    LLaVA reads the output of the second-to-last transformer block (``feature_layer=-2``), before the final norm, and
+    drops the prefix tokens (CLS and register tokens, timm's ``num_prefix_tokens``), keeping only patch tokens.
+
+    Args:
+        model_name: timm architecture name, optionally with a pretrained tag (``vit_large_patch14_clip_336.openai``).
+        pretrained: Load timm's pretrained weights (from the hub, or from ``pretrained_cfg_overlay=dict(file=...)``).
+        feature_layer: Index of the block whose output is used (negative counts from the end).
+        drop_prefix_tokens: Drop CLS/register tokens and keep patch tokens only.
+        model_kwargs: Extra keyword arguments for ``timm.create_model`` (e.g. ``img_size``, ``depth``).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        pretrained: bool = False,
+        feature_layer: int = -2,
+        drop_prefix_tokens: bool = True,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        check_timm_model_name(model_name)
+        kwargs = dict(model_kwargs or {})
+        self.model = timm.create_model(model_name, pretrained=pretrained, num_classes=0, **kwargs)
+        if not hasattr(self.model, "forward_intermediates"):
+            raise ValueError(f"timm model {model_name!r} has no `forward_intermediates`; it cannot be a vision tower.")
+        depth = len(getattr(self.model, "blocks", []) or [])
+        if depth and not -depth <= feature_layer < depth:
+            raise ValueError(f"feature_layer={feature_layer} is out of range for {model_name!r} with {depth} blocks.")
+        self.model_name = model_name
+        self.feature_layer = feature_layer
+        self.drop_prefix_tokens = drop_prefix_tokens
+        self.depth = depth
+        # absolute index of the block that is read: the blocks after it and the final norm never run
+        self.block_index = feature_layer % depth if depth else feature_layer
+
+    def unused_parameter_names(self) -> list[str]:
+        """Names (relative to this module) of parameters that never take part in ``forward``.
+
+        The blocks after ``feature_layer`` and the final norm are kept so that released checkpoints load unchanged and
+        parameter counts match them, but they receive no gradient: placements never make them trainable.
+        """
+        if not self.depth:
+            return []
+        unused = []
+        for name, _ in self.named_parameters():
+            rel = name.removeprefix("model.")
+            m = re.match(r"blocks\.(\d+)\.", rel)
+            if (m and int(m.group(1)) > self.block_index) or rel.startswith(("norm.", "fc_norm.", "head", "attn_pool")):
+                unused.append(name)
+        return unused
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the features this tower emits."""
+        return int(self.model.num_features)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Number of CLS/register tokens the backbone prepends (0 for SigLIP)."""
+        return int(getattr(self.model, "num_prefix_tokens", 0))
+
+    def data_config(self) -> dict[str, Any]:
+        """timm's data config for this tower (input size, mean, std, interpolation, crop)."""
+        cfg = timm.data.resolve_model_data_config(self.model)
+        img_size = getattr(getattr(self.model, "patch_embed", None), "img_size", None)
+        if img_size is not None:  # the pretrained cfg does not follow an `img_size` override
+            cfg["input_size"] = (3, *tuple(img_size))
+        return cfg
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Encode images.
+
+        Args:
+            pixel_values: (N_img, 3, H, W) normalised images.
+
+        Returns:
+            (N_img, L, D) tokens of the chosen block: L patch tokens, plus the prefix tokens first if kept.
+        """
+        out = self.model.forward_intermediates(
+            pixel_values,
+            indices=[self.block_index],
+            output_fmt="NLC",
+            stop_early=True,
+            intermediates_only=True,
+            norm=False,
+            return_prefix_tokens=not self.drop_prefix_tokens,
+        )[0]
+        if self.drop_prefix_tokens:
+            return out  # (N_img, L, D), prefix already removed by timm
+        patches, prefix = out
+        return torch.cat([prefix, patches], dim=1)  # (N_img, P + L, D)

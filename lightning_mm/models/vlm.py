@@ -1,0 +1,191 @@
+"""VisionLanguageModel: vision tower -> projector -> splice into the LM's input embeddings -> LM decoder."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from lightning_mm.models.language import decoder_of
+from lightning_mm.models.vision import VisionTower
+
+__all__ = ["VisionLanguageModel", "splice_image_features"]
+
+
+def _first_mismatch(token_counts: torch.Tensor, feature_rows: int, tokens_per_image: int | None) -> int:
+    """Index of the first sample whose image tokens cannot be matched with the given features."""
+    counts = token_counts.tolist()
+    if tokens_per_image:
+        for b, c in enumerate(counts):
+            if c % tokens_per_image:
+                return b
+    used = 0
+    for b, c in enumerate(counts):
+        used += c
+        if used > feature_rows:
+            return b
+    return len(counts) - 1  # every sample fits, so the features left over belong after the last one
+
+
+def splice_image_features(
+    inputs_embeds: torch.Tensor,
+    input_ids: torch.Tensor,
+    image_features: torch.Tensor,
+    image_token_id: int,
+) -> torch.Tensor:
+    """Write image features into the embedding rows of the image tokens, in order.
+
+    Args:
+        inputs_embeds: (B, T, D) text embeddings.
+        input_ids: (B, T) token ids; positions equal to ``image_token_id`` receive image features.
+        image_features: (..., D) features, any leading shape; flattened to (N, D) in row-major order. With a
+            (n_images, tokens_per_image, D) tensor, a sample whose token count is not a multiple of tokens_per_image
+            is reported as the culprit.
+        image_token_id: Id of the image placeholder token.
+
+    Returns:
+        (B, T, D) embeddings: a new tensor, gradients flow into both inputs.
+
+    Raises:
+        ValueError: if the number of image tokens differs from the number of feature rows, naming the first
+            sample index whose count does not match.
+    """
+    if inputs_embeds.shape[:2] != input_ids.shape:
+        raise ValueError(f"inputs_embeds {tuple(inputs_embeds.shape)} does not match input_ids {tuple(input_ids.shape)}")
+    dim = inputs_embeds.shape[-1]
+    if image_features.shape[-1] != dim:
+        raise ValueError(f"image features have width {image_features.shape[-1]}, the LM embeddings {dim}")
+    mask = input_ids == image_token_id  # (B, T)
+    feats = image_features.reshape(-1, dim)  # (N, D)
+    token_counts = mask.sum(dim=1)  # (B,)
+    n_tokens = int(token_counts.sum())
+    if n_tokens != feats.shape[0]:
+        per_image = image_features.shape[-2] if image_features.dim() >= 3 else None
+        b = _first_mismatch(token_counts, feats.shape[0], per_image)
+        raise ValueError(
+            f"Image token count does not match the image features: the batch holds {n_tokens} image tokens "
+            f"(per sample: {token_counts.tolist()}) but {feats.shape[0]} feature rows were given"
+            + (f" ({image_features.shape[0]} images x {per_image} tokens)" if per_image else "")
+            + f"; first mismatching sample: index {b}."
+        )
+    return inputs_embeds.masked_scatter(mask.unsqueeze(-1), feats.to(inputs_embeds.dtype))  # (B, T, D)
+
+
+class VisionLanguageModel(nn.Module):
+    """LLaVA-style network in plain torch: ``vision`` -> ``projector`` -> splice -> ``llm`` decoder.
+
+    ``forward`` returns the decoder's final hidden states; the output projection (``lm_head``) is applied by the loss on
+    the supervised rows only, so no (B, T, V) logits tensor is built during training.
+
+    Args:
+        vision: The vision tower.
+        projector: Maps (N_img, L, D_v) to (N_img, L', D_t).
+        llm: A transformers causal LM.
+        image_token_id: Id of the image placeholder token in ``input_ids``.
+    """
+
+    def __init__(self, vision: VisionTower, projector: nn.Module, llm: PreTrainedModel, image_token_id: int) -> None:
+        super().__init__()
+        self.vision = vision
+        self.projector = projector
+        self.llm = llm
+        self.image_token_id = image_token_id
+
+    @property
+    def lm_head(self) -> nn.Module:
+        """The LM's output projection (V, H)."""
+        return self.llm.get_output_embeddings()
+
+    def _vision_trains(self) -> bool:
+        return any(p.requires_grad for p in self.vision.parameters())
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Vision tower + projector.
+
+        A tower with no trainable parameter runs under ``no_grad`` (no activations are kept for it); the projector's
+        input dtype follows the projector's weights.
+
+        Args:
+            pixel_values: (N_img, 3, H, W).
+
+        Returns:
+            (N_img, L, D_t) image tokens in the LM's embedding space.
+        """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self._vision_trains()):
+            feats = self.vision(pixel_values)  # (N_img, L, D_v)
+        proj_dtype = next(self.projector.parameters()).dtype
+        return self.projector(feats.to(proj_dtype))  # (N_img, L, D_t)
+
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        """Text embeddings with the image features spliced in at the image-token positions.
+
+        Args:
+            input_ids: (B, T).
+            pixel_values: (N_img, 3, H, W) for all images of the batch in order, or None for text only.
+
+        Returns:
+            (B, T, D_t) input embeddings.
+        """
+        image_mask = input_ids == self.image_token_id  # (B, T)
+        # the placeholder id need not be a row of the embedding table (LLaVA's original code uses -200)
+        text_ids = input_ids.masked_fill(image_mask, 0)
+        embeds = self.llm.get_input_embeddings()(text_ids)  # (B, T, D_t)
+        if pixel_values is None or pixel_values.shape[0] == 0:
+            if bool(image_mask.any()):
+                first = int(image_mask.any(dim=1).nonzero()[0])
+                raise ValueError(f"Sample {first} holds image tokens but the batch has no pixel_values.")
+            return embeds
+        features = self.encode_images(pixel_values.to(self.vision_dtype))  # (N_img, L, D_t)
+        return splice_image_features(embeds, input_ids, features, self.image_token_id)
+
+    @property
+    def vision_dtype(self) -> torch.dtype:
+        """Parameter dtype of the vision tower (images are cast to it)."""
+        return next(self.vision.parameters()).dtype
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final hidden states of the LM decoder.
+
+        Args:
+            input_ids: (B, T).
+            attention_mask: (B, T), 1 for real tokens.
+            pixel_values: (N_img, 3, H, W) or None.
+
+        Returns:
+            (B, T, H) hidden states after the decoder's final norm.
+        """
+        embeds = self.embed(input_ids, pixel_values)  # (B, T, D_t)
+        out = decoder_of(self.llm)(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
+        return out.last_hidden_state  # (B, T, H)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        **generate_kwargs,
+    ) -> torch.Tensor:
+        """Greedy (by default) generation from left-padded prompts.
+
+        Args:
+            input_ids: (B, T) left-padded prompts.
+            attention_mask: (B, T).
+            pixel_values: (N_img, 3, H, W) or None.
+            max_new_tokens: Generation budget.
+            **generate_kwargs: Passed to transformers' ``generate`` (``eos_token_id``, ``pad_token_id``, ...).
+
+        Returns:
+            (B, T_new) generated token ids (the prompt excluded).
+        """
+        embeds = self.embed(input_ids, pixel_values)
+        generate_kwargs.setdefault("do_sample", False)
+        return self.llm.generate(
+            inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens, **generate_kwargs
+        )

@@ -1,0 +1,34 @@
+"""Model registry: register, look up and list named :class:`ModelSpec` entries."""
+
+from __future__ import annotations
+
+import fnmatch
+
+from lightning_mm.zoo.spec import ModelSpec
+
+__all__ = ["get_spec", "list_models", "register_model"]
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` to the registry under ``spec.name`` (a name may be registered once)."""
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] != spec:
+        raise ValueError(f"A different model is already registered as {spec.name!r}.")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec registered as ``name``."""
+    if name not in _REGISTRY:
+        close = fnmatch.filter(_REGISTRY, f"*{name.split('-')[0]}*")
+        hint = f" Did you mean one of: {', '.join(sorted(close))}?" if close else ""
+        raise ValueError(f"Unknown model {name!r}.{hint} Known: {', '.join(list_models())}.")
+    return _REGISTRY[name]
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered names, sorted, optionally filtered by a shell-style ``pattern`` (``llava-*``)."""
+    names = sorted(_REGISTRY)
+    return fnmatch.filter(names, pattern) if pattern else names
