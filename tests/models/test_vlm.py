@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from lightning_mm.loss import shifted_cross_entropy
+
+
+def test_forward_returns_hidden_states_and_loss_matches_full_logits(tiny_module, tiny_batch):
+    net = tiny_module.network
+    hidden = tiny_module(tiny_batch)
+    B, T = tiny_batch["input_ids"].shape
+    assert hidden.shape == (B, T, net.llm.config.hidden_size)
+    loss_sum, n = tiny_module.compute_loss(hidden, tiny_batch["labels"])
+    ref = shifted_cross_entropy(net.lm_head(hidden), tiny_batch["labels"])
+    torch.testing.assert_close(loss_sum / n, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_image_features_reach_the_llm(tiny_module, tiny_batch):
+    """Changing the pixels changes the hidden states at and after the image positions, not before."""
+    net = tiny_module.network
+    h1 = tiny_module(tiny_batch)
+    other = dict(tiny_batch, pixel_values=torch.randn_like(tiny_batch["pixel_values"]))
+    h2 = tiny_module(other)
+    img_pos = (tiny_batch["input_ids"][0] == net.image_token_id).nonzero()
+    first = int(img_pos[0])
+    assert torch.allclose(h1[0, :first], h2[0, :first], atol=1e-6)
+    assert not torch.allclose(h1[0, first:], h2[0, first:])
+
+
+def test_tower_runs_under_no_grad_only_when_frozen(tiny_module, tiny_batch):
+    net = tiny_module.network
+    seen = []
+    net.vision.register_forward_hook(lambda mod, inp, out: seen.append(out.requires_grad))
+    net.encode_images(tiny_batch["pixel_values"])
+    for p in net.vision.parameters():
+        p.requires_grad_(False)
+    feats = net.encode_images(tiny_batch["pixel_values"])
+    assert seen == [True, False]  # trainable tower keeps its graph, frozen tower builds none
+    assert feats.requires_grad  # the projector still trains
+
+
+def test_image_tokens_without_pixels_is_a_clear_error(tiny_module, tiny_batch):
+    with pytest.raises(ValueError, match="Sample 0 holds image tokens but the batch has no pixel_values"):
+        tiny_module(dict(tiny_batch, pixel_values=None))
+
+
+def test_wrong_image_count_names_the_sample(tiny_module, tiny_batch):
+    with pytest.raises(ValueError, match="first mismatching sample: index 3"):
+        tiny_module(dict(tiny_batch, pixel_values=tiny_batch["pixel_values"][:3]))

@@ -1,0 +1,33 @@
+import pytest
+
+from lightning_mm.cli import main
+
+
+def test_zoo_lists_tiny(capsys):
+    assert main(["zoo"]) == 0
+    assert "tiny" in capsys.readouterr().out
+
+
+def test_fit_from_quickstart_recipe_fast_dev_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    import pathlib
+
+    recipe = pathlib.Path(__file__).parents[1] / "recipes" / "quickstart.yaml"
+    main(
+        [
+            "fit",
+            "--config",
+            str(recipe),
+            "--trainer.fast_dev_run=2",
+            "--trainer.accelerator=cpu",
+            "--data.init_args.train_samples=64",
+            "--data.init_args.val_samples=16",
+        ]
+    )
+
+
+def test_unknown_model_name_is_a_clear_error():
+    from lightning_mm import MultimodalModule
+
+    with pytest.raises(ValueError, match="Unknown model 'tinyy'"):
+        MultimodalModule(model="tinyy")
