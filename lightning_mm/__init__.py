@@ -2,7 +2,15 @@
 
 from lightning_mm.models import VisionLanguageModel
 from lightning_mm.module import MultimodalModule
-from lightning_mm.zoo import ModelSpec, get_spec, list_models, register_model
+from lightning_mm.zoo import ModelSpec, create_model, get_spec, list_models, register_model
 
-__all__ = ["ModelSpec", "MultimodalModule", "VisionLanguageModel", "get_spec", "list_models", "register_model"]
+__all__ = [
+    "ModelSpec",
+    "MultimodalModule",
+    "VisionLanguageModel",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "register_model",
+]
 __version__ = "0.1.0"

@@ -65,4 +65,7 @@ def main(argv: list[str] | None = None) -> int | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the package's module object, where the extra subcommands register (not this __main__ copy)
+    from lightning_mm.cli import main as _main
+
+    sys.exit(_main())

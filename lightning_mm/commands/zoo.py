@@ -1,4 +1,4 @@
-"""``lightning-mm zoo``: print the model zoo as a table."""
+"""``lightning-mm zoo``: print the model zoo as a table (parameters counted on the meta device, offline)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,47 @@ import argparse
 
 from lightning_mm.cli import register_command
 
+HEADER = ("name", "vision", "llm", "params", "img tokens", "template")
+
+
+def format_count(n: int) -> str:
+    """``7063427072`` -> ``7.06B``; ``489472`` -> ``489.5K``."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.{2 if unit == 'B' else 1}f}{unit}"
+    return str(n)
+
+
+def _row(name: str, exact: bool, describe: bool) -> tuple[str, ...]:
+    from lightning_mm.zoo import count_image_tokens, get_spec, parameter_counts
+
+    spec = get_spec(name)
+    try:
+        total = parameter_counts(spec)["total"]
+        params = f"{total:,}" if exact else format_count(total)
+    except (OSError, ValueError):  # a spec whose vocabulary comes from a tokenizer that is not available offline
+        params = "?"
+    llm = spec.llm or f"({spec.llm_config.get('model_type', '?')}, {spec.llm_config.get('num_hidden_layers', '?')}L)"
+    row = (name, spec.vision_model, llm, params, str(count_image_tokens(spec)[0]), spec.template)
+    return (*row, spec.description) if describe else row
+
 
 @register_command("zoo", "list the model zoo")
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lightning-mm zoo", description="List the named models of the zoo.")
     parser.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'llava-*'")
+    parser.add_argument("--exact", action="store_true", help="print exact parameter counts")
+    parser.add_argument("-v", "--verbose", action="store_true", help="add each model's description")
     args = parser.parse_args(argv)
-    from lightning_mm.zoo import get_spec, list_models
+    from lightning_mm.zoo import list_models
 
-    rows = [(n, get_spec(n).vision_model, get_spec(n).llm or "(config)", get_spec(n).description) for n in list_models(args.pattern)]
-    widths = [max(len(str(r[i])) for r in [("name", "vision", "llm", "description"), *rows]) for i in range(4)]
-    for r in [("name", "vision", "llm", "description"), *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    names = list_models(args.pattern)
+    if not names:
+        print(f"No model matches {args.pattern!r}.")
+        return 1
+    header = (*HEADER, "description") if args.verbose else HEADER
+    rows = [header, *(_row(n, args.exact, args.verbose) for n in names)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return 0

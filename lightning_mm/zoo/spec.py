@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AddedToken, AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lightning_mm.models import VisionLanguageModel, VisionTower, build_language_model, build_projector
+from lightning_mm.models.projector_io import load_projector_weights
 
-__all__ = ["ModelSpec", "build_network", "count_image_tokens", "load_tokenizer"]
+__all__ = ["ModelSpec", "build_network", "check_tokenizer", "count_image_tokens", "load_tokenizer"]
+
+log = logging.getLogger(__name__)
 
 BUILTIN_TOKENIZERS = ("builtin:synthetic",)
 
@@ -23,19 +27,27 @@ class ModelSpec:
     Variants are made with :meth:`replace`, overriding only the fields that differ; dict fields (``vision_kwargs``,
     ``llm_config``) are merged key by key.
 
+    A spec is *complete* when ``llm_config`` holds ``vocab_size`` and ``image_token_id`` is set: its network then
+    builds without the tokenizer (offline, e.g. on the meta device), and a tokenizer loaded later is checked against
+    those two numbers.
+
     Attributes:
         name: Registry name.
         vision_model: timm architecture, optionally with a pretrained tag (``vit_large_patch14_clip_336.openai``).
-        vision_kwargs: Extra ``timm.create_model`` arguments (``img_size``, ``depth``, ...).
+        vision_kwargs: Extra ``timm.create_model`` arguments (``img_size``, ``act_layer``, ...).
         feature_layer: Block of the tower whose output is used (LLaVA: -2).
-        drop_prefix_tokens: Drop CLS/register tokens (LLaVA: patch tokens only).
+        drop_prefix_tokens: Drop CLS/register tokens (LLaVA: patch tokens only; SigLIP has none to drop).
         projector: Projector name (``linear``, ``mlp2x_gelu``, ...).
+        projector_weights: File of trained projector weights loaded when building with ``pretrained=True``: LLaVA's
+            stage-1 ``mm_projector.bin`` or a Lightning checkpoint of this project.
         llm: Hub id or local path of the causal LM (None: build from ``llm_config`` alone).
-        llm_config: Architecture config (with ``model_type``) used to build offline, or overrides of ``llm``'s config.
-            ``vocab_size`` left out means ``len(tokenizer)``.
+        llm_config: Architecture of the LM. With ``model_type`` in it, the LM builds from it alone when not
+            pretrained (offline); with ``pretrained=True`` its entries override the checkpoint's config, except
+            ``vocab_size``, which resizes the loaded embeddings. ``vocab_size`` left out means ``len(tokenizer)``.
         tokenizer: Hub id or path of the tokenizer (None: ``llm``), or ``builtin:synthetic``.
         template: Chat template name for the data (``chatml``, ``vicuna_v1``, ``plain``, ...).
         image_token: Text of the image placeholder token (added to the tokenizer when missing).
+        image_token_id: Id the image token has in the tokenizer (None: ask the tokenizer).
         description: One line for ``lightning-mm zoo``.
     """
 
@@ -50,6 +62,8 @@ class ModelSpec:
     tokenizer: str | None = None
     template: str = "chatml"
     image_token: str = "<image>"
+    image_token_id: int | None = None
+    projector_weights: str | None = None
     description: str = ""
 
     def replace(self, **overrides: Any) -> ModelSpec:
@@ -63,6 +77,11 @@ class ModelSpec:
                 overrides[key] = {**getattr(self, key), **overrides[key]}
         return dataclasses.replace(self, **overrides)
 
+    @property
+    def needs_tokenizer(self) -> bool:
+        """Whether building the network needs the tokenizer (vocabulary size or image-token id left to it)."""
+        return self.image_token_id is None or "vocab_size" not in self.llm_config
+
 
 def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     """The spec's tokenizer, with the image token registered as a special token.
@@ -72,6 +91,10 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
 
     Returns:
         A transformers tokenizer that maps ``spec.image_token`` to a single id.
+
+    Raises:
+        ValueError: if the tokenizer disagrees with a complete spec (image-token id, or more tokens than the LM's
+            embedding rows).
     """
     source = spec.tokenizer or spec.llm
     if source == "builtin:synthetic":
@@ -83,10 +106,26 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     else:
         tok = AutoTokenizer.from_pretrained(source)
     if spec.image_token not in tok.get_vocab():
-        tok.add_special_tokens({"additional_special_tokens": [spec.image_token]}, replace_additional_special_tokens=False)
+        tok.add_tokens([AddedToken(spec.image_token, special=True, normalized=False)], special_tokens=True)
     if tok.pad_token is None:
         tok.pad_token = tok.unk_token or tok.eos_token
+    check_tokenizer(spec, tok)
     return tok
+
+
+def check_tokenizer(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Raise ``ValueError`` when ``tokenizer`` contradicts the spec's image-token id or vocabulary size."""
+    token_id = tokenizer.convert_tokens_to_ids(spec.image_token)
+    if spec.image_token_id is not None and token_id != spec.image_token_id:
+        raise ValueError(
+            f"Model {spec.name!r} expects {spec.image_token!r} at id {spec.image_token_id}, but its tokenizer maps it to "
+            f"{token_id}: set `image_token_id` to match the tokenizer."
+        )
+    vocab_size = spec.llm_config.get("vocab_size")
+    if vocab_size is not None and len(tokenizer) > vocab_size:
+        raise ValueError(
+            f"Model {spec.name!r} has {vocab_size} embedding rows but its tokenizer has {len(tokenizer)} tokens."
+        )
 
 
 def _vision_tower(spec: ModelSpec, pretrained: bool) -> VisionTower:
@@ -114,34 +153,86 @@ def count_image_tokens(spec: ModelSpec) -> tuple[int, dict[str, Any]]:
     return int(tokens.shape[1]), cfg
 
 
+def _changed_config_keys(name_or_path: str, overrides: dict[str, Any]) -> list[str]:
+    """Config entries of checkpoint ``name_or_path`` whose values ``overrides`` change."""
+    base = AutoConfig.from_pretrained(name_or_path).to_dict()
+    new = AutoConfig.from_pretrained(name_or_path, **overrides).to_dict()
+    return sorted(k for k in set(base) | set(new) if k != "transformers_version" and base.get(k) != new.get(k))
+
+
+def _language_model(
+    spec: ModelSpec, tokenizer: PreTrainedTokenizerBase | None, pretrained: bool, torch_dtype: torch.dtype
+) -> PreTrainedModel:
+    config = dict(spec.llm_config)
+    declared_vocab = config.pop("vocab_size", None)
+    if pretrained:
+        if spec.llm is None:
+            raise ValueError(f"Model {spec.name!r} has no `llm` checkpoint to load with pretrained=True.")
+        model_type = config.pop("model_type", None)
+        changed = _changed_config_keys(spec.llm, config) if config else []
+        if changed:
+            log.warning("%s: llm_config overrides %s of %s's config.", spec.name, ", ".join(changed), spec.llm)
+        llm = build_language_model(spec.llm, config, pretrained=True, torch_dtype=torch_dtype)
+        if model_type is not None and llm.config.model_type != model_type:
+            raise ValueError(
+                f"Model {spec.name!r} expects a {model_type!r} LM, {spec.llm} is {llm.config.model_type!r}."
+            )
+    elif spec.llm is None or "model_type" in config:  # the architecture is fully written down: build offline
+        if tokenizer is not None:
+            for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
+                config.setdefault(key, getattr(tokenizer, key))
+        config["vocab_size"] = declared_vocab if declared_vocab is not None else len(tokenizer)
+        llm = build_language_model(None, config, pretrained=False, torch_dtype=torch_dtype)
+    else:  # config read from the checkpoint, overridden by llm_config
+        if declared_vocab is not None:
+            config["vocab_size"] = declared_vocab
+        llm = build_language_model(spec.llm, config, pretrained=False, torch_dtype=torch_dtype)
+    rows = llm.get_input_embeddings().num_embeddings
+    if declared_vocab is not None and rows != declared_vocab:
+        llm.resize_token_embeddings(declared_vocab)  # e.g. 32000 (vicuna) -> 32064 (LLaVA-1.5: <image> + padding)
+    elif declared_vocab is None and rows < len(tokenizer):
+        llm.resize_token_embeddings(len(tokenizer))
+    return llm
+
+
 def build_network(
     spec: ModelSpec,
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     pretrained: bool = False,
     torch_dtype: torch.dtype | None = None,
 ) -> VisionLanguageModel:
     """Build the plain-torch network of ``spec``.
 
+    A complete spec (``vocab_size`` in ``llm_config`` and ``image_token_id`` set) builds without its tokenizer, so it
+    builds offline and on the meta device; otherwise the tokenizer is loaded when not given.
+
     Args:
         spec: Model spec.
-        tokenizer: Its tokenizer (sets the LM's vocabulary size when the config leaves it out, and the image token id).
-        pretrained: Load timm and transformers pretrained weights through their own loading paths.
-        torch_dtype: Parameter dtype of the LLM.
+        tokenizer: Its tokenizer (None: loaded only if the spec needs it). Sets the LM's vocabulary size when the
+            config leaves it out, and the image token id; checked against a complete spec.
+        pretrained: Load every weight source the spec names: timm's pretrained tag, the LLM checkpoint through
+            transformers ``from_pretrained``, and ``projector_weights``. Off: random init from the configs.
+        torch_dtype: Parameter dtype of the LLM (None: the default dtype, float32; a checkpoint's own dtype is not
+            kept, so pretrained and random builds agree).
 
     Returns:
         The :class:`~lightning_mm.models.VisionLanguageModel`.
     """
+    if tokenizer is None and spec.needs_tokenizer:
+        tokenizer = load_tokenizer(spec)
+    if tokenizer is not None:
+        check_tokenizer(spec, tokenizer)
+    torch_dtype = torch_dtype or torch.get_default_dtype()
     vision = _vision_tower(spec, pretrained)
-    llm_config = dict(spec.llm_config)
-    if spec.llm is None and "vocab_size" not in llm_config:
-        llm_config["vocab_size"] = len(tokenizer)
-    if spec.llm is None:
-        llm_config.setdefault("pad_token_id", tokenizer.pad_token_id)
-        llm_config.setdefault("eos_token_id", tokenizer.eos_token_id)
-        llm_config.setdefault("bos_token_id", tokenizer.bos_token_id)
-    llm = build_language_model(spec.llm, llm_config, pretrained=pretrained, torch_dtype=torch_dtype)
-    if llm.get_input_embeddings().num_embeddings < len(tokenizer):
-        llm.resize_token_embeddings(len(tokenizer))
+    llm = _language_model(spec, tokenizer, pretrained, torch_dtype)
     projector = build_projector(spec.projector, vision.hidden_size, llm.config.get_text_config().hidden_size)
-    image_token_id = tokenizer.convert_tokens_to_ids(spec.image_token)
+    if spec.projector_weights is not None:
+        if pretrained:
+            load_projector_weights(projector, spec.projector_weights)
+        else:
+            log.info("%s: projector_weights are loaded with pretrained=True only; random init.", spec.name)
+    if spec.image_token_id is not None:
+        image_token_id = spec.image_token_id
+    else:
+        image_token_id = tokenizer.convert_tokens_to_ids(spec.image_token)
     return VisionLanguageModel(vision, projector, llm, image_token_id)

@@ -1,0 +1,116 @@
+"""Every zoo entry builds on the meta device, offline, with the released architecture."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lightning_mm.zoo import build_network, count_image_tokens, get_spec, list_models, parameter_counts
+
+# Released llava-1.5-7b-hf (LlavaForConditionalGeneration): total, CLIP vision tower, multi-modal projector.
+LLAVA_15_7B_TOTAL = 7_063_427_072
+LLAVA_15_7B_VISION = 303_507_456
+LLAVA_15_7B_PROJECTOR = 20_979_712
+
+
+@pytest.fixture(scope="module")
+def meta_networks():
+    """Each entry's network built once on the meta device, without a tokenizer where the spec is complete."""
+    nets = {}
+    for name in list_models():
+        spec = get_spec(name)
+        with torch.device("meta"):
+            nets[name] = build_network(spec, pretrained=False)
+    return nets
+
+
+def test_required_entries_are_registered():
+    names = list_models()
+    for name in ("llava-1.5-7b", "llava-1.5-13b", "tiny"):
+        assert name in names
+    assert list_models("llava-1.5-*") == ["llava-1.5-13b", "llava-1.5-7b"]
+    assert any(
+        "siglip" in get_spec(n).vision_model and get_spec(n).llm_config.get("model_type") == "qwen2" for n in names
+    )
+    assert any("reg4_dinov2" in get_spec(n).vision_model for n in names)
+
+
+def test_llava_15_7b_parameter_counts():
+    counts = parameter_counts("llava-1.5-7b")
+    assert math.isclose(counts["total"], LLAVA_15_7B_TOTAL, rel_tol=1e-3)
+    assert counts["vision"] == LLAVA_15_7B_VISION
+    assert counts["projector"] == LLAVA_15_7B_PROJECTOR
+
+
+def test_every_entry_builds_on_meta_with_consistent_vocabulary(meta_networks):
+    for name, net in meta_networks.items():
+        spec = get_spec(name)
+        params = list(net.parameters())
+        assert params and all(p.is_meta for p in params), name
+        rows = net.llm.get_input_embeddings().num_embeddings
+        if "vocab_size" in spec.llm_config:
+            assert rows == spec.llm_config["vocab_size"], name
+        assert 0 <= net.image_token_id < rows, name
+        # the projector maps the tower's width to the LM's
+        out = net.projector(torch.empty(1, 2, net.vision.hidden_size, device="meta"))
+        assert out.shape[-1] == net.llm.get_input_embeddings().embedding_dim, name
+
+
+def test_real_entries_are_complete_and_build_without_a_tokenizer(monkeypatch):
+    import lightning_mm.zoo.spec as spec_mod
+
+    def no_tokenizer(spec):
+        raise AssertionError(f"{spec.name}: the tokenizer was loaded")
+
+    monkeypatch.setattr(spec_mod, "load_tokenizer", no_tokenizer)
+    real = [n for n in list_models() if get_spec(n).llm is not None]
+    assert len(real) >= 4
+    for name in real:
+        assert not get_spec(name).needs_tokenizer, name
+        assert parameter_counts(name)["total"] > 0
+
+
+def test_llava_tower_reads_patch_tokens_of_the_second_to_last_block(meta_networks):
+    for name in ("llava-1.5-7b", "llava-1.5-13b"):
+        tower = meta_networks[name].vision
+        assert tower.block_index == tower.depth - 2
+        assert tower.num_prefix_tokens == 1 and tower.drop_prefix_tokens
+        # OpenAI's CLIP was trained with QuickGELU
+        assert type(tower.model.blocks[0].mlp.act).__name__ == "QuickGELU"
+        grid = tower.model.patch_embed.grid_size
+        assert count_image_tokens(get_spec(name))[0] == grid[0] * grid[1] == 576
+
+
+def test_13b_differs_from_7b_only_in_the_llm(meta_networks):
+    small, big = parameter_counts("llava-1.5-7b"), parameter_counts("llava-1.5-13b")
+    assert small["vision"] == big["vision"]
+    width_13b = meta_networks["llava-1.5-13b"].llm.config.hidden_size
+    # mlp2x_gelu: Linear(1024, D) + Linear(D, D)
+    assert big["projector"] == 1024 * width_13b + width_13b + width_13b * width_13b + width_13b
+    assert big["llm"] > 1.9 * small["llm"]
+
+
+@pytest.mark.parametrize("family", ["siglip", "reg4_dinov2"])
+def test_prefix_tokens_are_dropped_and_no_patch_is_lost(meta_networks, family):
+    names = [n for n in list_models() if family in get_spec(n).vision_model]
+    assert names
+    for name in names:
+        tower = meta_networks[name].vision
+        grid = tower.model.patch_embed.grid_size
+        if family == "siglip":
+            assert tower.num_prefix_tokens == 0, name  # no CLS: nothing may be dropped
+        else:
+            assert tower.num_prefix_tokens == 5, name  # CLS + 4 registers
+        assert count_image_tokens(get_spec(name))[0] == grid[0] * grid[1], name
+
+
+def test_small_qwen2_entries_tie_embeddings(meta_networks):
+    for name in list_models():
+        if get_spec(name).llm_config.get("model_type") != "qwen2":
+            continue
+        llm = meta_networks[name].llm
+        assert llm.get_output_embeddings().weight is llm.get_input_embeddings().weight
+        attn = llm.model.layers[0].self_attn
+        assert attn.k_proj.out_features < attn.q_proj.out_features  # grouped-query attention
