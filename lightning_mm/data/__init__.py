@@ -1,14 +1,34 @@
-"""Data: chat templates, collation, the built-in synthetic task, and datamodules."""
+"""Data: chat templates, LLaVA-format files, images, collation, sampling, the built-in synthetic task, datamodules."""
 
 from lightning_mm.data.collate import VLMCollator
 from lightning_mm.data.datamodule import VLMDataModule
+from lightning_mm.data.images import ASPECT_MODES, ImageLoadError, ImageProcessor
+from lightning_mm.data.llava import BadSampleError, LlavaDataset, SampleDropped, parse_record, read_records
+from lightning_mm.data.llava_datamodule import LlavaDataModule
+from lightning_mm.data.sampler import LengthGroupedSampler
 from lightning_mm.data.synthetic import SyntheticVQADataModule, SyntheticVQADataset, build_synthetic_tokenizer
-from lightning_mm.data.templates import IGNORE_INDEX, ChatTemplate, Segment, encode_segments, get_template
+from lightning_mm.data.templates import (
+    IGNORE_INDEX,
+    ChatTemplate,
+    Segment,
+    encode_segments,
+    get_template,
+    list_templates,
+    register_template,
+)
 from lightning_mm.data.tokenizer import build_word_tokenizer
 
 __all__ = [
+    "ASPECT_MODES",
     "IGNORE_INDEX",
+    "BadSampleError",
     "ChatTemplate",
+    "ImageLoadError",
+    "ImageProcessor",
+    "LengthGroupedSampler",
+    "LlavaDataModule",
+    "LlavaDataset",
+    "SampleDropped",
     "Segment",
     "SyntheticVQADataModule",
     "SyntheticVQADataset",
@@ -18,4 +38,8 @@ __all__ = [
     "build_word_tokenizer",
     "encode_segments",
     "get_template",
+    "list_templates",
+    "parse_record",
+    "read_records",
+    "register_template",
 ]

@@ -105,6 +105,8 @@ class SyntheticVQADataset(Dataset):
         question_types: Subset of ``color``, ``shape``, ``position``.
         template: Chat template name.
         generation: Render prompts only (for ``predict``): no answer tokens, the answer kept as text.
+        questions_per_image: Question turns per sample, each about a different attribute, in random order (more
+            supervision per image); with more than one, ``category`` is the first question's type.
     """
 
     def __init__(
@@ -119,7 +121,10 @@ class SyntheticVQADataset(Dataset):
         question_types: Sequence[str] = ("color", "shape", "position"),
         template: str = "chatml",
         generation: bool = False,
+        questions_per_image: int = 1,
     ) -> None:
+        if not 1 <= questions_per_image <= len(question_types):
+            raise ValueError(f"questions_per_image must be in 1..{len(question_types)}, got {questions_per_image}")
         unknown = set(question_types) - set(QUESTIONS)
         if unknown:
             raise ValueError(f"Unknown question types {sorted(unknown)}; known: {sorted(QUESTIONS)}")
@@ -138,6 +143,7 @@ class SyntheticVQADataset(Dataset):
         self.question_types = tuple(question_types)
         self.template = get_template(template)
         self.generation = generation
+        self.questions_per_image = questions_per_image
 
     def __len__(self) -> int:
         return self.num_samples
@@ -145,21 +151,24 @@ class SyntheticVQADataset(Dataset):
     def scene(self, index: int) -> dict[str, str]:
         """The attributes of sample ``index`` (colour, shape, position, question type and phrasing)."""
         rng = np.random.default_rng([self.seed, index])
-        qtype = self.question_types[int(rng.integers(len(self.question_types)))]
+        order = rng.permutation(len(self.question_types))[: self.questions_per_image]
+        qtypes = [self.question_types[int(k)] for k in order]
         return {
             "color": list(COLORS)[int(rng.integers(len(COLORS)))],
             "shape": SHAPES[int(rng.integers(len(SHAPES)))],
             "position": POSITIONS[int(rng.integers(len(POSITIONS)))],
-            "category": qtype,
-            "question": QUESTIONS[qtype][int(rng.integers(len(QUESTIONS[qtype])))],
+            "category": qtypes[0],
+            "questions": [(q, QUESTIONS[q][int(rng.integers(len(QUESTIONS[q])))]) for q in qtypes],
             "jitter_seed": int(rng.integers(2**31)),
         }
 
-    @lru_cache(maxsize=4096)  # noqa: B019 - prompts repeat; the dataset lives as long as its cache
-    def _encode(self, question: str, answer: str) -> tuple[torch.Tensor, torch.Tensor]:
-        messages = [{"role": "user", "content": f"<image>\n{question}"}]
-        if not self.generation:
-            messages.append({"role": "assistant", "content": answer})
+    @lru_cache(maxsize=16384)  # noqa: B019 - conversations repeat; the dataset lives as long as its cache
+    def _encode(self, turns: tuple[tuple[str, str], ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        messages = []
+        for k, (question, answer) in enumerate(turns):
+            messages.append({"role": "user", "content": f"<image>\n{question}" if k == 0 else question})
+            if not self.generation:
+                messages.append({"role": "assistant", "content": answer})
         segs = self.template.render(messages, add_generation_prompt=self.generation)
         ids, labels, _ = encode_segments(segs, self.tokenizer, self.image_token_id, self.num_image_tokens)
         return torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
@@ -168,20 +177,20 @@ class SyntheticVQADataset(Dataset):
         if not 0 <= index < self.num_samples:
             raise IndexError(index)
         s = self.scene(index)
-        answer = s[s["category"]]
+        turns = tuple((question, s[qtype]) for qtype, question in s["questions"])
         if self.blind_images:
             img = torch.zeros(3, self.size, self.size)
         else:
             rng = np.random.default_rng(s["jitter_seed"])
             img = torch.from_numpy(render_scene(self.size, s["color"], s["shape"], s["position"], rng))
-        input_ids, labels = self._encode(s["question"], answer)
+        input_ids, labels = self._encode(turns)
         return {
             "id": f"synthetic-{self.seed}-{index}",
             "input_ids": input_ids,
             "labels": labels,
             "pixel_values": ((img - self.mean) / self.std).unsqueeze(0),  # (1, 3, S, S)
             "category": s["category"],
-            "answer": answer,
+            "answer": " ".join(a for _, a in turns),
         }
 
 
@@ -198,6 +207,7 @@ class SyntheticVQADataModule(VLMDataModule):
         question_types: Which question types to ask: ``color``, ``shape``, ``position``.
         template: Chat template name.
         predict_samples: Number of samples rendered for ``lightning-mm predict``.
+        train_questions_per_image: Question turns per training sample (validation always asks one question).
     """
 
     def __init__(
@@ -211,6 +221,7 @@ class SyntheticVQADataModule(VLMDataModule):
         question_types: list[str] | None = None,
         template: str = "chatml",
         predict_samples: int = 32,
+        train_questions_per_image: int = 1,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers)
         self.train_samples = train_samples
@@ -220,8 +231,11 @@ class SyntheticVQADataModule(VLMDataModule):
         self.question_types = tuple(question_types or QUESTIONS)
         self.template = template
         self.predict_samples = predict_samples
+        self.train_questions_per_image = train_questions_per_image
 
-    def _dataset(self, num_samples: int, seed: int, generation: bool = False) -> SyntheticVQADataset:
+    def _dataset(
+        self, num_samples: int, seed: int, generation: bool = False, questions_per_image: int = 1
+    ) -> SyntheticVQADataset:
         return SyntheticVQADataset(
             self.tokenizer,
             self.num_image_tokens,
@@ -233,6 +247,7 @@ class SyntheticVQADataModule(VLMDataModule):
             question_types=self.question_types,
             template=self.template,
             generation=generation,
+            questions_per_image=questions_per_image,
         )
 
     def _loader(self, ds: Dataset, shuffle: bool, padding_side: str = "right") -> DataLoader:
@@ -247,7 +262,8 @@ class SyntheticVQADataModule(VLMDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset(self.train_samples, self.seed), shuffle=True)
+        ds = self._dataset(self.train_samples, self.seed, questions_per_image=self.train_questions_per_image)
+        return self._loader(ds, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._dataset(self.val_samples, self.seed + 1), shuffle=False)

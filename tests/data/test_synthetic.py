@@ -63,3 +63,15 @@ def test_predict_loader_is_left_padded_prompts(tiny_module):
     tok = tiny_module.tokenizer
     last = batch["input_ids"][:, -1].tolist()
     assert tok.convert_ids_to_tokens([last[0]]) != ["<pad>"]  # left padding: prompts end at the right edge
+
+
+def test_multi_question_samples_supervise_each_answer_in_order(tiny_module):
+    tok = tiny_module.tokenizer
+    ds = _bound_dm(tiny_module)._dataset(6, seed=0, questions_per_image=3)
+    for i in range(6):
+        s = ds[i]
+        sup = tok.convert_ids_to_tokens(s["labels"][s["labels"] != -100].tolist())
+        answers = s["answer"].split()
+        assert len(answers) == 3
+        assert sup == [t for a in answers for t in (a, "<|im_end|>")]
+        assert int((s["input_ids"] == tiny_module.image_token_id).sum()) == tiny_module.num_image_tokens

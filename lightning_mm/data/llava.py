@@ -1,0 +1,452 @@
+"""LLaVA-format conversation files as a map-style dataset.
+
+Records are read and validated once, when the dataset is built (JSON, roles, turn order, ``<image>`` count against
+the images), and kept as compact JSON bytes in one numpy buffer, so DataLoader workers share them without copying.
+Tokenization and image decoding happen lazily in ``__getitem__``; ``input_ids`` and ``labels`` come from the same
+chat-template segments, and anything that does not add up raises an error that names the file, line and record id.
+
+With ``on_bad_sample="skip"`` a bad record is skipped and counted by reason instead: records that fail validation
+are left out when the dataset is built (:attr:`LlavaDataset.skip_counts`); samples that fail while loading (an image
+that cannot be read) are replaced by the next sample and their reasons travel with the batch (key ``skipped``), where
+:class:`~lightning_mm.callbacks.data_stats.DataStatsCallback` counts them. Samples too long for ``max_length`` whose
+cut would fall inside an image span (or leave no supervised token) are always dropped this way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from lightning_mm.data.images import ImageLoadError, ImageProcessor
+from lightning_mm.data.templates import (
+    IGNORE_INDEX,
+    IMAGE_PLACEHOLDER,
+    ChatTemplate,
+    Message,
+    encode_segments,
+    get_template,
+)
+
+__all__ = [
+    "BAD_INPUT_REASONS",
+    "DROP_REASONS",
+    "SKIPPED_KEY",
+    "BadSampleError",
+    "LlavaDataset",
+    "SampleDropped",
+    "parse_record",
+    "read_records",
+]
+
+log = logging.getLogger(__name__)
+
+#: Reasons a record is bad input: an error by default, skipped and counted with ``on_bad_sample="skip"``.
+BAD_INPUT_REASONS = (
+    "malformed_json",
+    "malformed_record",
+    "unknown_role",
+    "bad_turn_order",
+    "image_count_mismatch",
+    "image_outside_user_turn",
+    "image_missing",
+    "image_unreadable",
+)
+#: Reasons a valid sample is dropped (always, and counted): it does not fit ``max_length``.
+DROP_REASONS = ("truncated_image_span", "truncated_no_targets", "prompt_too_long")
+#: Batch key (one list of reasons per sample) of the samples replaced while loading.
+SKIPPED_KEY = "skipped"
+
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+_WS = re.compile(r"\s*")
+
+
+class BadSampleError(ValueError):
+    """A record that cannot be turned into a correct sample.
+
+    Attributes:
+        reason: One of :data:`BAD_INPUT_REASONS`.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SampleDropped(Exception):
+    """A valid sample that does not fit ``max_length`` (reason in :data:`DROP_REASONS`)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+def _iter_json_list(path: str) -> Iterator[tuple[int, Any]]:
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    decoder = json.JSONDecoder()
+
+    def fail(pos: int, msg: str) -> BadSampleError:
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        return BadSampleError(
+            "malformed_json", f"{path}:{line}:{col}: {msg} (a malformed .json list cannot be skipped; use .jsonl)"
+        )
+
+    pos = _WS.match(text, 0).end()
+    if text[pos : pos + 1] != "[":
+        raise fail(pos, "a .json data file must hold a list of records")
+    pos = _WS.match(text, pos + 1).end()
+    line, counted = 1, 0
+    if text[pos : pos + 1] == "]":
+        return
+    while True:
+        line += text.count("\n", counted, pos)  # line of the record's first character
+        counted = pos
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise fail(e.pos, f"malformed JSON: {e.msg}") from None
+        yield line, obj
+        pos = _WS.match(text, end).end()
+        sep = text[pos : pos + 1]
+        if sep == "]":
+            return
+        if sep != ",":
+            raise fail(pos, "expected ',' or ']' after a record")
+        pos = _WS.match(text, pos + 1).end()
+
+
+def read_records(path: str) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line, record)`` from a ``.json`` list or a ``.jsonl`` file.
+
+    A malformed line of a ``.jsonl`` file is yielded as a :class:`BadSampleError` in place of the record, so the
+    caller may skip it; a malformed ``.json`` list raises.
+    """
+    if path.endswith(".jsonl"):
+        with open(path, encoding="utf-8") as f:
+            for line, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    yield line, json.loads(raw)
+                except json.JSONDecodeError as e:
+                    yield line, BadSampleError("malformed_json", f"{path}:{line}: malformed JSON line: {e.msg}")
+    elif path.endswith(".json"):
+        yield from _iter_json_list(path)
+    else:
+        raise ValueError(f"{path}: LLaVA data files are .json (a list of records) or .jsonl (one record per line)")
+
+
+def parse_record(raw: Any, where: str) -> tuple[str, list[str], list[Message]]:
+    """Validate one LLaVA record and return ``(id, image paths, messages)``.
+
+    Roles map ``human`` -> ``user`` and ``gpt`` -> ``assistant`` (``user``/``assistant``/``system`` are accepted as
+    is). The conversation is an optional leading system turn, then user/assistant turns alternating, starting with a
+    user turn and ending with an answer. ``<image>`` may stand anywhere in user turns, once per image.
+
+    Args:
+        raw: The decoded JSON record.
+        where: ``file:line``, for error messages.
+
+    Raises:
+        BadSampleError: naming ``where`` and the record id.
+    """
+    if not isinstance(raw, dict):
+        raise BadSampleError("malformed_record", f"{where}: a record must be a JSON object, got {type(raw).__name__}")
+    rid = str(raw["id"]) if raw.get("id") is not None else where
+    at = f"{where}: record {rid!r}"
+    images = raw.get("image")
+    images = [] if images is None else [images] if isinstance(images, str) else images
+    if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
+        raise BadSampleError("malformed_record", f"{at}: 'image' must be a path or a list of paths, got {images!r}")
+    convs = raw.get("conversations")
+    if not isinstance(convs, list) or not convs:
+        raise BadSampleError("malformed_record", f"{at}: 'conversations' must be a non-empty list")
+    messages: list[Message] = []
+    for k, turn in enumerate(convs):
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise BadSampleError("malformed_record", f"{at}: turn {k} must be {{'from': ..., 'value': <string>}}")
+        role = ROLES.get(turn.get("from"))
+        if role is None:
+            raise BadSampleError(
+                "unknown_role", f"{at}: turn {k} has unknown role {turn.get('from')!r}; known: {sorted(ROLES)}"
+            )
+        messages.append({"role": role, "content": turn["value"]})
+    body = messages[1:] if messages[0]["role"] == "system" else messages
+    order = [m["role"] for m in body]
+    expected = ["user", "assistant"] * (len(order) // 2)
+    if not order or order != expected:
+        raise BadSampleError(
+            "bad_turn_order",
+            f"{at}: turns must be an optional system turn, then human/gpt alternating and ending with gpt; "
+            f"got {[t.get('from') for t in convs]}",
+        )
+    if any(IMAGE_PLACEHOLDER in m["content"] for m in messages if m["role"] != "user"):
+        raise BadSampleError("image_outside_user_turn", f"{at}: {IMAGE_PLACEHOLDER} may stand in human turns only")
+    n_placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages)
+    if n_placeholders != len(images):
+        raise BadSampleError(
+            "image_count_mismatch",
+            f"{at}: {n_placeholders} {IMAGE_PLACEHOLDER} placeholder(s) for {len(images)} image(s) {images}",
+        )
+    return rid, images, messages
+
+
+# ---------------------------------------------------------------------------------------------------- dataset
+class LlavaDataset(Dataset):
+    """LLaVA-format conversations (``.json`` list or ``.jsonl``), tokenized with a chat template.
+
+    ``__getitem__`` returns ``id``, ``input_ids`` (T,) long, ``labels`` (T,) long (-100 where not supervised),
+    ``pixel_values`` (n_images, 3, H, W) float or None for text-only records, and ``skipped`` (reasons of samples
+    replaced by this one). With ``generation=True`` it returns the prompt up to the last answer (no ``labels``) and
+    that answer as ``answer``.
+
+    Args:
+        data_path: One file or several (``.json`` list or ``.jsonl``).
+        image_folder: Folder the records' image paths are relative to (None: each data file's folder).
+        tokenizer: The LM's tokenizer.
+        template: Chat template name (``plain``, ``vicuna_v1``, ``llama3``, ``chatml``, ``tokenizer``) or instance.
+        num_image_tokens: Tokens one image becomes after the vision tower and projector.
+        image_data_config: timm data config of the tower (required when a record has images).
+        image_token_id: Id of the image token (None: the id of ``<image>`` in the tokenizer).
+        image_aspect: ``pad``, ``resize`` or ``crop`` (see :data:`~lightning_mm.data.images.ASPECT_MODES`).
+        max_length: Longest sample in tokens (image tokens included); longer ones are cut at the end, or dropped
+            when the cut would fall inside an image span or leave no supervised token. None: no limit.
+        on_bad_sample: ``error`` (raise, naming file, line and id) or ``skip`` (skip and count by reason).
+        generation: Render prompts for generation (``predict``) instead of training samples.
+        template_kwargs: Constructor arguments of the template (e.g. ``system_prompt``).
+        max_consecutive_drops: Give up (raise) after this many dropped samples in a row.
+    """
+
+    def __init__(
+        self,
+        data_path: str | Sequence[str],
+        image_folder: str | None,
+        tokenizer: PreTrainedTokenizerBase,
+        template: str | ChatTemplate,
+        num_image_tokens: int,
+        image_data_config: dict[str, Any] | None = None,
+        image_token_id: int | None = None,
+        image_aspect: str = "pad",
+        max_length: int | None = 2048,
+        on_bad_sample: str = "error",
+        generation: bool = False,
+        template_kwargs: dict[str, Any] | None = None,
+        max_consecutive_drops: int = 100,
+    ) -> None:
+        if on_bad_sample not in ("error", "skip"):
+            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+        self.files = [str(data_path)] if isinstance(data_path, (str, os.PathLike)) else [str(p) for p in data_path]
+        self.image_folder = None if image_folder is None else str(image_folder)
+        self.tokenizer = tokenizer
+        self.template = get_template(template, **(template_kwargs or {}))
+        self.template.check_tokenizer(tokenizer)
+        self.num_image_tokens = int(num_image_tokens)
+        if image_token_id is None:
+            image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+            if image_token_id is None or image_token_id == tokenizer.unk_token_id:
+                raise ValueError(f"The tokenizer has no {IMAGE_PLACEHOLDER} token: pass image_token_id.")
+        self.image_token_id = int(image_token_id)
+        self.images = ImageProcessor(image_data_config, image_aspect) if image_data_config is not None else None
+        self.max_length = max_length
+        self.on_bad_sample = on_bad_sample
+        self.generation = generation
+        self.max_consecutive_drops = max_consecutive_drops
+        self.skip_counts: Counter[str] = Counter()  # bad records left out when reading the files
+        self._warned: set[str] = set()
+        self._lengths: np.ndarray | None = None
+        self._load()
+
+    # ------------------------------------------------------------------ reading the files once
+    def _load(self) -> None:
+        payloads: list[bytes] = []
+        files, lines, n_images, chars, n_turns, system = [], [], [], [], [], []
+        first_skips: list[str] = []
+        self.num_records = 0
+        for fi, path in enumerate(self.files):
+            for line, raw in read_records(path):
+                self.num_records += 1
+                try:
+                    if isinstance(raw, BadSampleError):
+                        raise raw
+                    rid, images, messages = parse_record(raw, f"{path}:{line}")
+                except BadSampleError as e:
+                    if self.on_bad_sample == "error":
+                        raise
+                    self.skip_counts[e.reason] += 1
+                    if len(first_skips) < 5:
+                        first_skips.append(str(e))
+                    continue
+                if images and self.images is None:
+                    raise ValueError(f"{path}:{line}: record {rid!r} has images but no image_data_config was given")
+                turns = [[m["role"], m["content"]] for m in messages]
+                payloads.append(json.dumps([rid, images, turns], ensure_ascii=False).encode())
+                files.append(fi)
+                lines.append(line)
+                n_images.append(len(images))
+                n_turns.append(len(turns))
+                system.append(messages[0]["role"] == "system")
+                chars.append(sum(len(t[1]) for t in turns) - len(images) * len(IMAGE_PLACEHOLDER))
+        sizes = np.fromiter((len(p) for p in payloads), dtype=np.int64, count=len(payloads))
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)])  # (N + 1,)
+        self._payload = np.frombuffer(b"".join(payloads), dtype=np.uint8)  # all records, JSON bytes
+        self._file_index = np.asarray(files, dtype=np.int32)  # (N,)
+        self._lines = np.asarray(lines, dtype=np.int64)  # (N,)
+        self.num_images = np.asarray(n_images, dtype=np.int32)  # (N,)
+        self.text_chars = np.asarray(chars, dtype=np.int64)  # (N,)
+        self.num_turns = np.asarray(n_turns, dtype=np.int32)  # (N,)
+        self.has_system = np.asarray(system, dtype=bool)  # (N,)
+        if self.skip_counts:
+            counts = ", ".join(f"{k}={v}" for k, v in sorted(self.skip_counts.items()))
+            log.warning(
+                "Skipped %d of %d records in %s (%s); first: %s",
+                sum(self.skip_counts.values()),
+                self.num_records,
+                ", ".join(self.files),
+                counts,
+                " | ".join(first_skips),
+            )
+        if not payloads:
+            raise ValueError(f"No usable record in {', '.join(self.files)} (skipped: {dict(self.skip_counts)})")
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def where(self, index: int) -> str:
+        """``file:line`` of record ``index``."""
+        return f"{self.files[self._file_index[index]]}:{self._lines[index]}"
+
+    def record(self, index: int) -> dict[str, Any]:
+        """The validated record ``index``: ``id``, ``images`` (resolved paths), ``messages``, ``where``."""
+        rid, images, turns = json.loads(self._payload[self._offsets[index] : self._offsets[index + 1]].tobytes())
+        folder = self.image_folder or os.path.dirname(self.files[self._file_index[index]])
+        return {
+            "id": rid,
+            "images": [os.path.join(folder, p) for p in images],
+            "messages": [{"role": r, "content": c} for r, c in turns],
+            "where": self.where(index),
+        }
+
+    # ------------------------------------------------------------------ tokenization
+    def encode(self, messages: Sequence[Message]) -> tuple[list[int], list[int], int, str | None]:
+        """(input_ids, labels, n_images, answer) of one conversation, before truncation.
+
+        In generation mode the final answer is left out of the prompt and returned as ``answer``.
+        """
+        answer = None
+        if self.generation:
+            answer = messages[-1]["content"]
+            messages = messages[:-1]
+        segs = self.template.render(messages, add_generation_prompt=self.generation, tokenizer=self.tokenizer)
+        ids, labels, n_images = encode_segments(segs, self.tokenizer, self.image_token_id, self.num_image_tokens)
+        return ids, labels, n_images, answer
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(N,) estimated token lengths (text + image tokens), for length-grouped sampling; no full tokenization.
+
+        Text tokens are estimated as ``a + b * characters + c * turns + d * has_system_turn``, fitted on up to 64
+        records tokenized for real (``a`` holds the template's fixed text, such as a default system prompt).
+        """
+        if self._lengths is None:
+            probe = np.unique(np.linspace(0, len(self) - 1, num=min(64, len(self))).astype(np.int64))
+            cols = [np.ones(len(self)), self.text_chars, self.num_turns, self.has_system]
+            feats = np.stack(cols, axis=1).astype(np.float64)  # (N, 4)
+            tokens = []
+            for i in probe:
+                ids, _, n_img, _ = self.encode(self.record(int(i))["messages"])
+                tokens.append(len(ids) - n_img * self.num_image_tokens)
+            coef = np.linalg.lstsq(feats[probe], np.asarray(tokens, dtype=np.float64), rcond=None)[0]  # (4,)
+            text = np.maximum(np.rint(feats @ coef), 1).astype(np.int64)  # (N,)
+            self._lengths = text + self.num_images.astype(np.int64) * self.num_image_tokens  # (N,)
+        return self._lengths
+
+    @property
+    def has_images(self) -> np.ndarray:
+        """(N,) bool: whether each record has at least one image."""
+        return self.num_images > 0
+
+    # ------------------------------------------------------------------ samples
+    def build(self, index: int) -> dict[str, Any]:
+        """Sample ``index``; raises :class:`BadSampleError` or :class:`SampleDropped` instead of replacing it."""
+        rec = self.record(index)
+        at = f"{rec['where']}: record {rec['id']!r}"
+        ids, labels, n_images, answer = self.encode(rec["messages"])
+        n_tokens = ids.count(self.image_token_id)
+        if n_images != len(rec["images"]) or n_tokens != n_images * self.num_image_tokens:
+            raise BadSampleError(
+                "image_count_mismatch",
+                f"{at}: {n_tokens} image tokens for {len(rec['images'])} image(s) x {self.num_image_tokens} "
+                "(does the text contain the image token itself?)",
+            )
+        if self.max_length is not None and len(ids) > self.max_length:
+            cut = self.max_length
+            if self.generation:
+                raise SampleDropped("prompt_too_long", f"{at}: prompt of {len(ids)} tokens > max_length={cut}")
+            if self.image_token_id in ids[cut:]:
+                raise SampleDropped(
+                    "truncated_image_span", f"{at}: {len(ids)} tokens; max_length={cut} would cut an image span"
+                )
+            ids, labels = ids[:cut], labels[:cut]
+            if all(x == IGNORE_INDEX for x in labels[1:]):
+                raise SampleDropped("truncated_no_targets", f"{at}: no answer token left within max_length={cut}")
+        pixel_values = None
+        if rec["images"]:
+            try:
+                pixel_values = self.images.load_many(rec["images"])  # (n, 3, H, W)
+            except ImageLoadError as e:
+                raise BadSampleError(e.reason, f"{at}: {e}") from e
+        sample = {
+            "id": rec["id"],
+            "input_ids": torch.tensor(ids, dtype=torch.long),  # (T,)
+            "pixel_values": pixel_values,
+        }
+        if self.generation:
+            sample["answer"] = answer
+        else:
+            sample["labels"] = torch.tensor(labels, dtype=torch.long)  # (T,)
+        return sample
+
+    def _note(self, err: Exception) -> None:
+        reason = getattr(err, "reason", "")
+        if reason not in self._warned:  # once per reason and process; totals are logged per epoch
+            self._warned.add(reason)
+            log.warning("Dropping sample (%s): %s", reason, err)
+        else:
+            log.debug("Dropping sample (%s): %s", reason, err)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        skipped: list[str] = []
+        i = index
+        for _ in range(self.max_consecutive_drops):
+            try:
+                sample = self.build(i)
+            except SampleDropped as e:
+                err = e
+            except BadSampleError as e:
+                if self.on_bad_sample == "error":
+                    raise
+                err = e
+            else:
+                sample[SKIPPED_KEY] = skipped
+                return sample
+            skipped.append(err.reason)
+            self._note(err)
+            i = (i + 1) % len(self)
+        raise RuntimeError(
+            f"{len(skipped)} samples in a row were dropped from index {index} ({dict(Counter(skipped))}); "
+            f"last: {err}. Check max_length and the data."
+        )

@@ -1,0 +1,164 @@
+"""LightningDataModule for LLaVA-format files (alignment captions, instruction tuning, users' own data)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from torch.utils.data import DataLoader
+
+from lightning_mm.data.collate import VLMCollator
+from lightning_mm.data.datamodule import VLMDataModule
+from lightning_mm.data.llava import LlavaDataset
+from lightning_mm.data.sampler import LengthGroupedSampler
+
+__all__ = ["LlavaDataModule"]
+
+
+class LlavaDataModule(VLMDataModule):
+    """LLaVA-format conversations (``.json`` list or ``.jsonl``) for ``lightning-mm fit``.
+
+    The tokenizer, image-token count and image preprocessing come from the model (see
+    :class:`~lightning_mm.data.VLMDataModule`); the chat template defaults to the model's own.
+
+    Args:
+        train_path: Training file(s).
+        val_path: Validation file(s) (None: no validation).
+        predict_path: File(s) whose prompts ``lightning-mm predict`` answers (None: ``val_path``).
+        image_folder: Folder the image paths in the records are relative to (None: each data file's folder).
+        template: Chat template: ``plain``, ``vicuna_v1``, ``llama3``, ``chatml`` or ``tokenizer`` (None: the model's).
+        template_kwargs: Arguments of the template (e.g. ``{"system_prompt": "..."}``).
+        image_aspect: ``pad`` (to square with the mean colour, LLaVA-1.5), ``resize`` or ``crop``.
+        max_length: Longest sample in tokens, image tokens included (longer: cut, or dropped if the cut would fall
+            inside an image span).
+        on_bad_sample: ``error`` (raise, naming file, line and id) or ``skip`` (skip and count by reason).
+        group_by_length: Batch samples of similar length (text + image tokens) together.
+        group_by_modality: With ``group_by_length``, keep image and text-only samples in separate batches.
+        batch_size: Per-device micro-batch size.
+        val_batch_size: Validation/prediction batch size (None: ``batch_size``).
+        num_workers: DataLoader worker processes.
+        pad_to_multiple_of: Round padded lengths up to a multiple of this.
+        seed: Seed of the length-grouped order (the epoch is added).
+    """
+
+    def __init__(
+        self,
+        train_path: str | list[str],
+        val_path: str | list[str] | None = None,
+        predict_path: str | list[str] | None = None,
+        image_folder: str | None = None,
+        template: str | None = None,
+        template_kwargs: dict[str, Any] | None = None,
+        image_aspect: Literal["pad", "resize", "crop"] = "pad",
+        max_length: int = 2048,
+        on_bad_sample: Literal["error", "skip"] = "error",
+        group_by_length: bool = True,
+        group_by_modality: bool = True,
+        batch_size: int = 16,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        pad_to_multiple_of: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        self.train_path = train_path
+        self.val_path = val_path
+        self.predict_path = predict_path
+        self.image_folder = image_folder
+        self.template = template
+        self.template_kwargs = dict(template_kwargs or {})
+        self.image_aspect = image_aspect
+        self.max_length = max_length
+        self.on_bad_sample = on_bad_sample
+        self.group_by_length = group_by_length
+        self.group_by_modality = group_by_modality
+        self.val_batch_size = val_batch_size or batch_size
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.seed = seed
+        self.train_dataset: LlavaDataset | None = None
+        self.val_dataset: LlavaDataset | None = None
+        self.predict_dataset: LlavaDataset | None = None
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.template is None:  # the model's own chat format
+            spec = getattr(getattr(self.trainer, "lightning_module", None), "spec", None)
+            self.template = getattr(spec, "template", None)
+            if self.template is None:
+                raise ValueError("LlavaDataModule: set `template` (the model does not name one).")
+        if stage == "fit" and self.train_dataset is None:
+            self.train_dataset = self.dataset(self.train_path)
+        if stage in ("fit", "validate", "test") and self.val_path is not None and self.val_dataset is None:
+            self.val_dataset = self.dataset(self.val_path)
+        predict_path = self.predict_path or self.val_path
+        if stage == "predict" and self.predict_dataset is None:
+            if predict_path is None:
+                raise ValueError("LlavaDataModule: set predict_path (or val_path) to predict.")
+            self.predict_dataset = self.dataset(predict_path, generation=True)
+
+    def dataset(self, path: str | list[str], generation: bool = False) -> LlavaDataset:
+        """A :class:`LlavaDataset` of ``path`` with this datamodule's settings (after binding to the model)."""
+        if self.tokenizer is None:
+            raise RuntimeError("LlavaDataModule is not bound to a model yet: run it under a Trainer or call bind().")
+        return LlavaDataset(
+            path,
+            self.image_folder,
+            self.tokenizer,
+            self.template or "chatml",
+            num_image_tokens=self.num_image_tokens,
+            image_data_config=self.image_data_config,
+            image_token_id=self.image_token_id,
+            image_aspect=self.image_aspect,
+            max_length=self.max_length,
+            on_bad_sample=self.on_bad_sample,
+            generation=generation,
+            template_kwargs=self.template_kwargs,
+        )
+
+    def _loader(
+        self,
+        ds: LlavaDataset,
+        batch_size: int,
+        padding_side: str = "right",
+        shuffle: bool = False,
+        sampler: LengthGroupedSampler | None = None,
+    ) -> DataLoader:
+        collate = VLMCollator(
+            self.tokenizer.pad_token_id,
+            padding_side,
+            self.image_token_id,
+            self.num_image_tokens,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+        )
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.train_dataset
+        if not self.group_by_length:
+            return self._loader(ds, self.batch_size, shuffle=True)
+        sampler = LengthGroupedSampler(
+            ds.lengths,
+            self.batch_size,
+            world_size=self.trainer.world_size if self.trainer is not None else 1,
+            modalities=ds.has_images if self.group_by_modality else None,
+            seed=self.seed,
+        )
+        return self._loader(ds, self.batch_size, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_dataset is None:
+            return []
+        return self._loader(self.val_dataset, self.val_batch_size)
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_dataset, self.val_batch_size, padding_side="left")

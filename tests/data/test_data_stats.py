@@ -1,0 +1,66 @@
+"""DataStatsCallback arithmetic: dropped fraction, counts by reason, supervised fraction, sums over ranks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lightning_mm.callbacks.data_stats import DataStatsCallback
+
+
+class _Dataset:
+    def __init__(self, n: int, skip_counts: dict[str, int]) -> None:
+        self.n, self.skip_counts = n, Counter(skip_counts)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _batch(lengths: list[int], supervised: list[int], skipped: list[list[str]]) -> dict:
+    t = max(lengths)
+    mask = torch.zeros(len(lengths), t, dtype=torch.long)
+    labels = torch.full((len(lengths), t), -100)
+    for b, (n, s) in enumerate(zip(lengths, supervised, strict=True)):
+        mask[b, :n] = 1
+        labels[b, n - s : n] = 7
+    return {
+        "input_ids": torch.zeros(len(lengths), t, dtype=torch.long),
+        "attention_mask": mask,
+        "labels": labels,
+        "skipped": skipped,
+    }
+
+
+def test_epoch_statistics():
+    cb = DataStatsCallback()
+    cb.on_train_epoch_start(None, None)
+    cb.on_train_batch_end(None, None, None, _batch([10, 6], [2, 3], [[], ["image_missing"]]), 0)
+    cb.on_train_batch_end(None, None, None, _batch([4, 8], [1, 0], [["truncated_image_span", "weird"], []]), 1)
+    ds = _Dataset(4, {"unknown_role": 2})  # 4 usable records, 2 left out when read: 6 records in the file
+    stats = cb.stats("train", dataset=ds)
+    assert stats["skipped/image_missing"] == 1 and stats["skipped/truncated_image_span"] == 1
+    assert stats["skipped/other"] == 1 and stats["skipped/unknown_role"] == 2
+    assert "skipped/bad_turn_order" not in stats
+    assert stats["skipped"] == 5
+    assert stats["dropped_fraction"] == pytest.approx((2 + 3) / (2 + 4))
+    assert stats["supervised_fraction"] == pytest.approx(6 / 28)
+
+
+def test_partial_epoch_counts_file_drops_pro_rata():
+    cb = DataStatsCallback()
+    cb.on_train_batch_end(None, None, None, _batch([5, 5], [1, 1], [[], []]), 0)
+    stats = cb.stats("train", dataset=_Dataset(20, {"malformed_json": 10}))  # 2 of 20 records seen
+    assert stats["dropped_fraction"] == pytest.approx(1 / (1 + 2))
+
+
+def test_counts_are_summed_over_ranks():
+    cb = DataStatsCallback()
+    cb.on_train_batch_end(None, None, None, _batch([5, 5], [1, 1], [["image_unreadable"], []]), 0)
+    strategy = SimpleNamespace(root_device=torch.device("cpu"), reduce=lambda t, reduce_op: t * 2)  # 2 equal ranks
+    trainer = SimpleNamespace(world_size=2, strategy=strategy)
+    stats = cb.stats("train", trainer=trainer, dataset=_Dataset(4, {}))
+    assert stats["skipped/image_unreadable"] == 2
+    assert stats["dropped_fraction"] == pytest.approx(2 / 4)

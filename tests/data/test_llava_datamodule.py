@@ -1,0 +1,140 @@
+"""LlavaDataModule + DataStatsCallback under a Trainer, and the llava_tiny recipe through ``lightning-mm fit``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import RandomSampler
+
+from lightning_mm import MultimodalModule
+from lightning_mm.callbacks.data_stats import DataStatsCallback
+from lightning_mm.cli import main
+from lightning_mm.data import IGNORE_INDEX, LengthGroupedSampler, LlavaDataModule
+
+REPO = Path(__file__).resolve().parents[2]
+ASSETS = REPO / "tests" / "assets"
+LLAVA_DIR = ASSETS / "llava"
+OVERRIDES = {"tokenizer": str(ASSETS / "tokenizer"), "template": "vicuna_v1"}
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def asset_module() -> MultimodalModule:
+    return MultimodalModule(model="tiny", model_overrides=OVERRIDES)
+
+
+def test_datamodule_binds_to_the_model_and_groups_by_length(asset_module):
+    dm = LlavaDataModule(train_path=str(LLAVA_DIR / "llava_tiny.json"), template="chatml", batch_size=4)
+    m = asset_module
+    dm.bind(m.tokenizer, m.num_image_tokens, m.image_data_config, m.image_token_id)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, LengthGroupedSampler)
+    m.configure_model()
+    for batch in loader:
+        n_tokens = int((batch["input_ids"] == m.image_token_id).sum())
+        if batch["pixel_values"] is None:
+            assert n_tokens == 0
+            continue
+        with torch.no_grad():
+            feats = m.network.projector(m.network.vision(batch["pixel_values"]))  # (N_img, L, D)
+        assert n_tokens == feats.shape[0] * feats.shape[1]  # one image token per feature row the tower emits
+    assert dm.val_dataloader() == []
+    dm.group_by_length = False
+    assert isinstance(dm.train_dataloader().sampler, RandomSampler)
+
+
+def test_fit_logs_dropped_fraction_skip_counts_and_supervised_fraction(tmp_path, records_with_bad_rows):
+    train_path, n_records = records_with_bad_rows
+    dm = LlavaDataModule(
+        train_path=str(train_path),
+        val_path=str(LLAVA_DIR / "llava_tiny.jsonl"),
+        image_folder=str(LLAVA_DIR),
+        on_bad_sample="skip",
+        batch_size=4,
+        max_length=256,
+    )
+    model = MultimodalModule(model="tiny", model_overrides=OVERRIDES)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=CSVLogger(tmp_path),
+        callbacks=[DataStatsCallback()],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=dm)
+    assert dm.template == "vicuna_v1"  # the model's own template
+    m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("data/")}
+    assert m["data/train/skipped/unknown_role"] == 1 and m["data/train/skipped/image_missing"] == 1
+    assert m["data/train/skipped"] == 2
+    assert m["data/train/dropped_fraction"] == pytest.approx(2 / n_records)
+    ds = dm.train_dataset  # every index is drawn once per epoch; a replaced one delivers its stand-in
+    samples = [ds[i] for i in range(len(ds))]
+    supervised = sum(int((s["labels"] != IGNORE_INDEX).sum()) for s in samples)
+    tokens = sum(len(s["input_ids"]) for s in samples)
+    assert m["data/train/supervised_fraction"] == pytest.approx(supervised / tokens)
+    assert m["data/val/skipped"] == 0 and m["data/val/dropped_fraction"] == 0
+    assert 0 < m["data/val/supervised_fraction"] < 1
+    logged = _read_csv(Path(trainer.logger.log_dir) / "metrics.csv")
+    assert any(row.get("data/train/dropped_fraction") for row in logged)
+
+    predictions = [p for batch in trainer.predict(model, datamodule=dm) for p in batch]
+    assert [p["id"] for p in predictions] == [
+        str(r["id"]) for r in json.loads((LLAVA_DIR / "llava_tiny.json").read_text())
+    ]
+    assert all(isinstance(p["prediction"], str) and p["answer"] for p in predictions)
+
+
+@pytest.fixture
+def records_with_bad_rows(tmp_path) -> tuple[Path, int]:
+    """The asset records plus one record with an unknown role and one whose image is missing."""
+    rows = json.loads((LLAVA_DIR / "llava_tiny.json").read_text())
+    bad_role = {"id": "bad-role", "conversations": [{"from": "bot", "value": "a"}, {"from": "gpt", "value": "b"}]}
+    missing = {
+        "id": "missing-image",
+        "image": "images/nope.png",
+        "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "Nothing."}],
+    }
+    rows = [*rows[:2], bad_role, *rows[2:5], missing, *rows[5:]]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, len(rows)
+
+
+def test_recipe_trains_the_tiny_model_from_the_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the recipe's paths are relative to the repository root
+    rc = main(
+        [
+            "fit",
+            "--config",
+            "recipes/llava_tiny.yaml",
+            "--trainer.max_epochs=4",
+            "--trainer.check_val_every_n_epoch=4",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+            f"--trainer.logger.save_dir={tmp_path}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert rc == 0
+    logged = _read_csv(next(tmp_path.rglob("metrics.csv")))
+    losses = [float(r["train/loss"]) for r in logged if r.get("train/loss")]
+    assert len(losses) == 8  # 4 epochs x 2 batches of 4 records
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert min(losses[4:]) < 0.8 * losses[0]  # it learns (batches differ in difficulty: compare the best of the end)
+    assert any(r.get("data/train/supervised_fraction") for r in logged)
+    assert list(tmp_path.rglob("last.ckpt"))
