@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -14,6 +16,9 @@ from lightning_mm.loss import count_supervised, linear_cross_entropy, shift_labe
 from lightning_mm.models import VisionLanguageModel
 from lightning_mm.optim import split_decay, warmup_schedule
 from lightning_mm.zoo import ModelSpec, build_network, count_image_tokens, get_spec, load_tokenizer
+
+if TYPE_CHECKING:
+    from lightning_mm.callbacks.placement import Placement
 
 __all__ = ["COMPONENTS", "MultimodalModule"]
 
@@ -27,6 +32,10 @@ class MultimodalModule(L.LightningModule):
     The network is built in ``configure_model`` (lazily and once), so strategies that shard (FSDP) build it where it
     belongs, and placement callbacks declared in ``setup`` are applied before any wrapping. Outside a Trainer, call
     ``configure_model()`` yourself (``create_model`` does).
+
+    Placements (frozen / full / LoRA per component, :mod:`lightning_mm.callbacks`) are stored in every checkpoint, so
+    ``load_from_checkpoint`` and ``fit(ckpt_path=...)`` rebuild the adapters before the weights load. Without a
+    placement every component trains, except a vision tower's blocks after its feature layer (they never run).
 
     Seams for subclasses: :meth:`build_network`, :meth:`forward` (embed + decode), :meth:`compute_loss`,
     :meth:`param_groups`, :meth:`log_train_metrics`.
@@ -45,6 +54,8 @@ class MultimodalModule(L.LightningModule):
             ``mean``: Lightning's default, each micro-batch's mean weighted equally.
         loss_chunk_size: Rows of the output projection computed at once in the loss.
         max_new_tokens: Generation budget of ``predict_step``.
+        activation_checkpointing: Recompute the activations of the vision blocks and LLM decoder layers in backward
+            (non-reentrant, so LoRA inside a frozen component still gets gradients).
     """
 
     def __init__(
@@ -59,6 +70,7 @@ class MultimodalModule(L.LightningModule):
         loss_normalization: str = "tokens",
         loss_chunk_size: int = 1024,
         max_new_tokens: int = 16,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if loss_normalization not in ("tokens", "mean"):
@@ -73,8 +85,11 @@ class MultimodalModule(L.LightningModule):
         self.loss_normalization = loss_normalization
         self.loss_chunk_size = loss_chunk_size
         self.max_new_tokens = max_new_tokens
+        self.activation_checkpointing = activation_checkpointing
         self.network: VisionLanguageModel | None = None
-        self.placements: dict[str, Any] = {}  # component -> placement, declared by callbacks
+        self.placements: dict[str, Placement] = {}  # component -> placement, declared by callbacks
+        self.adapter_only_checkpoints = False  # set by AdapterOnlyCheckpoint: checkpoints hold no frozen weights
+        self.base_mismatch: list[str] = []  # components whose base differed from an adapter-only checkpoint's
         self._tokenizer = None
         self._image_geometry: tuple[int, dict[str, Any]] | None = None
         self._window_items = 0  # supervised targets seen since the last optimiser step (this rank)
@@ -106,24 +121,81 @@ class MultimodalModule(L.LightningModule):
     @property
     def image_token_id(self) -> int:
         """Id of the image placeholder token."""
+        if self.spec.image_token_id is not None:
+            return self.spec.image_token_id
         return int(self.tokenizer.convert_tokens_to_ids(self.spec.image_token))
 
     # ---------------------------------------------------------------- building
     def build_network(self) -> VisionLanguageModel:
         """Build the plain-torch network (override to change the architecture, e.g. another projector)."""
-        return build_network(self.spec, self.tokenizer, pretrained=self.pretrained)
+        tokenizer = self.tokenizer if self.spec.needs_tokenizer else self._tokenizer  # a complete spec builds offline
+        return build_network(self.spec, tokenizer, pretrained=self.pretrained)
 
     def configure_model(self) -> None:
-        """Build the network once, then apply the declared placements (before any strategy wraps it)."""
+        """Build the network once, apply the declared placements and activation checkpointing (before any wrapping)."""
         if self.network is not None:
             return
         self.network = self.build_network()
         self.apply_placements()
+        if self.activation_checkpointing:
+            self.network.enable_activation_checkpointing()
+
+    def set_placement(self, component: str, placement: Placement) -> None:
+        """Declare how ``component`` trains; applied at once if the network exists, else by ``configure_model``.
+
+        Args:
+            component: ``vision``, ``projector`` or ``llm``.
+            placement: A :class:`~lightning_mm.callbacks.Placement` (frozen / full / LoRA, optional ``lr``).
+        """
+        if component not in COMPONENTS:
+            raise ValueError(f"Unknown component {component!r}; components are {COMPONENTS}")
+        previous = self.placements.get(component)
+        self.placements[component] = placement
+        if self.network is None:
+            return
+        try:
+            self.apply_placements()
+        except Exception:
+            if previous is None:
+                del self.placements[component]
+            else:
+                self.placements[component] = previous
+            raise
 
     def apply_placements(self) -> None:
-        """Apply each declared placement to its component (``placement.apply(module, component)``)."""
+        """Apply each declared placement to its component (``placement.apply(module, component)``), idempotently.
+
+        Parameters that never take part in ``forward`` (a vision tower's blocks after its feature layer) are frozen
+        in every component, declared or not.
+        """
+        from lightning_mm.callbacks.placement import freeze_unused
+
         for component, placement in self.placements.items():
             placement.apply(self, component)
+        for component in COMPONENTS:
+            freeze_unused(self.component(component))
+
+    def placement_table(self) -> list[dict[str, Any]]:
+        """Per component: ``component``, ``mode``, ``trainable`` and ``total`` parameter counts, ``unused`` count."""
+        from lightning_mm.callbacks.placement import placement_rows
+
+        return placement_rows({c: self.component(c) for c in COMPONENTS}, self.placements)
+
+    def log_placements(self) -> None:
+        """Print the placement table (component, mode, trainable / total params) and add it to TensorBoard."""
+        from lightning_mm.callbacks.placement import format_placement_table
+
+        rows = self.placement_table()
+        rank_zero_info("Trainable parameters per component:\n" + format_placement_table(rows))
+        if self._trainer is None or not self.trainer.is_global_zero:
+            return
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                text = format_placement_table(rows, markdown=True)
+                logger.experiment.add_text("placement", text, global_step=self.global_step)
+
+    def on_fit_start(self) -> None:
+        self.log_placements()
 
     def component(self, name: str) -> nn.Module:
         """The ``vision``, ``projector`` or ``llm`` submodule of the network."""
@@ -165,9 +237,10 @@ class MultimodalModule(L.LightningModule):
         return loss_sum  # divided by the window's token count in on_before_optimizer_step
 
     def log_train_metrics(self, loss: torch.Tensor, batch: dict[str, Any]) -> None:
-        """Log the micro-batch's token-mean loss and the supervised-token fraction."""
+        """Log the micro-batch's token-mean loss and the supervised fraction of its real (non-padding) tokens."""
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        frac = (batch["labels"] != -100).float().mean()
+        real = batch["attention_mask"].sum() if batch.get("attention_mask") is not None else batch["labels"].numel()
+        frac = (batch["labels"] != -100).sum() / real
         self.log("train/supervised_fraction", frac, batch_size=batch["input_ids"].shape[0])
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -237,20 +310,95 @@ class MultimodalModule(L.LightningModule):
         self.validation_step(batch, batch_idx)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """Greedy answers for left-padded prompts: a list of ``{"id", "prediction", "answer"}``."""
+        """Greedy answers for left-padded prompts: a list of ``{"id", "prediction", "answer"}``.
+
+        Generation stops at the template's end-of-turn token as well as at EOS.
+        """
         tok = self.tokenizer
         out = self.network.generate(
             batch["input_ids"],
             batch["attention_mask"],
             batch.get("pixel_values"),
             max_new_tokens=self.max_new_tokens,
-            eos_token_id=tok.eos_token_id,
+            eos_token_id=self.stop_token_ids,
             pad_token_id=tok.pad_token_id,
         )
         texts = tok.batch_decode(out, skip_special_tokens=True)
         ids = batch.get("id") or [None] * len(texts)
         answers = batch.get("answer") or [None] * len(texts)
         return [{"id": i, "prediction": t.strip(), "answer": a} for i, t, a in zip(ids, texts, answers, strict=True)]
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """Token ids that end generation: EOS and the chat template's end-of-turn token."""
+        from lightning_mm.data.templates import get_template
+
+        tok = self.tokenizer
+        eot = get_template(self.spec.template).end_of_turn(tok)
+        ids = [tok.eos_token_id, tok.convert_tokens_to_ids(eot)]
+        return list(dict.fromkeys(i for i in ids if i is not None))
+
+    # ---------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the placements; with ``adapter_only_checkpoints``, drop the frozen weights from the state dict."""
+        from lightning_mm.callbacks import checkpointing as ckpt
+
+        state: dict[str, Any] = {
+            "placements": {c: p.to_dict() for c, p in self.placements.items() if hasattr(p, "to_dict")},
+            "adapter_only": bool(self.adapter_only_checkpoints),
+        }
+        if self.adapter_only_checkpoints:
+            frozen = ckpt.frozen_parameter_names(self)
+            weights = checkpoint["state_dict"]
+            groups = [f"network.{c}." for c in COMPONENTS]
+            state["base_fingerprint"] = ckpt.base_fingerprint({k: v for k, v in weights.items() if k in frozen}, groups)
+            checkpoint["state_dict"] = ckpt.adapter_only_state(weights, frozen)
+        checkpoint[ckpt.CHECKPOINT_KEY] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild the stored placements (adapters included) before the weights load.
+
+        A component without a declared placement takes the checkpoint's; one declared differently (e.g. by this run's
+        callbacks) raises. An adapter-only state dict is completed with the freshly built base.
+        """
+        from lightning_mm.callbacks import checkpointing as ckpt
+        from lightning_mm.callbacks.placement import Placement
+
+        state = checkpoint.get(ckpt.CHECKPOINT_KEY) or {}
+        for component, data in (state.get("placements") or {}).items():
+            saved = Placement.from_dict(data)
+            current = self.placements.get(component)
+            if current is None:
+                self.placements[component] = saved
+            elif not current.same_weights(saved):
+                raise ValueError(
+                    f"The checkpoint trained the {component} as {saved.describe()!r}, but this run declares "
+                    f"{current.describe()!r}. Resume with the checkpoint's placement, or start a new run from its "
+                    "weights (MultimodalModule.load_from_checkpoint, then fit with the new placement)."
+                )
+        if self.network is None:
+            self.configure_model()
+        else:
+            self.apply_placements()
+        if state.get("adapter_only"):
+            self._complete_adapter_only(checkpoint, state.get("base_fingerprint") or {})
+
+    def _complete_adapter_only(self, checkpoint: dict[str, Any], fingerprint: dict[str, list[float]]) -> None:
+        from lightning_mm.callbacks import checkpointing as ckpt
+
+        weights = checkpoint["state_dict"]
+        frozen = ckpt.frozen_parameter_names(self)
+        base = {k: v for k, v in self.state_dict().items() if k not in weights}
+        current = ckpt.base_fingerprint({k: v for k, v in base.items() if k in frozen}, fingerprint)
+        mismatched = ckpt.fingerprint_mismatches(fingerprint, current)
+        self.base_mismatch = [g.removeprefix("network.").rstrip(".") for g in mismatched]
+        if mismatched:
+            names = ", ".join(self.base_mismatch)
+            rank_zero_warn(
+                f"Adapter-only checkpoint: the frozen base of the {names} differs from the one the adapters were "
+                "trained on (other pretrained weights, or a random init under another seed)."
+            )
+        weights.update(base)
 
     # ---------------------------------------------------------------- optimisation
     def param_groups(self) -> list[dict[str, Any]]:

@@ -29,5 +29,7 @@ def tiny_batch(tiny_module):
     from lightning_mm.data import SyntheticVQADataModule
 
     dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4)
-    dm.bind(tiny_module.tokenizer, tiny_module.num_image_tokens, tiny_module.image_data_config, tiny_module.image_token_id)
+    dm.bind(
+        tiny_module.tokenizer, tiny_module.num_image_tokens, tiny_module.image_data_config, tiny_module.image_token_id
+    )
     return next(iter(dm.train_dataloader()))

@@ -1,0 +1,167 @@
+"""LoRA on one component: target resolution scoped to the component, peft injection, and merging.
+
+Targets are always resolved on the component's own module (``network.vision``, ``network.projector``,
+``network.llm``) and handed to peft as an exact list of module paths relative to that component, so a name shared
+across components (``fc1``, ``q_proj``, ``proj``) never puts an adapter into another component.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+__all__ = [
+    "ADAPTER_NAME",
+    "DEFAULT_TARGETS",
+    "adapter_settings",
+    "inject_lora",
+    "is_lora_parameter",
+    "lora_layers",
+    "merge_lora",
+    "resolve_lora_targets",
+]
+
+ADAPTER_NAME = "default"
+ALL_LINEAR = "all-linear"
+REGEX_PREFIX = "re:"
+
+# Default targets per component. Suffix names match the last parts of a module path; ``all-linear`` means every
+# linear layer of the component (the LLM's output projection excluded). The vision names cover timm ViTs (fused
+# ``qkv``) and the timm families that split q/k/v or gate the MLP (EVA: ``q_proj``..., ``fc1_g``/``fc1_x``).
+DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
+    "vision": ("qkv", "q_proj", "k_proj", "v_proj", "proj", "fc1", "fc1_g", "fc1_x", "fc2"),
+    "projector": (ALL_LINEAR,),
+    "llm": (ALL_LINEAR,),
+}
+_LINEAR_TYPES = (nn.Linear, Conv1D)
+
+
+def is_lora_parameter(name: str) -> bool:
+    """Whether a parameter name belongs to a LoRA adapter (``...qkv.lora_A.default.weight``)."""
+    return any(part.startswith("lora_") for part in name.split("."))
+
+
+def lora_layers(module: nn.Module) -> dict[str, LoraLayer]:
+    """The peft LoRA layers inside ``module``, by path relative to it."""
+    return {name: m for name, m in module.named_modules() if isinstance(m, LoraLayer)}
+
+
+def _output_embeddings(module: nn.Module) -> nn.Module | None:
+    get = getattr(module, "get_output_embeddings", None)
+    return get() if callable(get) else None
+
+
+def _matches(name: str, layer: nn.Module, target: str, lm_head: nn.Module | None) -> bool:
+    if target.startswith(REGEX_PREFIX):  # any layer type peft supports
+        return re.fullmatch(target[len(REGEX_PREFIX) :], name) is not None
+    if not isinstance(layer, _LINEAR_TYPES):  # names select linear layers: `proj` is not timm's patch_embed.proj conv
+        return False
+    if target == ALL_LINEAR:
+        return layer is not lm_head
+    return name == target or name.endswith("." + target)
+
+
+def _layers(module: nn.Module) -> Iterable[tuple[str, nn.Module]]:
+    """(path, layer) of every submodule; a peft LoRA layer stands for its base layer and hides its own children."""
+    inside = None  # path of the LoRA layer whose children are being skipped (named_modules is depth-first)
+    for name, layer in module.named_modules():
+        if not name or (inside is not None and name.startswith(inside)):
+            continue
+        inside = None
+        if isinstance(layer, LoraLayer):
+            inside = name + "."
+            layer = layer.get_base_layer()
+        yield name, layer
+
+
+def resolve_lora_targets(
+    module: nn.Module,
+    component: str,
+    target_modules: Sequence[str] | None = None,
+    unused_parameters: Iterable[str] = (),
+) -> list[str]:
+    """Paths (relative to ``module``) of the layers that get a LoRA adapter.
+
+    Args:
+        module: The component's own module.
+        component: ``vision``, ``projector`` or ``llm`` (chooses the default targets).
+        target_modules: Each entry matches module paths relative to the component: a name or dotted suffix
+            (``qkv``, ``attn.proj``) or ``all-linear`` selects linear layers (so ``proj`` never selects timm's
+            ``patch_embed.proj`` convolution); ``re:<regex>``, matched against the whole relative path, selects any
+            layer type peft supports (``re:.*patch_embed\\.proj``). None: :data:`DEFAULT_TARGETS` of the component.
+        unused_parameters: Parameter names (relative to ``module``) that never take part in ``forward``; the layers
+            that own them get no adapter (it would never receive a gradient).
+
+    Returns:
+        The sorted module paths.
+
+    Raises:
+        ValueError: if nothing matches.
+    """
+    targets = tuple(DEFAULT_TARGETS[component] if target_modules is None else target_modules)
+    unused_owners = {p.rsplit(".", 1)[0] for p in unused_parameters}
+    lm_head = _output_embeddings(module)
+    if isinstance(lm_head, LoraLayer):
+        lm_head = lm_head.get_base_layer()
+    found = []
+    for name, layer in _layers(module):
+        if name in unused_owners:
+            continue
+        if any(_matches(name, layer, t, lm_head) for t in targets):
+            found.append(name)
+    if not found:
+        linear = [n for n, m in module.named_modules() if isinstance(m, _LINEAR_TYPES)][:12]
+        raise ValueError(
+            f"No layer of the {component} matches the LoRA targets {list(targets)}. "
+            f"Some of its linear layers: {', '.join(linear) or '(none)'}."
+        )
+    return sorted(found)
+
+
+def inject_lora(
+    module: nn.Module,
+    targets: Sequence[str],
+    r: int,
+    alpha: float,
+    dropout: float,
+) -> None:
+    """Add peft LoRA layers to exactly the ``targets`` of ``module`` (in place).
+
+    Args:
+        module: The component's own module.
+        targets: Module paths relative to ``module`` (from :func:`resolve_lora_targets`).
+        r: LoRA rank.
+        alpha: LoRA scaling numerator (the update is scaled by ``alpha / r``).
+        dropout: Dropout on the LoRA branch input.
+    """
+    pattern = "^(?:" + "|".join(re.escape(t) for t in targets) + ")$"  # peft full-matches a str against each path
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
+    inject_adapter_in_model(config, module, adapter_name=ADAPTER_NAME)
+
+
+def adapter_settings(layer: LoraLayer) -> tuple[int, float]:
+    """(rank, alpha) of the default adapter of a peft LoRA layer."""
+    return int(layer.r[ADAPTER_NAME]), float(layer.lora_alpha[ADAPTER_NAME])
+
+
+def merge_lora(module: nn.Module) -> int:
+    """Merge every LoRA adapter inside ``module`` into its base layer and remove the adapter layers (in place).
+
+    Returns:
+        The number of layers merged.
+    """
+    layers = lora_layers(module)
+    for name, layer in layers.items():
+        layer.merge(safe_merge=True)
+        parent_name, _, attr = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, attr, layer.get_base_layer())
+    for sub in module.modules():
+        if "peft_config" in vars(sub):
+            del sub.peft_config
+    return len(layers)
