@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
+from lightning_mm.distributed.fsdp2 import unsharded
 from lightning_mm.loss import count_supervised, linear_cross_entropy, shift_labels
 from lightning_mm.models import VisionLanguageModel
 from lightning_mm.optim import split_decay, warmup_schedule
@@ -30,7 +31,8 @@ class MultimodalModule(L.LightningModule):
     """Trains a LLaVA-style vision-language model with the shifted, masked causal-LM loss.
 
     The network is built in ``configure_model`` (lazily and once), so strategies that shard (FSDP) build it where it
-    belongs, and placement callbacks declared in ``setup`` are applied before any wrapping. Outside a Trainer, call
+    belongs, and placement callbacks declared in ``setup`` are applied before any wrapping; under
+    ``ModelParallelStrategy`` it is sharded there with FSDP2 (:mod:`lightning_mm.distributed`). Outside a Trainer, call
     ``configure_model()`` yourself (``create_model`` does).
 
     Placements (frozen / full / LoRA per component, :mod:`lightning_mm.callbacks`) are stored in every checkpoint, so
@@ -93,6 +95,7 @@ class MultimodalModule(L.LightningModule):
         self._tokenizer = None
         self._image_geometry: tuple[int, dict[str, Any]] | None = None
         self._window_items = 0  # supervised targets seen since the last optimiser step (this rank)
+        self._unwrapped: dict[str, Any] | None = None  # FSDP1: parameter ndims and placement rows before wrapping
         self.val_loss = MeanMetric()
         self.val_answer_accuracy = MeanMetric()
         self.val_category_accuracy = nn.ModuleDict()
@@ -132,13 +135,29 @@ class MultimodalModule(L.LightningModule):
         return build_network(self.spec, tokenizer, pretrained=self.pretrained)
 
     def configure_model(self) -> None:
-        """Build the network once, apply the declared placements and activation checkpointing (before any wrapping)."""
-        if self.network is not None:
-            return
-        self.network = self.build_network()
-        self.apply_placements()
-        if self.activation_checkpointing:
-            self.network.enable_activation_checkpointing()
+        """Build the network once, apply the declared placements and activation checkpointing, then shard it.
+
+        Under a Trainer the strategy is checked first (:func:`~lightning_mm.distributed.check_strategy`: clear errors
+        for settings that cannot work); with a device mesh (``ModelParallelStrategy``) the network is sharded with
+        FSDP2, unit by unit (:func:`~lightning_mm.distributed.fully_shard_network`). FSDP1 wraps after this hook.
+        """
+        if self.network is None:
+            self.network = self.build_network()
+            self.apply_placements()
+            if self.activation_checkpointing:
+                self.network.enable_activation_checkpointing()
+        if self._trainer is not None:
+            self._prepare_for_strategy()
+
+    def _prepare_for_strategy(self) -> None:
+        from lightning_mm import distributed
+
+        distributed.check_strategy(self, self.trainer)
+        if distributed.flattens_parameters(self.trainer.strategy) and self._unwrapped is None:
+            # FSDP1 turns the parameters into 1-D shards: keep what weight decay and the placement table need
+            ndims = {c: distributed.parameter_ndims(self.component(c)) for c in COMPONENTS}
+            self._unwrapped = {"ndims": ndims, "rows": self.placement_table()}
+        distributed.shard_for_strategy(self)
 
     def set_placement(self, component: str, placement: Placement) -> None:
         """Declare how ``component`` trains; applied at once if the network exists, else by ``configure_model``.
@@ -179,6 +198,8 @@ class MultimodalModule(L.LightningModule):
         """Per component: ``component``, ``mode``, ``trainable`` and ``total`` parameter counts, ``unused`` count."""
         from lightning_mm.callbacks.placement import placement_rows
 
+        if self._unwrapped is not None:  # FSDP1: counted before the parameters became shards
+            return [dict(row) for row in self._unwrapped["rows"]]
         return placement_rows({c: self.component(c) for c in COMPONENTS}, self.placements)
 
     def log_placements(self) -> None:
@@ -221,9 +242,10 @@ class MultimodalModule(L.LightningModule):
             (loss summed over supervised targets, number of supervised targets), both 0-dim tensors.
         """
         lm_head = self.network.lm_head
-        loss_sum = linear_cross_entropy(
-            hidden, lm_head.weight, labels, bias=lm_head.bias, num_items=1, chunk_size=self.loss_chunk_size
-        )
+        with unsharded(self.network, lm_head):  # FSDP2: the weight is read outside lm_head's forward
+            loss_sum = linear_cross_entropy(
+                hidden, lm_head.weight, labels, bias=lm_head.bias, num_items=1, chunk_size=self.loss_chunk_size
+            )
         return loss_sum, count_supervised(labels)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -248,6 +270,7 @@ class MultimodalModule(L.LightningModule):
 
         Lightning divides each micro-batch loss by ``accumulate_grad_batches`` and data-parallel strategies average
         gradients over ranks; both factors are undone here so the step's gradient is that of the window's token mean.
+        DDP, FSDP1 and FSDP2 all average over ranks, and the scaling applies to sharded gradients as it is.
         """
         if self.loss_normalization != "tokens":
             return
@@ -259,6 +282,26 @@ class MultimodalModule(L.LightningModule):
             for p in group["params"]:
                 if p.grad is not None:
                     p.grad.mul_(scale)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Lightning's clipping, except under FSDP1, where the norm is clipped by the root FSDP module.
+
+        Lightning refuses ``gradient_clip_algorithm="norm"`` with ``FSDPStrategy`` (a plain ``clip_grad_norm_`` would
+        see only the local shards); ``FullyShardedDataParallel.clip_grad_norm_`` computes the global norm.
+        """
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        model = self.trainer.model if self._trainer is not None else None
+        by_norm = gradient_clip_algorithm is None or gradient_clip_algorithm == "norm"
+        if gradient_clip_val and by_norm and isinstance(model, FullyShardedDataParallel):
+            model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ---------------------------------------------------------------- evaluation
     def answer_correct(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -274,7 +317,8 @@ class MultimodalModule(L.LightningModule):
         targets = shift_labels(labels)  # (B, T)
         rows = (targets != -100).nonzero(as_tuple=True)  # ((N,), (N,))
         lm_head = self.network.lm_head
-        pred = lm_head(hidden[rows]).argmax(dim=-1)  # (N,)
+        with unsharded(self.network, lm_head):
+            pred = lm_head(hidden[rows]).argmax(dim=-1)  # (N,)
         wrong = (pred != targets[rows]).float()
         n_wrong = torch.zeros(labels.shape[0], device=labels.device).index_add_(0, rows[0], wrong)  # (B,)
         has_target = (targets != -100).any(dim=1)
@@ -380,7 +424,7 @@ class MultimodalModule(L.LightningModule):
             self.configure_model()
         else:
             self.apply_placements()
-        if state.get("adapter_only"):
+        if state.get("adapter_only") and "state_dict" in checkpoint:  # sharding strategies loaded it themselves
             self._complete_adapter_only(checkpoint, state.get("base_fingerprint") or {})
 
     def _complete_adapter_only(self, checkpoint: dict[str, Any], fingerprint: dict[str, list[float]]) -> None:
@@ -403,9 +447,15 @@ class MultimodalModule(L.LightningModule):
     # ---------------------------------------------------------------- optimisation
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups: per component, with and without weight decay; a placement's ``lr`` overrides."""
+        from lightning_mm.distributed import split_decay_by_ndim
+
         groups = []
         for name in COMPONENTS:
-            decay, no_decay = split_decay(self.component(name).named_parameters())
+            named = self.component(name).named_parameters()
+            if self._unwrapped is not None:  # FSDP1: shapes from before wrapping (the shards are 1-D)
+                decay, no_decay = split_decay_by_ndim(named, self._unwrapped["ndims"][name])
+            else:
+                decay, no_decay = split_decay(named)
             extra = {}
             lr = getattr(self.placements.get(name), "lr", None)
             if lr is not None:

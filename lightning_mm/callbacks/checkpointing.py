@@ -30,8 +30,13 @@ _SAMPLES_PER_TENSOR = 1024
 
 
 def frozen_parameter_names(module: nn.Module) -> set[str]:
-    """State-dict names of the parameters that do not train (tied weights under every name they have)."""
-    return {name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    """State-dict names of the parameters that do not train (tied weights under every name they have).
+
+    Names are cleaned of FSDP1 / checkpoint-wrapper prefixes, as the state dicts of those wrappers are.
+    """
+    from lightning_mm.distributed.fsdp1 import clean_name
+
+    return {clean_name(name) for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
 
 
 def _is_plain(t: torch.Tensor) -> bool:

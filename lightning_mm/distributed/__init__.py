@@ -1,0 +1,58 @@
+"""Scale-out: FSDP2 sharding in ``configure_model``, FSDP1 wrapping, the project's strategies and their checks.
+
+* FSDP2 (``ModelParallelStrategy`` / :class:`VLMModelParallelStrategy`): ``MultimodalModule.configure_model`` shards
+  each vision block, the projector and each LLM decoder layer with ``fully_shard``, then the network as root.
+* FSDP1 (``FSDPStrategy`` / :class:`VLMFSDPStrategy`): :class:`VLMBlockPolicy` wraps the same units,
+  ``use_orig_params=True``.
+* DDP needs nothing: the token-exact loss normalisation of the module covers every data-parallel strategy.
+"""
+
+from lightning_mm.distributed.checkpoint import PlacementAwareLoading, check_placements, consolidate_checkpoint
+from lightning_mm.distributed.fsdp1 import (
+    VLMBlockPolicy,
+    VLMFSDPStrategy,
+    clean_name,
+    mixed_requires_grad_units,
+    parameter_ndims,
+    split_decay_by_ndim,
+)
+from lightning_mm.distributed.fsdp2 import (
+    fsdp_owner,
+    fully_shard_network,
+    is_fully_sharded,
+    mixed_precision_dtypes,
+    unsharded,
+)
+from lightning_mm.distributed.model_parallel import VLMModelParallelStrategy
+from lightning_mm.distributed.setup import (
+    check_strategy,
+    evaluate_without_inference_mode,
+    flattens_parameters,
+    shard_for_strategy,
+)
+from lightning_mm.distributed.units import decoder_layers, shard_units, vision_blocks
+
+__all__ = [
+    "PlacementAwareLoading",
+    "VLMBlockPolicy",
+    "VLMFSDPStrategy",
+    "VLMModelParallelStrategy",
+    "check_placements",
+    "check_strategy",
+    "clean_name",
+    "consolidate_checkpoint",
+    "decoder_layers",
+    "evaluate_without_inference_mode",
+    "flattens_parameters",
+    "fsdp_owner",
+    "fully_shard_network",
+    "is_fully_sharded",
+    "mixed_precision_dtypes",
+    "mixed_requires_grad_units",
+    "parameter_ndims",
+    "shard_for_strategy",
+    "shard_units",
+    "split_decay_by_ndim",
+    "unsharded",
+    "vision_blocks",
+]
