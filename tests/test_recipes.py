@@ -27,7 +27,8 @@ from lightning_mm.cli import main
 from lightning_mm.zoo import build_network
 
 ROOT = Path(__file__).parents[1]
-RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+# Lightning CLI recipes; a directory with its own run.py holds an experiment whose YAML is that script's config
+RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if not (p.parent / "run.py").exists())
 LLAVA_RECIPES = sorted((ROOT / "recipes" / "llava_v15").glob("*.yaml"))
 
 

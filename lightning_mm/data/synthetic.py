@@ -3,6 +3,15 @@
 Each image shows one shape of one colour in one quadrant, with jittered size and offset over a noisy background.
 Questions ask for the colour, the shape or the position; answers are one word. With ``blind_images=True`` every image
 is blank (the image-blind control: a model can then only guess from the question).
+
+Besides question answering (``mode="vqa"``), the same scenes serve the other stages of a LLaVA-style pipeline:
+
+* ``mode="caption"``: the image and its caption (``a red square at the top-left``), for projector alignment with the
+  ``plain`` template;
+* ``mode="text"``: no image at all; the user states the scene in words where the image would be (``the image shows a
+  red square at the top-left``), and the assistant describes it or answers questions about it, so a language model
+  learns the task's words and to answer from what it was told;
+* :class:`SyntheticImageDataset`: images labelled with one attribute, to pretrain a vision tower as a classifier.
 """
 
 from __future__ import annotations
@@ -24,10 +33,13 @@ __all__ = [
     "COLORS",
     "POSITIONS",
     "QUESTIONS",
+    "MODES",
     "SHAPES",
+    "SyntheticImageDataset",
     "SyntheticVQADataModule",
     "SyntheticVQADataset",
     "build_synthetic_tokenizer",
+    "caption",
     "render_scene",
 ]
 
@@ -48,6 +60,9 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
 }
 ANSWERS: dict[str, Sequence[str]] = {"color": tuple(COLORS), "shape": SHAPES, "position": POSITIONS}
 CAPTION_WORDS = ("a", "at", "the", "image", "shows", "Describe")
+CAPTION_PROMPT = "Describe the image"
+ATTRIBUTES = ("color", "shape", "position")
+MODES = ("vqa", "caption", "text")
 
 
 def build_synthetic_tokenizer():
@@ -55,6 +70,25 @@ def build_synthetic_tokenizer():
     words = [w for qs in QUESTIONS.values() for q in qs for w in q.split()]
     words += [a for answers in ANSWERS.values() for a in answers] + list(CAPTION_WORDS)
     return build_word_tokenizer(words)
+
+
+def caption(color: str, shape: str, position: str, attributes: Sequence[str] = ATTRIBUTES) -> str:
+    """The caption of a scene: ``a red square at the top-left`` (every word is a token of the task's tokenizer).
+
+    Args:
+        color: The colour.
+        shape: The shape.
+        position: The quadrant.
+        attributes: Which attributes the caption mentions: ``a red shape`` without the shape, no ``at the ...``
+            without the position.
+    """
+    unknown = set(attributes) - set(ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"Unknown caption attributes {sorted(unknown)}; known: {ATTRIBUTES}")
+    words = ["a", *([color] if "color" in attributes else []), shape if "shape" in attributes else "shape"]
+    if "position" in attributes:
+        words += ["at", "the", position]
+    return " ".join(words)
 
 
 def render_scene(size: int, color: str, shape: str, position: str, rng: np.random.Generator) -> np.ndarray:
@@ -107,6 +141,13 @@ class SyntheticVQADataset(Dataset):
         generation: Render prompts only (for ``predict``): no answer tokens, the answer kept as text.
         questions_per_image: Question turns per sample, each about a different attribute, in random order (more
             supervision per image); with more than one, ``category`` is the first question's type.
+        mode: ``vqa``: the image, then questions and one-word answers. ``caption``: the image and its caption (one
+            turn, category ``caption``; the ``plain`` template keeps only the image and the caption). ``text``: no
+            image; the first user turn states the scene in words instead (``the image shows <caption>``), then the
+            assistant gives the caption (even indices: the first question is ``Describe the image``) and answers the
+            questions.
+        caption_attributes: What the captions of ``caption`` mode mention (default all three: ``a red square at the
+            top-left``; e.g. ``[color, shape]``: ``a red square``, leaving the position to be learnt later).
     """
 
     def __init__(
@@ -122,7 +163,11 @@ class SyntheticVQADataset(Dataset):
         template: str = "chatml",
         generation: bool = False,
         questions_per_image: int = 1,
+        mode: str = "vqa",
+        caption_attributes: Sequence[str] = ATTRIBUTES,
     ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"Unknown mode {mode!r}; modes are {MODES}")
         if not 1 <= questions_per_image <= len(question_types):
             raise ValueError(f"questions_per_image must be in 1..{len(question_types)}, got {questions_per_image}")
         unknown = set(question_types) - set(QUESTIONS)
@@ -144,11 +189,14 @@ class SyntheticVQADataset(Dataset):
         self.template = get_template(template)
         self.generation = generation
         self.questions_per_image = questions_per_image
+        self.mode = mode
+        self.caption_attributes = tuple(caption_attributes)
+        caption("red", "square", "top-left", self.caption_attributes)  # raises on an unknown attribute
 
     def __len__(self) -> int:
         return self.num_samples
 
-    def scene(self, index: int) -> dict[str, str]:
+    def scene(self, index: int) -> dict[str, Any]:
         """The attributes of sample ``index`` (colour, shape, position, question type and phrasing)."""
         rng = np.random.default_rng([self.seed, index])
         order = rng.permutation(len(self.question_types))[: self.questions_per_image]
@@ -160,13 +208,29 @@ class SyntheticVQADataset(Dataset):
             "category": qtypes[0],
             "questions": [(q, QUESTIONS[q][int(rng.integers(len(QUESTIONS[q])))]) for q in qtypes],
             "jitter_seed": int(rng.integers(2**31)),
+            "describe": index % 2 == 0,  # text mode: ask for the caption first
         }
+
+    def turns(self, scene: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        """The (user text, answer) turns of a scene in this mode (in the image modes the first text holds the image)."""
+        text = caption(scene["color"], scene["shape"], scene["position"])
+        questions = tuple((question, scene[qtype]) for qtype, question in scene["questions"])
+        if self.mode == "caption":
+            short = caption(scene["color"], scene["shape"], scene["position"], self.caption_attributes)
+            return ((f"<image>\n{CAPTION_PROMPT}", short),)
+        lead = "<image>"
+        if self.mode == "text":
+            lead = f"the image shows {text}"
+            if scene["describe"]:
+                questions = ((CAPTION_PROMPT, text), *questions)
+        (first, answer), rest = questions[0], questions[1:]
+        return ((f"{lead}\n{first}", answer), *rest)
 
     @lru_cache(maxsize=16384)  # noqa: B019 - conversations repeat; the dataset lives as long as its cache
     def _encode(self, turns: tuple[tuple[str, str], ...]) -> tuple[torch.Tensor, torch.Tensor]:
         messages = []
-        for k, (question, answer) in enumerate(turns):
-            messages.append({"role": "user", "content": f"<image>\n{question}" if k == 0 else question})
+        for user, answer in turns:
+            messages.append({"role": "user", "content": user})
             if not self.generation:
                 messages.append({"role": "assistant", "content": answer})
         segs = self.template.render(messages, add_generation_prompt=self.generation)
@@ -177,21 +241,74 @@ class SyntheticVQADataset(Dataset):
         if not 0 <= index < self.num_samples:
             raise IndexError(index)
         s = self.scene(index)
-        turns = tuple((question, s[qtype]) for qtype, question in s["questions"])
+        turns = self.turns(s)
+        input_ids, labels = self._encode(turns)
+        sample = {
+            "id": f"synthetic-{self.seed}-{index}",
+            "input_ids": input_ids,
+            "labels": labels,
+            "category": "caption" if self.mode == "caption" else s["category"],
+            "answer": " ".join(a for _, a in turns),
+        }
+        if self.mode == "text":
+            return sample  # no image: the collator counts 0 images for this sample
         if self.blind_images:
             img = torch.zeros(3, self.size, self.size)
         else:
             rng = np.random.default_rng(s["jitter_seed"])
             img = torch.from_numpy(render_scene(self.size, s["color"], s["shape"], s["position"], rng))
-        input_ids, labels = self._encode(turns)
-        return {
-            "id": f"synthetic-{self.seed}-{index}",
-            "input_ids": input_ids,
-            "labels": labels,
-            "pixel_values": ((img - self.mean) / self.std).unsqueeze(0),  # (1, 3, S, S)
-            "category": s["category"],
-            "answer": " ".join(a for _, a in turns),
+        sample["pixel_values"] = ((img - self.mean) / self.std).unsqueeze(0)  # (1, 3, S, S)
+        return sample
+
+
+class SyntheticImageDataset(Dataset):
+    """The task's scenes as image classification: each image labelled with one attribute (e.g. shape only).
+
+    Scenes are drawn as in :class:`SyntheticVQADataset` (uniform colour, shape and position; jittered size and offset;
+    noisy background); sample ``i`` depends only on ``(seed, i)``.
+
+    Args:
+        image_data_config: timm data config of the tower (``input_size``, ``mean``, ``std``).
+        num_samples: Dataset length.
+        seed: Base seed.
+        target: The labelled attribute: ``color``, ``shape`` or ``position``; labels index :attr:`classes`.
+    """
+
+    def __init__(
+        self, image_data_config: dict[str, Any], num_samples: int = 10000, seed: int = 0, target: str = "shape"
+    ) -> None:
+        if target not in ANSWERS:
+            raise ValueError(f"Unknown target {target!r}; targets are {sorted(ANSWERS)}")
+        _, h, w = image_data_config["input_size"]
+        if h != w:
+            raise ValueError(f"the synthetic task draws square images; the tower expects {h}x{w}")
+        self.size = h
+        self.mean = torch.tensor(image_data_config["mean"], dtype=torch.float32)[:, None, None]
+        self.std = torch.tensor(image_data_config["std"], dtype=torch.float32)[:, None, None]
+        self.num_samples = num_samples
+        self.seed = seed
+        self.target = target
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names, in label order."""
+        return tuple(ANSWERS[self.target])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """``(pixel_values (3, S, S) normalised, label)``."""
+        if not 0 <= index < self.num_samples:
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, index])
+        scene = {
+            "color": list(COLORS)[int(rng.integers(len(COLORS)))],
+            "shape": SHAPES[int(rng.integers(len(SHAPES)))],
+            "position": POSITIONS[int(rng.integers(len(POSITIONS)))],
         }
+        img = torch.from_numpy(render_scene(self.size, scene["color"], scene["shape"], scene["position"], rng))
+        return (img - self.mean) / self.std, self.classes.index(scene[self.target])
 
 
 class SyntheticVQADataModule(VLMDataModule):
@@ -208,6 +325,9 @@ class SyntheticVQADataModule(VLMDataModule):
         template: Chat template name.
         predict_samples: Number of samples rendered for ``lightning-mm predict``.
         train_questions_per_image: Question turns per training sample (validation always asks one question).
+        mode: ``vqa`` (questions about the image), ``caption`` (image and caption, for alignment; use it with the
+            ``plain`` template) or ``text`` (no image: the scene in words, then questions, to pretrain the language model).
+        caption_attributes: What ``caption`` mode captions mention (default: colour, shape and position).
     """
 
     def __init__(
@@ -222,7 +342,11 @@ class SyntheticVQADataModule(VLMDataModule):
         template: str = "chatml",
         predict_samples: int = 32,
         train_questions_per_image: int = 1,
+        mode: str = "vqa",
+        caption_attributes: list[str] | None = None,
     ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"Unknown mode {mode!r}; modes are {MODES}")
         super().__init__(batch_size=batch_size, num_workers=num_workers)
         self.train_samples = train_samples
         self.val_samples = val_samples
@@ -232,6 +356,8 @@ class SyntheticVQADataModule(VLMDataModule):
         self.template = template
         self.predict_samples = predict_samples
         self.train_questions_per_image = train_questions_per_image
+        self.mode = mode
+        self.caption_attributes = tuple(caption_attributes or ATTRIBUTES)
 
     def _dataset(
         self, num_samples: int, seed: int, generation: bool = False, questions_per_image: int = 1
@@ -248,6 +374,8 @@ class SyntheticVQADataModule(VLMDataModule):
             template=self.template,
             generation=generation,
             questions_per_image=questions_per_image,
+            mode=self.mode,
+            caption_attributes=self.caption_attributes,
         )
 
     def _loader(self, ds: Dataset, shuffle: bool, padding_side: str = "right") -> DataLoader:

@@ -235,4 +235,5 @@ def build_network(
         image_token_id = spec.image_token_id
     else:
         image_token_id = tokenizer.convert_tokens_to_ids(spec.image_token)
-    return VisionLanguageModel(vision, projector, llm, image_token_id)
+    # from_pretrained leaves the LM in eval mode (dropout off): a built network starts in training mode
+    return VisionLanguageModel(vision, projector, llm, image_token_id).train()
