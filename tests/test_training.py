@@ -10,7 +10,7 @@ from lightning_mm.data import SyntheticVQADataModule
 
 def _fit(blind: bool, steps: int = 150):
     L.seed_everything(0)
-    module = MultimodalModule(model="tiny", optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3, weight_decay=0.0))
+    module = MultimodalModule(model="tiny", optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.0))
     dm = SyntheticVQADataModule(
         train_samples=32 * steps, val_samples=96, batch_size=32, question_types=["color"], blind_images=blind
     )
