@@ -39,7 +39,7 @@ Usage::
     python benchmarks/train_step.py                       # full size (about 10 minutes on 2 shared cores)
     python benchmarks/train_step.py --profile             # + profile of our step
     python benchmarks/train_step.py --activation-checkpointing   # LLaVA's finetune setting, both sides
-    python benchmarks/train_step.py --ours-variants ac,native-dropout
+    python benchmarks/train_step.py --ours-variants ac,mask-dropout
     python benchmarks/train_step.py --tiny                # seconds, for CI
     python benchmarks/train_step.py --json out.json
 """
@@ -114,10 +114,14 @@ CHILD_KEYS = (
 # (--ours-variants). Each is a candidate change to the package; delete an entry once the package does it itself.
 PATCHES = {
     "ac": "MultimodalModule(activation_checkpointing=True): decoder layers recomputed in backward (ours only)",
-    "native-dropout": "LoRA dropout through torch.native_dropout (bool mask saved) instead of nn.Dropout's CPU path "
-    "(bernoulli_ + div_ + mul, a float32 noise tensor saved per adapted linear)",
+    "mask-dropout": "LoRA dropout as one autograd function that draws torch.rand < p, saves that bool mask and "
+    "masks with masked_fill, instead of nn.Dropout's CPU path (bernoulli_ + div_ + mul, saving a float32 noise tensor "
+    "per adapted linear)",
+    "native-dropout": "LoRA dropout through torch.native_dropout (saves a bool mask; its CPU kernel is not faster)",
     "fused-adamw": "torch.optim.AdamW(fused=True) instead of the per-parameter for-loop implementation",
-    "frozen-bf16": "frozen vision tower stored in bfloat16 (no per-step autocast casts of its weights)",
+    "frozen-bf16": "with --dtype bfloat16: the frozen Linear/Conv layers (vision tower, LoRA base layers, lm_head) "
+    "stored in bfloat16, so autocast no longer casts their weights on every forward (and recompute); norms and "
+    "embeddings stay float32, so the numerics are autocast's",
 }
 
 
@@ -155,7 +159,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=str,
         default="",
         help="comma-separated variants of ours measured as extra sides, each a '+'-joined set of "
-        f"{sorted(PATCHES)} (optimisation proposals applied by monkeypatching, e.g. 'ac,native-dropout')",
+        f"{sorted(PATCHES)} (optimisation proposals applied by monkeypatching, e.g. 'ac,mask-dropout')",
+    )
+    parser.add_argument(
+        "--mmap-threshold",
+        type=int,
+        default=None,
+        help="set glibc's MALLOC_MMAP_THRESHOLD_ (bytes) in the children: a fixed threshold stops the heap from "
+        "keeping freed mid-sized tensors resident, so ru_maxrss follows the live tensors (allocator-neutral memory)",
     )
     parser.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--seed", type=int, default=0)
@@ -264,20 +275,39 @@ def lora_config(args: argparse.Namespace, target_modules):
     )
 
 
-def _native_lora_dropout(root) -> int:
-    """Patch ``native-dropout``: peft's LoRA dropout modules call ``torch.native_dropout`` (saves a bool mask)."""
-    import types
-
+def _swap_lora_dropout(root, patch: str) -> int:
+    """Patches ``mask-dropout`` / ``native-dropout``: change the class of peft's LoRA ``nn.Dropout`` modules."""
     import torch
     from torch import nn
 
-    def forward(self, x):
-        return torch.native_dropout(x, self.p, True)[0] if self.training and self.p > 0 else x
+    class MaskDropoutFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, p):
+            drop = torch.rand(x.shape, device=x.device) < p  # bool: 1 byte per element saved, not a float32 noise
+            ctx.save_for_backward(drop)
+            ctx.scale = 1.0 / (1.0 - p)
+            return (x * ctx.scale).masked_fill_(drop, 0.0)
 
+        @staticmethod
+        def backward(ctx, grad):
+            (drop,) = ctx.saved_tensors
+            return (grad * ctx.scale).masked_fill_(drop, 0.0), None
+
+    class MaskDropout(nn.Dropout):
+        def forward(self, x):
+            if not self.training or self.p == 0:
+                return x
+            return MaskDropoutFunction.apply(x, self.p) if self.p < 1 else torch.zeros_like(x)
+
+    class NativeDropout(nn.Dropout):
+        def forward(self, x):
+            return torch.native_dropout(x, self.p, True)[0] if self.training and self.p > 0 else x
+
+    cls = MaskDropout if patch == "mask-dropout" else NativeDropout
     count = 0
     for name, mod in root.named_modules():
-        if isinstance(mod, nn.Dropout) and ".lora_dropout." in f".{name}.":
-            mod.forward = types.MethodType(forward, mod)
+        if type(mod) is nn.Dropout and ".lora_dropout." in f".{name}.":
+            mod.__class__ = cls
             count += 1
     return count
 
@@ -324,10 +354,15 @@ def build_ours(args: argparse.Namespace):
             p.requires_grad_(True)
         else:
             p.requires_grad_(".lora_" in name)
-    if "native-dropout" in patches:
-        _native_lora_dropout(net.llm)
+    for patch in ("mask-dropout", "native-dropout"):
+        if patch in patches:
+            _swap_lora_dropout(net.llm, patch)
     if "frozen-bf16" in patches:
-        net.vision.to(torch.bfloat16)
+        for mod in net.modules():
+            if isinstance(mod, torch.nn.Linear | torch.nn.Conv2d) and not any(
+                p.requires_grad for p in mod.parameters()
+            ):
+                mod.to(torch.bfloat16)
     optimizer = module.optimizer_factory(module.param_groups())
     module.train()
     parts = {"vision": net.vision, "projector": net.projector, "llm": decoder_of(net.llm)}
@@ -598,8 +633,10 @@ def _none_to_nan(value):
     return float("nan") if value is None else value
 
 
-def launch(argv: list[str]) -> dict:
+def launch(argv: list[str], mmap_threshold: int | None = None) -> dict:
     env = dict(os.environ)
+    if mmap_threshold is not None:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
     env["OMP_NUM_THREADS"] = argv[argv.index("--threads") + 1]  # same thread count everywhere
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -679,9 +716,9 @@ def main(argv: list[str] | None = None) -> int:
         for side, patches in sides if round_ % 2 == 0 else sides[::-1]:
             extra = profile_argv if args.profile and round_ == 0 and not patches else []  # profile once
             isolated[side_name(side, patches)].append(
-                launch(child_argv + extra + ["--side", side, "--patches", patches])
+                launch(child_argv + extra + ["--side", side, "--patches", patches], args.mmap_threshold)
             )
-    passes = launch(child_argv + ["--paired"])["passes"] if args.pairs else []
+    passes = launch(child_argv + ["--paired"], args.mmap_threshold)["passes"] if args.pairs else []
     results = {name: _summarise(name, runs, passes) for name, runs in isolated.items()}
     hf, ours = results["hf"], results["ours"]
 
@@ -710,7 +747,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.answer_tokens}/sample = {args.answer_tokens / seq:.1%}) image={args.image_size}px/{args.patch_size} "
         f"ViT {args.vision_dim}x{args.vision_depth} LLM {args.hidden}x{args.layers} V={args.vocab} "
         f"LoRA r={args.lora_r} dtype={args.dtype} activation_checkpointing={args.activation_checkpointing} "
-        f"threads={args.threads} pairs={args.pairs} rounds={args.rounds} repeats={args.repeats} (CPU)"
+        f"threads={args.threads} pairs={args.pairs} rounds={args.rounds} repeats={args.repeats} "
+        f"malloc={'glibc default' if args.mmap_threshold is None else f'MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}'} "
+        "(CPU)"
     )
     print("params (trainable / total):")
     for comp in ("vision", "projector", "llm", "all"):
