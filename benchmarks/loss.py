@@ -32,11 +32,12 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
+
+from _memory import current_rss_mib, maxrss_mib, nan_to_none, reset_peak_rss
 
 MEMORY_TARGET = 1 / 8  # ours/hf peak memory
 TIME_TARGET = 0.4  # ours/hf median wall time
@@ -68,32 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.image_tokens < 1 or args.supervised < 1 or args.image_tokens + args.supervised > args.seq:
         parser.error("need image-tokens >= 1, supervised >= 1 and image-tokens + supervised <= seq")
     return args
-
-
-def _maxrss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def _current_rss_mib() -> float:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return float("nan")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark to the current RSS (Linux ``clear_refs``); False if unsupported.
-
-    ``ru_maxrss`` is a high-water mark: if anything before the baseline (imports, input generation) briefly used more
-    memory than is resident at the baseline, growth during the measured step up to that slack would be invisible.
-    """
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def run_side(args: argparse.Namespace) -> dict:
@@ -149,12 +124,12 @@ def run_side(args: argparse.Namespace) -> dict:
         """Run one forward + backward; return (peak growth MiB, hidden high-water slack MiB, reset ok, loss)."""
         hidden.grad = None
         weight.grad = None
-        reset = _reset_peak_rss()
-        baseline = _maxrss_mib()
+        reset = reset_peak_rss()
+        baseline = maxrss_mib()
         # High-water mark above the resident size at the baseline: growth below it would go unseen.
-        slack = max(0.0, baseline - _current_rss_mib())
+        slack = max(0.0, baseline - current_rss_mib())
         loss = fwd_bwd(hidden, weight, labels)
-        return _maxrss_mib() - baseline, slack, reset, loss
+        return maxrss_mib() - baseline, slack, reset, loss
 
     # Cold: the first full-size step, including one-off buffers that libraries (e.g. BLAS packing) cache.
     peak_first, slack_first, peak_reset, loss = measure_peak()
@@ -179,17 +154,6 @@ def run_side(args: argparse.Namespace) -> dict:
         "grad_hidden_norm": float(hidden.grad.float().norm()),
         "grad_weight_norm": float(weight.grad.float().norm()),
     }
-
-
-def _nan_to_none(value):
-    """Make a result strictly JSON-serialisable (NaN is not valid JSON)."""
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def launch(side: str, argv: list[str]) -> dict:
@@ -268,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             "loss_abs_diff": loss_diff,
         }
         with open(args.json, "w") as fh:
-            json.dump(_nan_to_none(result), fh, indent=2)
+            json.dump(nan_to_none(result), fh, indent=2)
     return 0
 
 

@@ -39,7 +39,7 @@ Usage::
     python benchmarks/train_step.py                       # full size (about 10 minutes on 2 shared cores)
     python benchmarks/train_step.py --profile             # + profile of our step
     python benchmarks/train_step.py --activation-checkpointing   # LLaVA's finetune setting, both sides
-    python benchmarks/train_step.py --ours-variants ac,mask-dropout
+    python benchmarks/train_step.py --ours-variants ac,peft-dropout
     python benchmarks/train_step.py --tiny                # seconds, for CI
     python benchmarks/train_step.py --json out.json
 """
@@ -47,15 +47,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
+
+from _memory import current_rss_mib, malloc_trim, maxrss_mib, nan_to_none, none_to_nan, reset_peak_rss
 
 TIME_TARGET = 1 / 1.5  # ours/hf step time (ours >= 1.5x faster)
 MEMORY_TARGET = 1 / 3  # ours/hf peak memory growth (ours >= 3x lower)
@@ -114,10 +114,8 @@ CHILD_KEYS = (
 # (--ours-variants). Each is a candidate change to the package; delete an entry once the package does it itself.
 PATCHES = {
     "ac": "MultimodalModule(activation_checkpointing=True): decoder layers recomputed in backward (ours only)",
-    "mask-dropout": "LoRA dropout as one autograd function that draws torch.rand < p, saves that bool mask and "
-    "masks with masked_fill, instead of nn.Dropout's CPU path (bernoulli_ + div_ + mul, saving a float32 noise tensor "
-    "per adapted linear)",
-    "native-dropout": "LoRA dropout through torch.native_dropout (saves a bool mask; its CPU kernel is not faster)",
+    "peft-dropout": "peft's own LoRA dropout (nn.Dropout before lora_A, keeping a float mask and the dropped copy of "
+    "the input for backward) instead of lightning_mm's fused DropoutLinear (the input and a bool mask)",
     "fused-adamw": "torch.optim.AdamW(fused=True) instead of the per-parameter for-loop implementation",
     "frozen-bf16": "with --dtype bfloat16: the frozen Linear/Conv layers (vision tower, LoRA base layers, lm_head) "
     "stored in bfloat16, so autocast no longer casts their weights on every forward (and recompute); norms and "
@@ -159,7 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=str,
         default="",
         help="comma-separated variants of ours measured as extra sides, each a '+'-joined set of "
-        f"{sorted(PATCHES)} (optimisation proposals applied by monkeypatching, e.g. 'ac,mask-dropout')",
+        f"{sorted(PATCHES)} (optimisation proposals applied by monkeypatching, e.g. 'ac,peft-dropout')",
     )
     parser.add_argument(
         "--mmap-threshold",
@@ -214,41 +212,6 @@ def image_tokens(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Memory helpers (as in benchmarks/loss.py)
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _maxrss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def _current_rss_mib() -> float:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return float("nan")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark to the current RSS (Linux ``clear_refs``); False if unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _malloc_trim() -> None:
-    """Give free heap memory back to the OS (glibc), so the baseline RSS holds live memory only."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-# ----------------------------------------------------------------------------------------------------------------------
 # The two sides
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -275,49 +238,31 @@ def lora_config(args: argparse.Namespace, target_modules):
     )
 
 
-def _swap_lora_dropout(root, patch: str) -> int:
-    """Patches ``mask-dropout`` / ``native-dropout``: change the class of peft's LoRA ``nn.Dropout`` modules."""
-    import torch
+def _unfuse_lora_dropout(root) -> int:
+    """Patch ``peft-dropout``: put peft's ``nn.Dropout`` + ``nn.Linear`` back where lightning_mm fused them."""
     from torch import nn
 
-    class MaskDropoutFunction(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, p):
-            drop = torch.rand(x.shape, device=x.device) < p  # bool: 1 byte per element saved, not a float32 noise
-            ctx.save_for_backward(drop)
-            ctx.scale = 1.0 / (1.0 - p)
-            return (x * ctx.scale).masked_fill_(drop, 0.0)
+    from lightning_mm.callbacks.lora import lora_layers
+    from lightning_mm.callbacks.lora_dropout import DropoutLinear
 
-        @staticmethod
-        def backward(ctx, grad):
-            (drop,) = ctx.saved_tensors
-            return (grad * ctx.scale).masked_fill_(drop, 0.0), None
-
-    class MaskDropout(nn.Dropout):
-        def forward(self, x):
-            if not self.training or self.p == 0:
-                return x
-            return MaskDropoutFunction.apply(x, self.p) if self.p < 1 else torch.zeros_like(x)
-
-    class NativeDropout(nn.Dropout):
-        def forward(self, x):
-            return torch.native_dropout(x, self.p, True)[0] if self.training and self.p > 0 else x
-
-    cls = MaskDropout if patch == "mask-dropout" else NativeDropout
     count = 0
-    for name, mod in root.named_modules():
-        if type(mod) is nn.Dropout and ".lora_dropout." in f".{name}.":
-            mod.__class__ = cls
-            count += 1
+    for layer in lora_layers(root).values():
+        for name, lora_a in list(layer.lora_A.items()):
+            if isinstance(lora_a, DropoutLinear):
+                plain = nn.Linear(lora_a.in_features, lora_a.out_features, bias=False, device="meta")
+                plain.weight = lora_a.weight
+                layer.lora_A[name] = plain
+                layer.lora_dropout[name] = nn.Dropout(lora_a.p)
+                count += 1
     return count
 
 
 def build_ours(args: argparse.Namespace):
     """MultimodalModule at benchmark size with LLaVA's LoRA-finetune placement (+ the ``--patches`` proposals)."""
     import torch
-    from peft import inject_adapter_in_model
 
     from lightning_mm import MultimodalModule
+    from lightning_mm.callbacks import Placement
     from lightning_mm.models import decoder_of
 
     patches = set(filter(None, args.patches.split("+")))
@@ -345,18 +290,14 @@ def build_ours(args: argparse.Namespace):
     )
     module.configure_model()
     net = module.network
-    # Placement of LLaVA's LoRA finetune, applied directly (TODO: lightning_mm.callbacks placements once they land).
-    inject_adapter_in_model(lora_config(args, list(LORA_TARGETS)), net.llm)
-    for name, p in net.named_parameters():
-        if name.startswith("vision."):
-            p.requires_grad_(False)
-        elif name.startswith("projector."):
-            p.requires_grad_(True)
-        else:
-            p.requires_grad_(".lora_" in name)
-    for patch in ("mask-dropout", "native-dropout"):
-        if patch in patches:
-            _swap_lora_dropout(net.llm, patch)
+    # Placement of LLaVA's LoRA finetune, with lightning_mm's placements (what FreezeComponent / FullComponent /
+    # LoRAComponent apply in a Trainer)
+    Placement("frozen").apply(module, "vision")
+    Placement("full").apply(module, "projector")
+    lora = Placement("lora", args.lora_r, args.lora_alpha, args.lora_dropout, target_modules=LORA_TARGETS)
+    lora.apply(module, "llm")
+    if "peft-dropout" in patches:
+        _unfuse_lora_dropout(net.llm)
     if "frozen-bf16" in patches:
         for mod in net.modules():
             if isinstance(mod, torch.nn.Linear | torch.nn.Conv2d) and not any(
@@ -555,14 +496,14 @@ def run_side(args: argparse.Namespace) -> dict:
     side.warmup()
 
     def measure_peak() -> tuple[float, float, bool, float]:
-        _malloc_trim()
-        reset = _reset_peak_rss()
-        baseline = _maxrss_mib()
-        slack = max(0.0, baseline - _current_rss_mib())  # high-water mark above the resident size: unseen growth
+        malloc_trim()
+        reset = reset_peak_rss()
+        baseline = maxrss_mib()
+        slack = max(0.0, baseline - current_rss_mib())  # high-water mark above the resident size: unseen growth
         result = side.step()
-        return _maxrss_mib() - baseline, slack, reset, result["loss"]
+        return maxrss_mib() - baseline, slack, reset, result["loss"]
 
-    baseline_rss = _current_rss_mib()
+    baseline_rss = current_rss_mib()
     peak_first, slack_first, peak_reset, loss = measure_peak()  # includes the AdamW state and one-off buffers
     if peak_reset:
         peak_steady, slack_steady, _, _ = measure_peak()
@@ -614,25 +555,6 @@ def run_paired(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _nan_to_none(value):
-    """Make a result strictly JSON-serialisable (NaN is not valid JSON)."""
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def _none_to_nan(value):
-    if isinstance(value, dict):
-        return {k: _none_to_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_none_to_nan(v) for v in value]
-    return float("nan") if value is None else value
-
-
 def launch(argv: list[str], mmap_threshold: int | None = None) -> dict:
     env = dict(os.environ)
     if mmap_threshold is not None:
@@ -646,7 +568,7 @@ def launch(argv: list[str], mmap_threshold: int | None = None) -> dict:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[-4:])} failed (exit {proc.returncode}):\n{proc.stderr[-5000:]}")
-    return _none_to_nan(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return none_to_nan(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def _ours_image_token_id() -> int:
@@ -700,10 +622,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.side is not None:
-        print(json.dumps(_nan_to_none(run_side(args))))
+        print(json.dumps(nan_to_none(run_side(args))))
         return 0
     if args.paired:
-        print(json.dumps(_nan_to_none(run_paired(args))))
+        print(json.dumps(nan_to_none(run_paired(args))))
         return 0
 
     args.image_token_id = _ours_image_token_id()
@@ -835,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
             "time_pass": time_ratio <= TIME_TARGET,
         }
         with open(args.json, "w") as fh:
-            json.dump(_nan_to_none(result), fh, indent=2)
+            json.dump(nan_to_none(result), fh, indent=2)
     return 0
 
 

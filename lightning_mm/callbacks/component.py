@@ -41,7 +41,7 @@ class ComponentPlacement(Callback):
             LoRA adapters train.
         r: LoRA rank.
         alpha: LoRA alpha (the update is scaled by ``alpha / r``).
-        dropout: Dropout on the LoRA branch input.
+        dropout: Dropout on the LoRA branch input (fused into ``lora_A``: backward keeps a 1-byte mask).
         target_modules: LoRA targets, matched against module paths inside this component only: a name or dotted
             suffix (``qkv``, ``attn.proj``) or ``all-linear`` selects linear layers; ``re:<regex>`` on the whole path
             selects any layer type peft supports. Default: timm ViT ``qkv``, ``proj``, ``fc1``, ``fc2`` for the
@@ -123,7 +123,7 @@ class LoRAComponent(ComponentPlacement):
         component: ``vision``, ``projector`` or ``llm``.
         r: LoRA rank.
         alpha: LoRA alpha (the update is scaled by ``alpha / r``).
-        dropout: Dropout on the LoRA branch input.
+        dropout: Dropout on the LoRA branch input (fused into ``lora_A``: backward keeps a 1-byte mask).
         target_modules: Targets inside this component only: a name or dotted suffix (``qkv``, ``attn.proj``) or
             ``all-linear`` selects linear layers; ``re:<regex>`` on the whole path selects any layer peft supports.
             Default: ``qkv``, ``proj``, ``fc1``, ``fc2`` in a timm ViT; every linear layer of the projector; the

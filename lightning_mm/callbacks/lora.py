@@ -15,10 +15,13 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from lightning_mm.callbacks.lora_dropout import DropoutLinear
+
 __all__ = [
     "ADAPTER_NAME",
     "DEFAULT_TARGETS",
     "adapter_settings",
+    "fuse_lora_dropout",
     "inject_lora",
     "is_lora_parameter",
     "lora_layers",
@@ -137,11 +140,36 @@ def inject_lora(
         targets: Module paths relative to ``module`` (from :func:`resolve_lora_targets`).
         r: LoRA rank.
         alpha: LoRA scaling numerator (the update is scaled by ``alpha / r``).
-        dropout: Dropout on the LoRA branch input.
+        dropout: Dropout on the LoRA branch input; on linear layers it is fused into ``lora_A``
+            (:func:`fuse_lora_dropout`).
     """
     pattern = "^(?:" + "|".join(re.escape(t) for t in targets) + ")$"  # peft full-matches a str against each path
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
     inject_adapter_in_model(config, module, adapter_name=ADAPTER_NAME)
+    fuse_lora_dropout(module)
+
+
+def fuse_lora_dropout(module: nn.Module) -> int:
+    """Fuse peft's LoRA input dropout into ``lora_A`` wherever both are plain layers (in place).
+
+    ``lora_A`` becomes a :class:`~lightning_mm.callbacks.lora_dropout.DropoutLinear` sharing the same weight, and
+    ``lora_dropout`` becomes ``nn.Identity``: the same computation, with backward keeping the layer's input and a
+    1-byte mask instead of a float mask and a dropped copy per adapter. Parameter names do not change. Layers without
+    dropout, or whose ``lora_A`` is not a bias-free ``nn.Linear`` (convolutions), are left as peft made them.
+
+    Returns:
+        The number of adapters fused.
+    """
+    fused = 0
+    for layer in lora_layers(module).values():
+        for name, drop in list(layer.lora_dropout.items()):
+            lora_a = layer.lora_A[name]
+            if type(drop) is not nn.Dropout or type(lora_a) is not nn.Linear or lora_a.bias is not None:
+                continue
+            layer.lora_A[name] = DropoutLinear.from_linear(lora_a, drop.p)
+            layer.lora_dropout[name] = nn.Identity()
+            fused += 1
+    return fused
 
 
 def adapter_settings(layer: LoraLayer) -> tuple[int, float]:
