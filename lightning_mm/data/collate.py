@@ -1,25 +1,79 @@
-"""Batch collation: padding by position, attention masks, and a per-sample image-count check."""
+"""Batch collation: padding by position, attention masks, and a per-sample image-count check.
+
+In a DataLoader worker the collated batch is handed back in a form that crosses to the main process cheaply: torch
+would move every tensor into its own shared-memory file, and with its default ``file_descriptor`` sharing strategy the
+main process then fetches each file's descriptor from the worker over a socket (a connection and a handshake per
+tensor). The small tensors of a batch (ids, labels, masks, small images) travel as bytes inside the pickle instead;
+only tensors over :data:`INLINE_TENSOR_BYTES` go through shared memory. The main process receives a plain ``dict``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import get_worker_info
 
 from lightning_mm.data.templates import IGNORE_INDEX
 
-__all__ = ["VLMCollator"]
+__all__ = ["INLINE_TENSOR_BYTES", "VLMCollator", "WorkerBatch"]
 
 _TENSOR_KEYS = ("input_ids", "labels", "pixel_values")
+
+#: Batch tensors up to this size leave a DataLoader worker as bytes inside the pickle, larger ones in shared memory.
+INLINE_TENSOR_BYTES = 1 << 20
+
+
+class _InlineTensor(NamedTuple):
+    """A CPU tensor as raw bytes (a writable ``bytearray``, so the rebuilt tensor owns writable memory)."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    data: bytearray
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> _InlineTensor:
+        raw = t.contiguous().reshape(-1).view(torch.uint8)  # (nbytes,)
+        return cls(t.dtype, tuple(t.shape), bytearray(raw.numpy()))
+
+    def tensor(self) -> torch.Tensor:
+        if not self.data:
+            return torch.empty(self.shape, dtype=self.dtype)
+        return torch.frombuffer(self.data, dtype=self.dtype).view(self.shape)  # shares the bytearray's memory
+
+
+def _inlinable(value: Any) -> bool:
+    return (
+        type(value) is torch.Tensor
+        and value.device.type == "cpu"
+        and not value.requires_grad
+        and value.nbytes <= INLINE_TENSOR_BYTES
+    )
+
+
+def _rebuild_batch(items: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.tensor() if isinstance(v, _InlineTensor) else v for k, v in items.items()}
+
+
+class WorkerBatch(dict):
+    """A collated batch on its way out of a DataLoader worker; it unpickles as a plain ``dict``.
+
+    Top-level tensors of at most :data:`INLINE_TENSOR_BYTES` are pickled by value, larger ones as torch shares them.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_batch, ({k: _InlineTensor.of(v) if _inlinable(v) else v for k, v in self.items()},)
 
 
 class VLMCollator:
     """Pads ``input_ids``/``labels`` and stacks images for :class:`~lightning_mm.models.VisionLanguageModel`.
 
     Padding is masked by position (``attention_mask`` and -100 labels on the padded positions), so a pad id equal to
-    the EOS id never hides a real EOS target.
+    the EOS id never hides a real EOS target. Images are concatenated in the dtype they come in (uint8 from
+    :class:`~lightning_mm.data.ImageProcessor`; never upcast). Called in a DataLoader worker, the batch is returned as a
+    :class:`WorkerBatch` (see the module docstring); the main process receives a plain ``dict``.
 
     Args:
         pad_token_id: Id written into padded positions of ``input_ids``.
@@ -73,7 +127,14 @@ class VLMCollator:
         counts = [0 if im is None else int(im.shape[0]) for im in images]
         batch["image_counts"] = torch.tensor(counts, dtype=torch.long)  # (B,)
         present = [im for im in images if im is not None and im.shape[0] > 0]
-        batch["pixel_values"] = torch.cat(present) if present else None  # (N_img, 3, H, W)
+        mixed = [b for b, im in enumerate(images) if im is not None and im.shape[0] and im.dtype != present[0].dtype]
+        if mixed:  # torch.cat would promote uint8 pixels to float, which the tower takes as already normalised
+            b = mixed[0]
+            raise ValueError(
+                f"Sample {samples[b].get('id', b)!r}: images of dtype {images[b].dtype} in a batch of "
+                f"{present[0].dtype} images; uint8 and normalised float images cannot be mixed."
+            )
+        batch["pixel_values"] = torch.cat(present) if present else None  # (N_img, 3, H, W), dtype kept
         if self.image_token_id is not None and self.num_image_tokens is not None:
             found = (batch["input_ids"] == self.image_token_id).sum(dim=1)  # (B,)
             expected = batch["image_counts"] * self.num_image_tokens
@@ -87,4 +148,4 @@ class VLMCollator:
         for key in samples[0]:
             if key not in _TENSOR_KEYS and key not in batch:
                 batch[key] = [s.get(key) for s in samples]
-        return batch
+        return WorkerBatch(batch) if get_worker_info() is not None else batch

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"
@@ -39,6 +39,7 @@ __all__ = [
     "TokenizerTemplate",
     "VicunaV1Template",
     "encode_segments",
+    "encode_texts",
     "get_template",
     "list_templates",
     "register_template",
@@ -391,9 +392,58 @@ class TokenizerTemplate(ChatTemplate):
 
 
 # ---------------------------------------------------------------------------------------------------- encoding
+# transformers methods on the way from `tokenizer(texts)` to the Rust `encode_batch` (v4 and v5 names); a tokenizer
+# class that overrides one of them may change the ids, so it keeps the transformers path
+_CALL_PATH = ("__call__", "_call_one", "encode_plus", "batch_encode_plus", "_encode_plus", "_batch_encode_plus")
+
+
+@lru_cache(maxsize=64)
+def _plain_fast_class(cls: type) -> bool:
+    return issubclass(cls, PreTrainedTokenizerFast) and all(
+        getattr(cls, name, None) is getattr(PreTrainedTokenizerFast, name, None) for name in _CALL_PATH
+    )
+
+
+def _direct_backend(tokenizer: PreTrainedTokenizerBase) -> Any | None:
+    """The Rust ``tokenizers.Tokenizer`` of ``tokenizer`` when calling it directly gives the same ids, else None.
+
+    transformers' ``tokenizer(texts, add_special_tokens=False)`` turns off the backend's truncation and padding,
+    sets its ``encode_special_tokens`` from ``split_special_tokens`` and calls ``encode_batch``: with the backend
+    already in that state, and a tokenizer class that does not change that path, the direct call is the same.
+    """
+    if not _plain_fast_class(type(tokenizer)):
+        return None
+    backend = tokenizer.backend_tokenizer
+    if backend.truncation is not None or backend.padding is not None:
+        return None
+    if getattr(backend, "encode_special_tokens", False) != bool(getattr(tokenizer, "split_special_tokens", False)):
+        return None
+    return backend
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text without special tokens, as ``tokenizer(texts, add_special_tokens=False)`` gives them.
+
+    For a fast tokenizer the Rust backend's ``encode_batch_fast`` (no offsets) is called directly, skipping
+    transformers' per-call Python work, whenever that gives the same ids (see :func:`_direct_backend`); otherwise,
+    and for slow tokenizers, the tokenizer is called.
+
+    Args:
+        tokenizer: The LM's tokenizer.
+        texts: Texts to encode in one call.
+    """
+    if not texts:
+        return []
+    backend = _direct_backend(tokenizer)
+    if backend is None:
+        return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # `_fast` since tokenizers 0.21
+    return [e.ids for e in encode(list(texts), add_special_tokens=False)]
+
+
 @lru_cache(maxsize=4096)
 def _tokenize_cached(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[int, ...]:
-    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return tuple(encode_texts(tokenizer, [text])[0])
 
 
 def is_single_token(tokenizer: PreTrainedTokenizerBase, text: str) -> bool:
@@ -414,7 +464,7 @@ def _tokenize_pieces(tokenizer: PreTrainedTokenizerBase, pieces: list[str]) -> l
         else:
             todo.append(k)
     if todo:
-        batch = tokenizer([pieces[k] for k in todo], add_special_tokens=False)["input_ids"]
+        batch = encode_texts(tokenizer, [pieces[k] for k in todo])
         for k, ids in zip(todo, batch, strict=True):
             out[k] = tuple(ids)
     return out  # type: ignore[return-value]

@@ -33,6 +33,10 @@ class VisionTower(nn.Module):
     LLaVA reads the output of the second-to-last transformer block (``feature_layer=-2``), before the final norm, and
     drops the prefix tokens (CLS and register tokens, timm's ``num_prefix_tokens``), keeping only patch tokens.
 
+    Images may come as ``uint8`` (0..255, what :class:`~lightning_mm.data.ImageProcessor` yields by default): they are
+    normalised here, on their device, with the mean and std of the tower's timm data config. Floating-point images are
+    taken as already normalised.
+
     Args:
         model_name: timm architecture name, optionally with a pretrained tag (``vit_large_patch14_clip_336.openai``).
         pretrained: Load timm's pretrained weights (from the hub, or from ``pretrained_cfg_overlay=dict(file=...)``).
@@ -64,6 +68,11 @@ class VisionTower(nn.Module):
         self.depth = depth
         # absolute index of the block that is read: the blocks after it and the final norm never run
         self.block_index = feature_layer % depth if depth else feature_layer
+        cfg = self.data_config()
+        # python floats, not buffers: the state dict keeps its keys, and meta-device init has nothing to fill in
+        self.pixel_mean: tuple[float, ...] = tuple(float(m) for m in cfg["mean"])
+        self.pixel_std: tuple[float, ...] = tuple(float(s) for s in cfg["std"])
+        self._affine: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # device -> (scale, shift)
 
     def unused_parameter_names(self) -> list[str]:
         """Names (relative to this module) of parameters that never take part in ``forward``.
@@ -99,15 +108,42 @@ class VisionTower(nn.Module):
             cfg["input_size"] = (3, *tuple(img_size))
         return cfg
 
+    def normalize(self, pixel_values: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Scale uint8 images to [0, 1] and normalise them with the tower's mean and std, on their device.
+
+        Computed in float32 as one fused multiply-add, ``x * (1 / (255 * std)) - mean / std``, and cast once to
+        ``dtype``, as the float path casts the images normalised on the CPU.
+
+        Args:
+            pixel_values: (N_img, C, H, W) uint8 images.
+            dtype: Output dtype (None: the tower's parameter dtype).
+
+        Returns:
+            (N_img, C, H, W) normalised images.
+        """
+        if dtype is None:
+            dtype = next(self.parameters()).dtype
+        device = pixel_values.device
+        if device not in self._affine:  # built once per device: no host-to-device copy per step
+            mean = torch.tensor(self.pixel_mean, dtype=torch.float64, device="cpu")  # (C,)
+            std = torch.tensor(self.pixel_std, dtype=torch.float64, device="cpu")  # (C,)
+            scale = (1.0 / (255.0 * std)).float().view(1, -1, 1, 1).to(device)  # (1, C, 1, 1)
+            shift = (-mean / std).float().view(1, -1, 1, 1).to(device)  # (1, C, 1, 1)
+            self._affine[device] = (scale, shift)
+        scale, shift = self._affine[device]
+        return torch.addcmul(shift, pixel_values, scale).to(dtype)  # (N_img, C, H, W), uint8 promoted to float32
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Encode images.
 
         Args:
-            pixel_values: (N_img, 3, H, W) normalised images.
+            pixel_values: (N_img, 3, H, W) uint8 images (normalised here), or normalised floating-point images.
 
         Returns:
             (N_img, L, D) tokens of the chosen block: L patch tokens, plus the prefix tokens first if kept.
         """
+        if not pixel_values.is_floating_point():
+            pixel_values = self.normalize(pixel_values)  # (N_img, 3, H, W)
         out = self.model.forward_intermediates(
             pixel_values,
             indices=[self.block_index],

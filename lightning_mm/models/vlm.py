@@ -147,7 +147,7 @@ class VisionLanguageModel(nn.Module):
         input dtype follows the projector's weights.
 
         Args:
-            pixel_values: (N_img, 3, H, W).
+            pixel_values: (N_img, 3, H, W) uint8 (the tower normalises them) or normalised floats.
 
         Returns:
             (N_img, L, D_t) image tokens in the LM's embedding space.
@@ -162,7 +162,8 @@ class VisionLanguageModel(nn.Module):
 
         Args:
             input_ids: (B, T).
-            pixel_values: (N_img, 3, H, W) for all images of the batch in order, or None for text only.
+            pixel_values: (N_img, 3, H, W) for all images of the batch in order, or None for text only: uint8
+                (normalised on the device by the tower, in its dtype) or already normalised floats (cast to it).
 
         Returns:
             (B, T, D_t) input embeddings.
@@ -176,12 +177,14 @@ class VisionLanguageModel(nn.Module):
                 first = int(image_mask.any(dim=1).nonzero()[0])
                 raise ValueError(f"Sample {first} holds image tokens but the batch has no pixel_values.")
             return embeds
-        features = self.encode_images(pixel_values.to(self.vision_dtype))  # (N_img, L, D_t)
+        if pixel_values.is_floating_point():
+            pixel_values = pixel_values.to(self.vision_dtype)  # uint8 images are normalised by the tower
+        features = self.encode_images(pixel_values)  # (N_img, L, D_t)
         return splice_image_features(embeds, input_ids, features, self.image_token_id)
 
     @property
     def vision_dtype(self) -> torch.dtype:
-        """Parameter dtype of the vision tower (images are cast to it)."""
+        """Parameter dtype of the vision tower (images are cast, or normalised, to it)."""
         return next(self.vision.parameters()).dtype
 
     def forward(
@@ -195,7 +198,7 @@ class VisionLanguageModel(nn.Module):
         Args:
             input_ids: (B, T).
             attention_mask: (B, T), 1 for real tokens.
-            pixel_values: (N_img, 3, H, W) or None.
+            pixel_values: (N_img, 3, H, W) uint8 or normalised floats, or None.
 
         Returns:
             (B, T, H) hidden states after the decoder's final norm.
@@ -218,7 +221,7 @@ class VisionLanguageModel(nn.Module):
         Args:
             input_ids: (B, T) left-padded prompts.
             attention_mask: (B, T).
-            pixel_values: (N_img, 3, H, W) or None.
+            pixel_values: (N_img, 3, H, W) uint8 or normalised floats, or None.
             max_new_tokens: Generation budget.
             **generate_kwargs: Passed to transformers' ``generate`` (``eos_token_id``, ``pad_token_id``, ...).
 

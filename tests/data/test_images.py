@@ -1,4 +1,4 @@
-"""Image preprocessing: timm's data config, LLaVA's aspect modes, RGB conversion, load errors."""
+"""Image preprocessing: timm's data config, LLaVA's aspect modes, uint8 or normalised output, RGB, load errors."""
 
 from __future__ import annotations
 
@@ -20,9 +20,30 @@ def _normalised(rgb: tuple[float, float, float]) -> torch.Tensor:
     return (torch.tensor(rgb) - torch.tensor(MEAN)) / torch.tensor(STD)  # (3,)
 
 
-def _process(aspect: str, name: str = "blue_wide.png", config: dict = CONFIG) -> torch.Tensor:
-    proc = ImageProcessor(config, aspect)
+def _process(aspect: str, name: str = "blue_wide.png", config: dict = CONFIG, normalize: bool = True) -> torch.Tensor:
+    proc = ImageProcessor(config, aspect, normalize=normalize)
     return proc(proc.load(str(IMAGES / name)))  # (3, H, W)
+
+
+@pytest.mark.parametrize("aspect", ASPECT_MODES)
+@pytest.mark.parametrize("name", ["blue_wide.png", "green_tall.png", "yellow_cross.png"])
+def test_uint8_output_is_the_normalised_output_before_normalisation(aspect, name):
+    raw = _process(aspect, name, normalize=False)  # the default
+    assert raw.dtype == torch.uint8 and tuple(raw.shape) == (3, 32, 32) and raw.is_contiguous()
+    expected = _process(aspect, name, normalize=True)  # (3, H, W) float32
+    mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
+    torch.testing.assert_close((raw.float() / 255 - mean) / std, expected, rtol=0, atol=1e-5)
+
+
+def test_uint8_is_the_default_and_pads_with_the_rounded_mean_colour():
+    proc = ImageProcessor(CONFIG, "pad")
+    assert not proc.normalize
+    x = proc(proc.load(str(IMAGES / "blue_wide.png")))  # (3, 32, 32) uint8
+    assert x.dtype == torch.uint8
+    fill = torch.tensor([round(255 * m) for m in MEAN], dtype=torch.uint8)  # (3,)
+    assert torch.equal(x[:, 0, :], fill[:, None].expand(3, 32))  # top row: padding
+    many = proc.load_many([str(IMAGES / "blue_wide.png"), str(IMAGES / "red_circle.png")])  # (2, 3, 32, 32)
+    assert many.dtype == torch.uint8 and tuple(many.shape) == (2, 3, 32, 32) and torch.equal(many[0], x)
 
 
 def test_pad_fills_with_the_mean_colour_and_keeps_the_whole_image():
@@ -63,13 +84,14 @@ def test_every_mode_gives_the_configured_size_in_rgb(aspect, name):
     x = _process(aspect, name, config)
     assert tuple(x.shape) == (3, 24, 40) and x.dtype == torch.float32
     assert torch.isfinite(x).all()
+    assert tuple(_process(aspect, name, config, normalize=False).shape) == (3, 24, 40)
 
 
 def test_the_timm_config_of_a_tower_is_used_as_is():
     model = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=48, embed_dim=32, depth=1, num_heads=2)
     config = timm.data.resolve_model_data_config(model)
     config["input_size"] = (3, 48, 48)
-    proc = ImageProcessor(config, "crop")
+    proc = ImageProcessor(config, "crop", normalize=True)
     x = proc(proc.load(str(IMAGES / "red_circle.png")))
     assert tuple(x.shape) == (3, 48, 48)
     # normalised with the tower's own mean/std: the dark background maps to (20/255 - mean) / std
@@ -80,6 +102,9 @@ def test_the_timm_config_of_a_tower_is_used_as_is():
 def test_load_errors_name_the_reason_and_the_file(tmp_path):
     with pytest.raises(ImageLoadError, match="image missing.*nope.png") as err:
         ImageProcessor.load(str(tmp_path / "nope.png"))
+    assert err.value.reason == "image_missing"
+    with pytest.raises(ImageLoadError, match="image missing") as err:
+        ImageProcessor.load(str(tmp_path))  # a folder is not an image file
     assert err.value.reason == "image_missing"
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes((IMAGES / "red_circle.png").read_bytes()[:60])

@@ -46,6 +46,7 @@ def test_datamodule_binds_to_the_model_and_groups_by_length(asset_module):
         if batch["pixel_values"] is None:
             assert n_tokens == 0
             continue
+        assert batch["pixel_values"].dtype == torch.uint8  # normalised by the tower, on its device
         with torch.no_grad():
             feats = m.network.projector(m.network.vision(batch["pixel_values"]))  # (N_img, L, D)
         assert n_tokens == feats.shape[0] * feats.shape[1]  # one image token per feature row the tower emits

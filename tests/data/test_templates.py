@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lightning_mm.data import IGNORE_INDEX, Segment, VLMCollator, encode_segments, get_template, list_templates
-from lightning_mm.data.templates import ChatMLTemplate
+from lightning_mm.data.templates import ChatMLTemplate, _direct_backend, _plain_fast_class, encode_texts
 from lightning_mm.data.tokenizer import build_word_tokenizer
 
 LLAVA_DIR = Path(__file__).resolve().parents[1] / "assets" / "llava"
@@ -201,3 +201,64 @@ def test_tokenizer_template_errors_are_clear(tokenizer):
 def test_tokenizer_template_end_of_turn_comes_from_the_template(tokenizer):
     assert get_template("tokenizer").end_of_turn(tokenizer) == "<|eot_id|>"
     assert get_template("vicuna_v1").end_of_turn(tokenizer) == tokenizer.eos_token == "</s>"
+
+
+# Texts as templates and LLaVA records produce them: markup, unicode, odd whitespace, the placeholder's surroundings.
+TEXTS = [
+    "hello world",
+    " leading space",
+    "trailing space ",
+    "  two  spaces\tand\ttabs\n\nnew lines\r\n",
+    " ",
+    "\n",
+    "<image>",
+    "<image>\nDescribe the image briefly.",
+    "What differs?\n<image>",
+    "a<image>b",
+    " <image> ",
+    "<image><image>\n<image>",
+    "USER: <image>\nWhat is it? ASSISTANT:",
+    "unicode: café naïve Straße 日本語 한국어 emoji 🎉👍🏽 zero\u200bwidth \u00a0nbsp",
+    "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+    "</s><s><pad><unk> specials inside text",
+    "The first shows a red circle, the second a tall green bar. " * 20,
+]
+
+
+def _fast_and_word_tokenizers(tokenizer):
+    from lightning_mm.data.synthetic import build_synthetic_tokenizer
+
+    return {"asset byte-level BPE": tokenizer, "synthetic word-level": build_synthetic_tokenizer()}
+
+
+def test_direct_rust_encoding_gives_the_tokenizers_own_ids(tokenizer):
+    pieces = [p for t in TEXTS for p in t.split("<image>") if p]  # as encode_segments cuts them
+    for name, tok in _fast_and_word_tokenizers(tokenizer).items():
+        assert _direct_backend(tok) is not None, name  # the fast path is the one tested
+        texts = TEXTS + pieces
+        expected = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        assert encode_texts(tok, texts) == expected, name
+        assert [encode_texts(tok, [t])[0] for t in texts] == expected, name
+        assert encode_texts(tok, []) == []
+
+
+def test_encoding_falls_back_to_the_tokenizer_when_the_backend_would_differ(tokenizer):
+    tok = copy.deepcopy(tokenizer)
+    text = "a sentence of quite a few words, longer than three tokens"
+    tok.backend_tokenizer.enable_truncation(max_length=3)  # transformers turns this off for its own calls
+    assert _direct_backend(tok) is None
+    assert encode_texts(tok, [text]) == [tokenizer(text, add_special_tokens=False)["input_ids"]]
+    assert len(encode_texts(tok, [text])[0]) > 3
+    assert _direct_backend(tok) is not None  # transformers' own call turned truncation off again
+    tok.split_special_tokens = True  # "<image>" as text: transformers tells the backend at its next call
+    assert _direct_backend(tok) is None
+    split = encode_texts(tok, ["<image>"])
+    assert len(split[0]) > 1 and split == [tok("<image>", add_special_tokens=False)["input_ids"]]
+    assert _direct_backend(tok) is not None and encode_texts(tok, ["<image>"]) == split
+    assert _direct_backend(tokenizer) is not None  # the shared tokenizer was not touched
+
+    class Custom(type(tokenizer)):
+        def _encode_plus(self, *args, **kwargs):  # a subclass changing the encoding path keeps it
+            return super()._encode_plus(*args, **kwargs)
+
+    assert not _plain_fast_class(Custom) and _plain_fast_class(type(tokenizer))

@@ -67,3 +67,47 @@ def test_pretrained_loads_local_weights(tmp_path):
         "vit_tiny_patch16_224", pretrained=True, model_kwargs={**kwargs, "pretrained_cfg_overlay": {"file": str(path)}}
     )
     torch.testing.assert_close(tower.model.patch_embed.proj.weight, src.patch_embed.proj.weight)
+
+
+def _by_hand(raw: torch.Tensor, mean, std) -> torch.Tensor:
+    """(N, 3, H, W) float32: what ``ImageProcessor(normalize=True)`` computes on the CPU."""
+    mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    return (raw.float() / 255 - mean) / std
+
+
+@pytest.mark.parametrize("arch", ["vit_tiny_patch16_224", "vit_base_patch16_clip_quickgelu_224"])
+def test_uint8_images_are_normalised_with_the_towers_own_mean_and_std(arch):
+    torch.manual_seed(0)
+    kwargs = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2}
+    tower = VisionTower(arch, model_kwargs=kwargs)
+    cfg = timm.data.resolve_model_data_config(tower.model)
+    assert (tower.pixel_mean, tower.pixel_std) == (tuple(cfg["mean"]), tuple(cfg["std"]))
+    raw = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)  # (2, 3, 32, 32)
+    normalised = _by_hand(raw, cfg["mean"], cfg["std"])
+    torch.testing.assert_close(tower.normalize(raw), normalised, rtol=0, atol=1e-5)
+    torch.testing.assert_close(tower(raw), tower(normalised), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(tower(raw.float()), tower(normalised), atol=1e-2)  # floats are taken as normalised
+
+
+def test_uint8_normalisation_follows_the_tower_dtype_and_adds_no_state():
+    tower = _tower()
+    keys = list(tower.state_dict())
+    tower.to(torch.bfloat16)
+    raw = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert tower.normalize(raw).dtype == torch.bfloat16
+    assert tower(raw).dtype == torch.bfloat16
+    assert tower.normalize(raw, torch.float32).dtype == torch.float32
+    assert list(tower.state_dict()) == keys  # checkpoints keep their keys: mean/std are not buffers
+    assert all(k.startswith("model.") for k in keys)
+
+
+def test_meta_device_tower_normalises_after_materialisation():
+    """Mean and std are plain floats: nothing is left uninitialised by meta-device construction."""
+    with torch.device("meta"):
+        tower = _tower()
+        assert tower(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)).shape == (1, 16, 32)
+    tower.to_empty(device="cpu")
+    raw = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    torch.testing.assert_close(
+        tower.normalize(raw), _by_hand(raw, tower.pixel_mean, tower.pixel_std), rtol=0, atol=1e-5
+    )

@@ -1,6 +1,9 @@
+from pathlib import Path
+
 import pytest
 import torch
 
+from lightning_mm.data import ImageProcessor
 from lightning_mm.loss import shifted_cross_entropy
 
 
@@ -46,3 +49,27 @@ def test_image_tokens_without_pixels_is_a_clear_error(tiny_module, tiny_batch):
 def test_wrong_image_count_names_the_sample(tiny_module, tiny_batch):
     with pytest.raises(ValueError, match="first mismatching sample: index 3"):
         tiny_module(dict(tiny_batch, pixel_values=tiny_batch["pixel_values"][:3]))
+
+
+IMAGES = Path(__file__).resolve().parents[1] / "assets" / "llava" / "images"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_uint8_images_give_the_output_of_images_normalised_on_the_cpu(tiny_module, tiny_batch, dtype):
+    """The default uint8 path (normalised by the tower) and ImageProcessor(normalize=True) give the same hidden states."""
+    net = tiny_module.network.to(dtype)
+    paths = [str(IMAGES / n) for n in ("blue_wide.png", "red_circle.png", "green_tall.png", "yellow_cross.png")]
+    cfg = tiny_module.image_data_config  # what the datamodules are bound with: the tower's own mean and std
+    assert (tuple(cfg["mean"]), tuple(cfg["std"])) == (net.vision.pixel_mean, net.vision.pixel_std)
+    raw = ImageProcessor(cfg, "pad").load_many(paths)  # (4, 3, 32, 32) uint8
+    normalised = ImageProcessor(cfg, "pad", normalize=True).load_many(paths)  # (4, 3, 32, 32) float32
+    assert raw.dtype == torch.uint8 and normalised.dtype == torch.float32
+    ids, mask = tiny_batch["input_ids"], tiny_batch["attention_mask"]
+    with torch.no_grad():
+        h_raw = net(ids, mask, raw)  # (B, T, H)
+        h_normalised = net(ids, mask, normalised)
+        h_other = net(ids, mask, normalised.flip(0))
+    assert h_raw.dtype == dtype
+    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    torch.testing.assert_close(h_raw, h_normalised, **tol)
+    assert not torch.allclose(h_raw.float(), h_other.float(), **tol)  # the images matter at this tolerance
