@@ -131,7 +131,7 @@ VARIANTS = ["uninterrupted", "sharded", "adapter_sharded"]
 @pytest.fixture(scope="module")
 def runs(launch, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("fsdp1")
-    launch("fsdp1", str(out), "--variants", ",".join(VARIANTS), "--activation-checkpointing")
+    launch("fsdp1", str(out), "--variants", ",".join([*VARIANTS, "dropout"]), "--activation-checkpointing")
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -148,6 +148,11 @@ def test_two_processes_match_a_single_process_run(variant, runs, single_process_
     if variant == "uninterrupted":  # validation and generation through the root FSDP module, after fit
         assert results[variant]["val"]["val/loss"] == pytest.approx(ref_eval["val"]["val/loss"], rel=1e-5)
         assert results[variant]["predictions"] == ref_eval["predictions"]
+
+
+@pytest.mark.distributed
+def test_fused_lora_dropout_trains(runs, single_process_run, worker):
+    worker.check_dropout_run(runs[1]["dropout"], single_process_run[0])
 
 
 @pytest.mark.distributed

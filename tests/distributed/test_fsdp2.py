@@ -23,7 +23,7 @@ EXACT = ["uninterrupted", "sharded", "full", "adapter_sharded", "adapter_full"]
 @pytest.fixture(scope="module")
 def runs(launch, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("fsdp2")
-    launch("fsdp2", str(out), "--variants", ",".join([*EXACT, "bf16"]), "--activation-checkpointing")
+    launch("fsdp2", str(out), "--variants", ",".join([*EXACT, "bf16", "dropout"]), "--activation-checkpointing")
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -53,6 +53,10 @@ def test_bf16_mixed_tracks_float32(runs, single_process_run):
     losses, reference = results["bf16"]["losses"], single_process_run[0]
     torch.testing.assert_close(torch.tensor(losses), torch.tensor(reference), rtol=0, atol=1e-2)
     assert losses != reference  # it did run in bf16
+
+
+def test_fused_lora_dropout_trains(runs, single_process_run, worker):
+    worker.check_dropout_run(runs[1]["dropout"], single_process_run[0])
 
 
 def _dcp_keys(path: Path) -> set[str]:

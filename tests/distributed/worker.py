@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_mm import MultimodalModule
 from lightning_mm.callbacks import AdapterOnlyCheckpoint, FreezeComponent, FullComponent, LoRAComponent
+from lightning_mm.callbacks.lora_dropout import DropoutLinear
 from lightning_mm.data import SyntheticVQADataModule, VLMCollator
 from lightning_mm.loss import count_supervised
 
@@ -158,8 +159,12 @@ def one_step_grads(
     return {n: _full(p.grad).detach().clone() for n, p in module.named_parameters() if p.grad is not None}
 
 
-def placement_callbacks() -> list:
-    return [FreezeComponent("vision"), FullComponent("projector", lr=2e-3), LoRAComponent("llm", r=4, alpha=8.0)]
+def placement_callbacks(lora_dropout: float = 0.0) -> list:
+    return [
+        FreezeComponent("vision"),
+        FullComponent("projector", lr=2e-3),
+        LoRAComponent("llm", r=4, alpha=8.0, dropout=lora_dropout),
+    ]
 
 
 def adamw(params):
@@ -181,6 +186,7 @@ def fit_placed(
     activation_checkpointing: bool = False,
     precision: str = "32-true",
     validate: bool = False,
+    lora_dropout: float = 0.0,
 ) -> tuple[MultimodalModule, L.Trainer, list[float]]:
     """The tiny model with LLM LoRA + full projector on 16 ordered samples (global batch 8: 2 steps per epoch).
 
@@ -192,7 +198,7 @@ def fit_placed(
         model="tiny", optimizer=adamw, warmup_ratio=0.0, activation_checkpointing=activation_checkpointing
     )
     recorder = GlobalLoss()
-    callbacks = [*placement_callbacks(), recorder, *([AdapterOnlyCheckpoint()] if adapter_only else [])]
+    callbacks = [*placement_callbacks(lora_dropout), recorder, *([AdapterOnlyCheckpoint()] if adapter_only else [])]
     callbacks += [StopAfterEpoch()] if stop_after_epoch else []
     val = {"limit_val_batches": 1, "num_sanity_val_steps": 1} if validate else {}
     trainer = _trainer(
@@ -200,6 +206,21 @@ def fit_placed(
     )
     trainer.fit(module, ordered_data(batch_size), ckpt_path=ckpt_path)
     return module, trainer, recorder.losses
+
+
+def check_dropout_run(result: dict[str, Any], reference_losses: list[float]) -> None:
+    """The ``dropout`` variant: every adapted LLM linear fused, and training that follows the run without dropout.
+
+    LoRA's ``B`` starts at zero, so the first loss is the reference's exactly; afterwards dropout makes the losses
+    differ, by little.
+    """
+    assert result["fused_dropout_layers"] == 14  # 2 decoder layers x q/k/v/o/gate/up/down
+    losses = torch.tensor(result["losses"])
+    reference = torch.tensor(reference_losses)
+    assert losses.shape == reference.shape and bool(torch.isfinite(losses).all())
+    torch.testing.assert_close(losses[0], reference[0], rtol=1e-5, atol=0)
+    assert not torch.equal(losses[1:], reference[1:])  # dropout was active
+    torch.testing.assert_close(losses, reference, rtol=0.05, atol=0)
 
 
 def evaluate(trainer: L.Trainer, module: MultimodalModule, batch_size: int) -> dict[str, Any]:
@@ -252,7 +273,7 @@ def run_sharded(kind: str, out: Path, variants: list[str], activation_checkpoint
 
     ``sharded``, ``full``, ``adapter_sharded``, ``adapter_full``: epoch 1, save that kind of checkpoint, resume to
     epoch 2. ``uninterrupted``: both epochs in one run, validating during and after it, then predicting;
-    ``bf16``: both epochs in ``bf16-mixed``.
+    ``bf16``: both epochs in ``bf16-mixed``; ``dropout``: both epochs with LoRA dropout 0.1 (fused ``DropoutLinear``).
     """
     results: dict[str, Any] = {}
     for variant in variants:
@@ -262,7 +283,11 @@ def run_sharded(kind: str, out: Path, variants: list[str], activation_checkpoint
         ckpt = root / ("epoch1" if sharded else "epoch1.ckpt")
         result: dict[str, Any] = {"checkpoint": str(ckpt)}
         kwargs = {"activation_checkpointing": activation_checkpointing}
-        if variant in ("uninterrupted", "bf16"):
+        if variant == "dropout":
+            module, trainer, losses = fit_placed(root, _strategy(kind, sharded), 2, 4, lora_dropout=0.1, **kwargs)
+            state = full_trained_state(trainer)
+            result["fused_dropout_layers"] = sum(isinstance(m, DropoutLinear) for m in module.modules())
+        elif variant in ("uninterrupted", "bf16"):
             kwargs["precision"] = "bf16-mixed" if variant == "bf16" else "32-true"
             module, trainer, losses = fit_placed(root, _strategy(kind, sharded), 2, 4, validate=True, **kwargs)
             state = full_trained_state(trainer)
