@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from contextvars import ContextVar
+from typing import IO, TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -21,10 +23,29 @@ from lightning_mm.zoo import ModelSpec, build_network, count_image_tokens, get_s
 if TYPE_CHECKING:
     from lightning_mm.callbacks.placement import Placement
 
-__all__ = ["COMPONENTS", "MultimodalModule"]
+__all__ = ["COMPONENTS", "MultimodalModule", "holds_every_weight"]
 
 COMPONENTS = ("vision", "projector", "llm")
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+# set while load_from_checkpoint builds from a checkpoint that holds every weight: pretrained sources are not read
+_BUILDING_FROM_FULL_CHECKPOINT: ContextVar[bool] = ContextVar("lightning_mm_full_checkpoint", default=False)
+
+
+def holds_every_weight(checkpoint_path: Any) -> bool:
+    """Whether ``checkpoint_path`` is a lightning_mm checkpoint file with the whole state dict (not adapter-only).
+
+    Reads the file memory-mapped (tensors are not loaded); anything that is not such a readable file gives False.
+    """
+    from lightning_mm.callbacks.checkpointing import CHECKPOINT_KEY
+
+    if not isinstance(checkpoint_path, (str, os.PathLike)) or not os.path.isfile(checkpoint_path):
+        return False
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # noqa: BLE001 - not ours to judge: the real load reports what is wrong with the file
+        return False
+    state = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
+    return isinstance(state, dict) and "state_dict" in checkpoint and not state.get("adapter_only")
 
 
 class MultimodalModule(L.LightningModule):
@@ -129,10 +150,41 @@ class MultimodalModule(L.LightningModule):
         return int(self.tokenizer.convert_tokens_to_ids(self.spec.image_token))
 
     # ---------------------------------------------------------------- building
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | os.PathLike | IO,
+        map_location: Any = None,
+        hparams_file: str | os.PathLike | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> MultimodalModule:
+        """Lightning's ``load_from_checkpoint``; a checkpoint that holds every weight needs no pretrained source.
+
+        When the checkpoint is a whole one (not adapter-only), the network is built from its configs and the
+        checkpoint's weights are loaded into it: the pretrained weights the model was started from (hub or local
+        files) are not read, so a whole checkpoint loads offline and without downloading them again. ``pretrained``
+        keeps its value for what follows (adapter-only checkpoints written later still record it). Adapter-only
+        checkpoints build the pretrained base as before.
+        """
+        token = _BUILDING_FROM_FULL_CHECKPOINT.set(holds_every_weight(checkpoint_path))
+        try:
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only=weights_only, **kwargs
+            )
+        finally:
+            _BUILDING_FROM_FULL_CHECKPOINT.reset(token)
+
     def build_network(self) -> VisionLanguageModel:
-        """Build the plain-torch network (override to change the architecture, e.g. another projector)."""
+        """Build the plain-torch network (override to change the architecture, e.g. another projector).
+
+        Pretrained weights are loaded when ``pretrained`` is set, except while ``load_from_checkpoint`` builds from a
+        checkpoint that holds every weight.
+        """
         tokenizer = self.tokenizer if self.spec.needs_tokenizer else self._tokenizer  # a complete spec builds offline
-        return build_network(self.spec, tokenizer, pretrained=self.pretrained)
+        pretrained = self.pretrained and not _BUILDING_FROM_FULL_CHECKPOINT.get()
+        return build_network(self.spec, tokenizer, pretrained=pretrained)
 
     def configure_model(self) -> None:
         """Build the network once, apply the declared placements and activation checkpointing, then shard it.

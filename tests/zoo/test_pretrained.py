@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 
+import lightning
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from lightning_mm import create_model
+from lightning_mm import MultimodalModule, create_model
+from lightning_mm.callbacks import Placement
+from lightning_mm.module import holds_every_weight
 from lightning_mm.zoo import ModelSpec, build_network
 
 LLAMA = {
@@ -123,3 +128,50 @@ def test_without_model_type_the_checkpoint_config_is_read_and_overridden(llm_dir
     assert net.llm.config.hidden_size == LLAMA["hidden_size"]  # from the checkpoint's config.json
     assert net.llm.config.num_hidden_layers == 1
     assert net.llm.get_input_embeddings().num_embeddings == 64
+
+
+def _save_checkpoint(module: MultimodalModule, path: Path) -> None:
+    """What Lightning's ``save_checkpoint`` writes for the module (state dict, hyperparameters, the module's own)."""
+    checkpoint = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": lightning.__version__,
+    }
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+
+
+def test_a_whole_checkpoint_loads_without_the_pretrained_sources(llm_dir, tower_file, tmp_path):
+    llm_copy = Path(shutil.copytree(llm_dir, tmp_path / "llm"))
+    tower_copy = Path(shutil.copy(tower_file, tmp_path / "tower.pth"))
+    overrides = {
+        "llm": str(llm_copy),
+        "llm_config": {k: v for k, v in LLAMA.items() if k != "vocab_size"},
+        "vision_kwargs": {**TOWER, "pretrained_cfg_overlay": {"file": str(tower_copy)}},
+    }
+    torch.manual_seed(0)
+    module = MultimodalModule(model="tiny", pretrained=True, model_overrides=overrides)
+    module.set_placement("llm", Placement("lora", r=2, alpha=4.0, dropout=0.1))
+    module.configure_model()
+    with torch.no_grad():  # "trained": the weights differ from the pretrained ones
+        for p in module.parameters():
+            p.add_(0.01)
+    whole, adapters = tmp_path / "whole.ckpt", tmp_path / "adapters.ckpt"
+    _save_checkpoint(module, whole)
+    module.adapter_only_checkpoints = True
+    _save_checkpoint(module, adapters)
+    assert holds_every_weight(whole) and not holds_every_weight(adapters)
+    assert not holds_every_weight(tmp_path / "missing.ckpt") and not holds_every_weight(llm_copy / "config.json")
+
+    (llm_copy / "model.safetensors").unlink()  # the pretrained weights are gone; the configs stay
+    tower_copy.unlink()
+    with pytest.raises((OSError, RuntimeError)):
+        MultimodalModule(model="tiny", pretrained=True, model_overrides=overrides).configure_model()
+    loaded = MultimodalModule.load_from_checkpoint(whole)
+    assert loaded.pretrained and loaded.hparams.pretrained  # still recorded for what follows
+    state = loaded.state_dict()
+    assert state.keys() == module.state_dict().keys()
+    for name, value in module.state_dict().items():
+        torch.testing.assert_close(state[name], value, msg=name)
+    with pytest.raises((OSError, RuntimeError)):  # an adapter-only checkpoint needs its pretrained base
+        MultimodalModule.load_from_checkpoint(adapters)
