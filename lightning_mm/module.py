@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
+from lightning_mm.data.tokenizer import decode_prompt
 from lightning_mm.distributed.fsdp2 import unsharded
 from lightning_mm.loss import count_supervised, linear_cross_entropy, shift_labels
 from lightning_mm.models import VisionLanguageModel
@@ -406,9 +407,11 @@ class MultimodalModule(L.LightningModule):
         self.validation_step(batch, batch_idx)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """Greedy answers for left-padded prompts: a list of ``{"id", "prediction", "answer"}``.
+        """Greedy answers for left-padded prompts, one row per sample.
 
-        Generation stops at the template's end-of-turn token as well as at EOS.
+        A row holds ``id``, ``prompt`` (the prompt's text, each image span written as ``<image>``), ``prediction``,
+        and, when the batch carries them, the reference ``answer``, ``images`` (paths, or indices for the synthetic
+        task) and ``category``. Generation stops at the template's end-of-turn token as well as at EOS.
         """
         tok = self.tokenizer
         out = self.network.generate(
@@ -420,9 +423,19 @@ class MultimodalModule(L.LightningModule):
             pad_token_id=tok.pad_token_id,
         )
         texts = tok.batch_decode(out, skip_special_tokens=True)
-        ids = batch.get("id") or [None] * len(texts)
-        answers = batch.get("answer") or [None] * len(texts)
-        return [{"id": i, "prediction": t.strip(), "answer": a} for i, t, a in zip(ids, texts, answers, strict=True)]
+        n = len(texts)
+        prompts = [
+            decode_prompt(tok, ids[mask.bool()].tolist(), self.image_token_id, self.spec.image_token)
+            for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)
+        ]
+        rows = []
+        for b in range(n):
+            row = {"id": (batch.get("id") or [None] * n)[b], "prompt": prompts[b], "prediction": texts[b].strip()}
+            for key in ("answer", "images", "category"):
+                if batch.get(key) is not None:
+                    row[key] = batch[key][b]
+            rows.append(row)
+        return rows
 
     @property
     def stop_token_ids(self) -> list[int]:

@@ -33,3 +33,35 @@ def tiny_batch(tiny_module):
         tiny_module.tokenizer, tiny_module.num_image_tokens, tiny_module.image_data_config, tiny_module.image_token_id
     )
     return next(iter(dm.train_dataloader()))
+
+
+#: A shortened quickstart (colour questions only, 60 steps, 64 held-out samples): ``lightning-mm fit`` arguments.
+QUICKSTART_SHORT = (
+    "--data.init_args.train_samples=1920",
+    "--data.init_args.val_samples=64",
+    "--data.init_args.question_types=[color]",
+    "--data.init_args.train_questions_per_image=1",
+    "--trainer.val_check_interval=1.0",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+)
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """``lightning-mm fit --config recipes/quickstart.yaml`` shortened (see :data:`QUICKSTART_SHORT`), run once.
+
+    Returns a dict: ``args`` (the recipe and overrides, for further commands on the same run), ``root`` (the logger's
+    save_dir) and ``ckpt`` (the run's ``last.ckpt``).
+    """
+    from pathlib import Path
+
+    from lightning_mm.cli import main
+
+    root = tmp_path_factory.mktemp("quickstart")
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    args = ["--config", str(recipe), *QUICKSTART_SHORT, f"--trainer.logger.init_args.save_dir={root}"]
+    main(["fit", *args])
+    ckpt = root / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file(), f"the quickstart run wrote no {ckpt}"
+    return {"args": args, "root": root, "ckpt": ckpt}

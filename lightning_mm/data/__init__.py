@@ -16,7 +16,7 @@ from lightning_mm.data.templates import (
     list_templates,
     register_template,
 )
-from lightning_mm.data.tokenizer import build_word_tokenizer
+from lightning_mm.data.tokenizer import build_word_tokenizer, decode_prompt
 
 __all__ = [
     "ASPECT_MODES",
@@ -36,6 +36,7 @@ __all__ = [
     "VLMDataModule",
     "build_synthetic_tokenizer",
     "build_word_tokenizer",
+    "decode_prompt",
     "encode_segments",
     "get_template",
     "list_templates",

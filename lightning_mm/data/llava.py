@@ -215,8 +215,8 @@ class LlavaDataset(Dataset):
     ``__getitem__`` returns ``id``, ``input_ids`` (T,) long, ``labels`` (T,) long (-100 where not supervised),
     ``pixel_values`` (n_images, 3, H, W) uint8 (see :class:`~lightning_mm.data.ImageProcessor`; the vision tower
     normalises them) or None for text-only records, and ``skipped`` (reasons of samples
-    replaced by this one). With ``generation=True`` it returns the prompt up to the last answer (no ``labels``) and
-    that answer as ``answer``.
+    replaced by this one). With ``generation=True`` it returns the prompt up to the last answer (no ``labels``),
+    that answer as ``answer`` and the image paths as ``images``.
 
     Args:
         data_path: One file or several (``.json`` list or ``.jsonl``).
@@ -420,6 +420,7 @@ class LlavaDataset(Dataset):
         }
         if self.generation:
             sample["answer"] = answer
+            sample["images"] = rec["images"]  # resolved paths, for the prediction rows
         else:
             sample["labels"] = _long_tensor(labels)  # (T,)
         return sample

@@ -138,7 +138,8 @@ class SyntheticVQADataset(Dataset):
         blind_images: Replace every image by a blank one (image-blind control).
         question_types: Subset of ``color``, ``shape``, ``position``.
         template: Chat template name.
-        generation: Render prompts only (for ``predict``): no answer tokens, the answer kept as text.
+        generation: Render prompts only (for ``predict``): no answer tokens, the answer kept as text, the sample's
+            index as its image reference (``images``).
         questions_per_image: Question turns per sample, each about a different attribute, in random order (more
             supervision per image); with more than one, ``category`` is the first question's type.
         mode: ``vqa``: the image, then questions and one-word answers. ``caption``: the image and its caption (one
@@ -252,6 +253,8 @@ class SyntheticVQADataset(Dataset):
         }
         if self.mode == "text":
             return sample  # no image: the collator counts 0 images for this sample
+        if self.generation:
+            sample["images"] = [index]  # the scene is sample ``index`` of this dataset (seed and index draw it)
         if self.blind_images:
             img = torch.zeros(3, self.size, self.size)
         else:

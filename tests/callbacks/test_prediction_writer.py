@@ -1,0 +1,150 @@
+"""PredictionWriter: ``lightning-mm predict`` writes one JSON line per held-out sample, in order, on any number of ranks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from lightning_mm import MultimodalModule
+from lightning_mm.callbacks import PredictionWriter
+from lightning_mm.callbacks.prediction_writer import read_predictions
+from lightning_mm.cli import main
+from lightning_mm.data import LlavaDataModule, SyntheticVQADataset, VLMCollator, decode_prompt
+from lightning_mm.data.llava import parse_record
+
+REPO = Path(__file__).resolve().parents[2]
+ASSETS = REPO / "tests" / "assets"
+WORKER = Path(__file__).with_name("predict_worker.py")
+
+
+def _wrote(stdout: str) -> Path:
+    match = re.search(r"^Wrote (\d+) predictions to (.+)$", stdout, flags=re.M)
+    assert match, f"predict printed no 'Wrote ... predictions to ...' line:\n{stdout[-2000:]}"
+    return Path(match.group(2))
+
+
+def test_predict_after_the_quickstart_writes_the_held_out_samples_and_agrees_with_teacher_forcing(
+    quickstart_run, capsys
+):
+    capsys.readouterr()
+    main(["predict", *quickstart_run["args"], f"--ckpt_path={quickstart_run['ckpt']}"])
+    out = capsys.readouterr().out
+    path = _wrote(out)
+    # default path: the predict run's log directory under the recipe's logger save_dir
+    assert path.parent.parent == quickstart_run["root"] / "quickstart" and path.name == "predictions.jsonl"
+    rows = read_predictions(path)
+    for row in rows[:3]:  # the first rows are printed
+        assert "  " + json.dumps(row, ensure_ascii=False) in out
+
+    module = MultimodalModule.load_from_checkpoint(quickstart_run["ckpt"], map_location="cpu").eval()
+    tok = module.tokenizer
+    held_out = {
+        generation: SyntheticVQADataset(
+            tok,
+            module.num_image_tokens,
+            module.image_data_config,
+            module.image_token_id,
+            num_samples=32,  # SyntheticVQADataModule's predict_samples
+            seed=2,  # its prediction seed (seed + 2)
+            question_types=["color"],
+            generation=generation,
+        )
+        for generation in (True, False)
+    }
+    assert len(rows) == 32
+    for i, row in enumerate(rows):
+        sample = held_out[True][i]
+        assert row["index"] == i and row["id"] == sample["id"] and row["answer"] == sample["answer"]
+        assert row["images"] == [i] and row["category"] == "color"
+        assert row["prompt"] == decode_prompt(tok, sample["input_ids"].tolist(), module.image_token_id)
+        assert row["prompt"].count("<image>") == 1 and row["prompt"].rstrip().endswith("assistant")
+
+    # teacher-forced exact match of the same samples (answer + end-of-turn all argmax-correct given the true prefix)
+    collate = VLMCollator(tok.pad_token_id, "right", module.image_token_id, module.num_image_tokens)
+    batch = collate([held_out[False][i] for i in range(32)])
+    with torch.no_grad():
+        correct = module.answer_correct(module(batch), batch["labels"]).tolist()
+    generated = [row["prediction"] == row["answer"] for row in rows]
+    assert generated == correct
+    assert any(correct), "the short run learnt nothing: the comparison would be vacuous"
+
+
+def test_llava_rows_hold_the_conversation_up_to_the_last_answer_and_that_answer(tmp_path):
+    data_file = ASSETS / "llava" / "llava_tiny.jsonl"
+    overrides = {"tokenizer": str(ASSETS / "tokenizer"), "template": "vicuna_v1"}
+    torch.manual_seed(0)
+    module = MultimodalModule(model="tiny", model_overrides=overrides, max_new_tokens=2)
+    dm = LlavaDataModule(train_path=str(data_file), val_path=str(data_file), val_batch_size=3)
+    out = tmp_path / "sub" / "preds.jsonl"
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        callbacks=[PredictionWriter(output_path=str(out))],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.predict(module, datamodule=dm, return_predictions=False)
+    rows = read_predictions(out)
+    lines = [json.loads(line) for line in data_file.read_text().splitlines() if line.strip()]
+    assert [r["index"] for r in rows] == list(range(len(lines)))
+    for row, raw in zip(rows, lines, strict=True):
+        rid, images, messages = parse_record(raw, "asset")
+        assert row["id"] == rid
+        assert row["answer"] == messages[-1]["content"]
+        assert row["images"] == [os.path.join(str(data_file.parent), p) for p in images]
+        assert row["prompt"].count("<image>") == len(images)
+        assert row["prompt"].rstrip().endswith("ASSISTANT:")
+        position = 0  # every earlier turn appears, in order
+        for message in messages[:-1]:
+            for piece in filter(None, (p.strip() for p in message["content"].split("<image>"))):
+                found = row["prompt"].find(piece, position)
+                assert found >= 0, (piece, row["prompt"])
+                position = found + len(piece)
+        assert messages[-1]["content"] not in row["prompt"]
+        assert isinstance(row["prediction"], str)
+
+
+def test_rows_that_do_not_match_the_batch_are_an_error():
+    writer = PredictionWriter(output_path="unused.jsonl")
+    with pytest.raises(RuntimeError, match="one row"):
+        writer.write_on_batch_end(None, None, [{"id": "a"}], [0, 1], None, 0, 0)
+
+
+@pytest.mark.distributed
+def test_two_ddp_ranks_write_one_file_in_the_order_of_the_data(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "WORLD_SIZE")}
+    env.update(
+        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    )
+    ddp_file = tmp_path / "ddp.jsonl"
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), str(ddp_file), "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert proc.stdout.count("Wrote 11 predictions") == 1  # rank 0 only
+
+    spec = importlib.util.spec_from_file_location("predict_worker", WORKER)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    single_file = tmp_path / "single.jsonl"
+    worker.predict(str(single_file), 1)
+
+    ddp, single = read_predictions(ddp_file), read_predictions(single_file)
+    assert [r["index"] for r in ddp] == list(range(worker.NUM_SAMPLES))
+    assert ddp == single
+    assert [r["id"] for r in ddp] == [f"synthetic-2-{i}" for i in range(worker.NUM_SAMPLES)]
