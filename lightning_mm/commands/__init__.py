@@ -1,3 +1,3 @@
 """Project subcommands of ``lightning-mm`` beyond the Trainer ones (each module registers itself)."""
 
-from lightning_mm.commands import export, zoo  # noqa: F401
+from lightning_mm.commands import chat, export, zoo  # noqa: F401

@@ -1,0 +1,118 @@
+"""``lightning-mm chat``: streamed answers about images from a checkpoint or an exported folder, one or many turns."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightning_mm.commands.chat import ChatSession, load_chat_model, run
+from lightning_mm.commands.export import export_model, load_module
+from lightning_mm.data import SyntheticVQADataset
+from lightning_mm.data.synthetic import render_scene
+
+REPO = Path(__file__).resolve().parents[2]
+QUESTION = "What color is the shape?"
+
+
+def _chat(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lightning_mm.cli", "chat", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def scene_images(tmp_path_factory) -> list[str]:
+    """Two PNG files of the synthetic task's scenes (32 px, the tiny tower's input size)."""
+    root = tmp_path_factory.mktemp("images")
+    paths = []
+    for k, (color, shape, position) in enumerate([("red", "square", "top-left"), ("blue", "circle", "bottom-right")]):
+        img = render_scene(32, color, shape, position, np.random.default_rng(k))  # (3, 32, 32) in [0, 1]
+        path = root / f"{color}_{shape}.png"
+        Image.fromarray((img.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def exported(quickstart_run, tmp_path_factory) -> Path:
+    """The quickstart run's checkpoint written by ``export``."""
+    return export_model(load_module(quickstart_run["ckpt"]), tmp_path_factory.mktemp("export") / "model")
+
+
+def test_a_question_about_an_image_from_a_checkpoint_streams_the_greedy_answer(quickstart_run, scene_images):
+    proc = _chat(str(quickstart_run["ckpt"]), "--image", scene_images[0], QUESTION, "--max-new-tokens", "6")
+    expected = ChatSession(load_chat_model(str(quickstart_run["ckpt"])), scene_images[:1], max_new_tokens=6).ask(
+        QUESTION
+    )
+    assert expected  # a non-empty answer
+    assert proc.stdout == expected + "\n"
+
+
+def test_questions_from_stdin_are_one_conversation_with_an_exported_folder(quickstart_run, exported, scene_images):
+    questions = [QUESTION, "Which color does the shape have?"]
+    proc = _chat(str(exported), "--image", scene_images[1], "--max-new-tokens", "6", stdin="\n".join(questions) + "\n")
+    session = ChatSession(load_chat_model(str(exported)), scene_images[1:], max_new_tokens=6)
+    answers = [session.ask(q) for q in questions]
+    assert proc.stdout.splitlines() == answers
+    # the second prompt holds the first turn and its answer; the image only once
+    assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]
+    second = session.model.tokenizer.decode(session.prompt_ids(questions[1])[0])
+    assert second.count(answers[0]) >= 1 and second.count("<image>") == session.model.num_image_tokens
+
+    # the exported folder answers as the checkpoint does
+    from_ckpt = ChatSession(load_chat_model(str(quickstart_run["ckpt"])), scene_images[1:], max_new_tokens=6)
+    assert [from_ckpt.ask(q) for q in questions] == answers
+
+
+def test_the_prompt_is_the_one_the_model_was_trained_on(quickstart_run):
+    model = load_chat_model(str(quickstart_run["ckpt"]))
+    data = SyntheticVQADataset(
+        model.tokenizer,
+        model.num_image_tokens,
+        model.image_data_config,
+        model.image_token_id,
+        num_samples=1,
+        question_types=["color"],
+        generation=True,
+    )
+    sample = data[0]
+    question = data.scene(0)["questions"][0][1]
+    image = torch.zeros(1, *model.image_data_config["input_size"])
+    session = ChatSession(model)
+    session.pixel_values, session.image_paths = image, ["scene.png"]
+    assert torch.equal(session.prompt_ids(question)[0], sample["input_ids"])
+
+
+def test_repeated_images_each_get_a_placeholder(quickstart_run, scene_images):
+    model = load_chat_model(str(quickstart_run["ckpt"]))
+    session = ChatSession(model, scene_images, max_new_tokens=2)
+    ids = session.prompt_ids(QUESTION)
+    assert int((ids == model.image_token_id).sum()) == 2 * model.num_image_tokens
+    assert session.pixel_values.shape[0] == 2
+    session.ask(QUESTION)
+    assert session.messages[0]["content"].count("<image>") == 2
+    assert int((session.prompt_ids(QUESTION) == model.image_token_id).sum()) == 2 * model.num_image_tokens
+
+
+def test_a_folder_that_is_not_an_export_and_a_missing_image_are_clear_errors(tmp_path, quickstart_run, capsys):
+    assert run([str(tmp_path), QUESTION]) == 2
+    assert "model_spec.json" in capsys.readouterr().err
+    assert run([str(quickstart_run["ckpt"]), "--image", str(tmp_path / "nope.png"), QUESTION]) == 2
+    assert "nope.png" in capsys.readouterr().err
