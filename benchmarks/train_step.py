@@ -55,6 +55,7 @@ import subprocess
 import sys
 import time
 
+from _llava import hf_llava_config, image_tokens, ours_overrides
 from _memory import current_rss_mib, malloc_trim, maxrss_mib, nan_to_none, none_to_nan, reset_peak_rss
 
 TIME_TARGET = 1 / 1.5  # ours/hf step time (ours >= 1.5x faster)
@@ -207,27 +208,9 @@ def sides_of(args: argparse.Namespace) -> list[tuple[str, str]]:
     return [("hf", ""), ("ours", "")] + [("ours", v) for v in variants_of(args)]
 
 
-def image_tokens(args: argparse.Namespace) -> int:
-    return (args.image_size // args.patch_size) ** 2  # 24 * 24 = 576 at 336 px, patch 14
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # The two sides
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def llama_config(args: argparse.Namespace) -> dict:
-    return {
-        "model_type": "llama",
-        "hidden_size": args.hidden,
-        "intermediate_size": args.intermediate,
-        "num_hidden_layers": args.layers,
-        "num_attention_heads": args.heads,
-        "num_key_value_heads": args.heads,
-        "max_position_embeddings": max(2048, image_tokens(args) + args.text_tokens),
-        "vocab_size": args.vocab,
-        "tie_word_embeddings": False,
-    }
 
 
 def lora_config(args: argparse.Namespace, target_modules):
@@ -266,21 +249,7 @@ def build_ours(args: argparse.Namespace):
     from lightning_mm.models import decoder_of
 
     patches = set(filter(None, args.patches.split("+")))
-    overrides = {
-        # CLIP-style timm ViT (pre-norm, QuickGELU, CLS token), resized: same layout as HF's CLIPVisionModel
-        "vision_model": "vit_base_patch16_clip_quickgelu_224",
-        "vision_kwargs": {
-            "img_size": args.image_size,
-            "patch_size": args.patch_size,
-            "embed_dim": args.vision_dim,
-            "depth": args.vision_depth,
-            "num_heads": args.vision_heads,
-        },
-        "feature_layer": -2,
-        "drop_prefix_tokens": True,
-        "projector": "mlp2x_gelu",
-        "llm_config": llama_config(args),
-    }
+    overrides = ours_overrides(args)
     adamw_kwargs = {"lr": args.lr, **({"fused": True} if "fused-adamw" in patches else {})}
     module = MultimodalModule(
         model="tiny",
@@ -320,31 +289,9 @@ def build_hf(args: argparse.Namespace):
     """transformers' LlavaForConditionalGeneration at benchmark size + peft LoRA on its language model."""
     import torch
     from peft import inject_adapter_in_model
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration
 
-    vision = CLIPVisionConfig(
-        hidden_size=args.vision_dim,
-        intermediate_size=4 * args.vision_dim,
-        num_hidden_layers=args.vision_depth,
-        num_attention_heads=args.vision_heads,
-        image_size=args.image_size,
-        patch_size=args.patch_size,
-        hidden_act="quick_gelu",
-        layer_norm_eps=1e-5,
-    )
-    text_kwargs = llama_config(args)
-    text_kwargs.pop("model_type")
-    text = LlamaConfig(**text_kwargs)
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=args.image_token_id,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
-        multimodal_projector_bias=True,
-        tie_word_embeddings=False,
-    )
+    config = hf_llava_config(args, args.image_token_id)
     model = LlavaForConditionalGeneration._from_config(config, attn_implementation="sdpa")
     targets = r".*language_model\..*\.(" + "|".join(LORA_TARGETS) + ")"
     inject_adapter_in_model(lora_config(args, targets), model)

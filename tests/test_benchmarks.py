@@ -29,6 +29,12 @@ EXPECTED_LINES: dict[str, list[str]] = {
         rf"^time ratio ours/hf: +{_NUMBER}",
         r"^time split, median s",
     ],
+    # same weights on both sides: in float64 both generate the same tokens (and prompt logits within rounding)
+    "generate.py": [
+        rf"^tokens/s ratio ours/hf: +{_NUMBER}",
+        r"^same tokens \(float64\): yes ",
+        r"^prompt logits \(float64\): .*\(<= 1e-6: yes\)",
+    ],
     # the quickstart benchmark times the recipe against its own targets (no peer): wall time of both runs
     "quickstart.py": [rf"^sighted +wall +{_NUMBER} s", rf"^blind +wall +{_NUMBER} s"],
 }
