@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = []
     if args.check_dtype != "none":
         checks.append(compare(ours, hf, batch, args, DTYPES[args.check_dtype], device))
+        print(f"checked in {args.check_dtype}: same tokens {checks[-1]['same']}", file=sys.stderr)
 
     dtype = DTYPES[args.dtype]
     ours.to(device, dtype)
@@ -253,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         order = ("ours", "hf") if k % 2 == 0 else ("hf", "ours")
         seconds = {side: call(side) for side in order}
         passes.append({"ours_s": seconds["ours"], "hf_s": seconds["hf"], "ratio": seconds["hf"] / seconds["ours"]})
+        print(f"pass {k + 1}/{args.repeats}: ours {seconds['ours']:.2f} s, hf {seconds['hf']:.2f} s", file=sys.stderr)
     ours_tps = tokens / statistics.median(p["ours_s"] for p in passes)
     hf_tps = tokens / statistics.median(p["hf_s"] for p in passes)
     ratio = statistics.median(p["ratio"] for p in passes)  # tokens/s ours / hf, per pass

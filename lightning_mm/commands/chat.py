@@ -114,6 +114,8 @@ def load_chat_model(
         if not (path / SPEC_FILE).is_file():
             raise ValueError(f"{path} is a folder without {SPEC_FILE}: not written by `lightning-mm export`.")
         return ChatModel.from_export(path)
+    if ":" not in source and (path.suffix == ".ckpt" or len(path.parts) > 1):  # a path, not a model name
+        raise ValueError(f"{source}: no such checkpoint file or export folder.")
     return ChatModel.from_module(create_model(source, pretrained=True).eval())
 
 

@@ -116,3 +116,5 @@ def test_a_folder_that_is_not_an_export_and_a_missing_image_are_clear_errors(tmp
     assert "model_spec.json" in capsys.readouterr().err
     assert run([str(quickstart_run["ckpt"]), "--image", str(tmp_path / "nope.png"), QUESTION]) == 2
     assert "nope.png" in capsys.readouterr().err
+    assert run([str(tmp_path / "last.ckpt"), QUESTION]) == 2
+    assert "no such checkpoint file or export folder" in capsys.readouterr().err
