@@ -14,11 +14,13 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
+from lightning_mm.checkpoint_file import check_checkpoint_file
 from lightning_mm.distributed.fsdp2 import unsharded
 from lightning_mm.loss import count_supervised, linear_cross_entropy, shift_labels
 from lightning_mm.models import VisionLanguageModel
 from lightning_mm.optim import split_decay, warmup_schedule
 from lightning_mm.zoo import ModelSpec, build_network, count_image_tokens, get_spec, load_tokenizer
+from lightning_mm.zoo.checks import check_spec
 
 if TYPE_CHECKING:
     from lightning_mm.callbacks.placement import Placement
@@ -100,6 +102,7 @@ class MultimodalModule(L.LightningModule):
             raise ValueError(f"loss_normalization must be 'tokens' or 'mean', got {loss_normalization!r}")
         self.save_hyperparameters(ignore=["optimizer"])
         self.spec: ModelSpec = get_spec(model).replace(**(model_overrides or {}))
+        check_spec(self.spec, model_overrides)  # unknown template / projector / tower: an error now, not at predict
         self.pretrained = pretrained
         self.optimizer_factory = optimizer
         self.warmup_ratio = warmup_ratio
@@ -166,8 +169,10 @@ class MultimodalModule(L.LightningModule):
         checkpoint's weights are loaded into it: the pretrained weights the model was started from (hub or local
         files) are not read, so a whole checkpoint loads offline and without downloading them again. ``pretrained``
         keeps its value for what follows (adapter-only checkpoints written later still record it). Adapter-only
-        checkpoints build the pretrained base as before.
+        checkpoints build the pretrained base as before. A missing, empty or truncated file is a short
+        :class:`~lightning_mm.checkpoint_file.CheckpointFileError` naming it.
         """
+        check_checkpoint_file(checkpoint_path)
         token = _BUILDING_FROM_FULL_CHECKPOINT.set(holds_every_weight(checkpoint_path))
         try:
             return super().load_from_checkpoint(

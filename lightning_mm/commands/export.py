@@ -23,6 +23,7 @@ import lightning as L
 import torch
 from safetensors.torch import load_file, save_file
 
+from lightning_mm.checkpoint_file import check_checkpoint_file
 from lightning_mm.cli import register_command
 
 __all__ = ["export_model", "load_exported", "load_module", "run"]
@@ -50,6 +51,7 @@ def load_module(
     """
     from lightning_mm.callbacks.checkpointing import CHECKPOINT_KEY
 
+    check_checkpoint_file(checkpoint_path)  # missing, empty or truncated: a short error naming the file
     if seed is not None:
         L.seed_everything(seed, verbose=False)
 

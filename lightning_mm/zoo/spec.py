@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from transformers import AddedToken, AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from lightning_mm.errors import ConfigError, did_you_mean
 from lightning_mm.models import VisionLanguageModel, VisionTower, build_language_model, build_projector
 from lightning_mm.models.projector_io import load_projector_weights
 
@@ -69,9 +70,10 @@ class ModelSpec:
     def replace(self, **overrides: Any) -> ModelSpec:
         """A copy with ``overrides`` applied (dict fields merged, others replaced)."""
         names = {f.name for f in dataclasses.fields(self)}
-        unknown = set(overrides) - names
+        unknown = sorted(set(overrides) - names)
         if unknown:
-            raise ValueError(f"Unknown ModelSpec field(s) {sorted(unknown)}; known: {sorted(names)}")
+            hints = "".join(did_you_mean(k, names, 1) for k in unknown)
+            raise ConfigError(f"Unknown ModelSpec field(s) {unknown}.{hints} Known: {', '.join(sorted(names))}.")
         for key in ("vision_kwargs", "llm_config"):
             if key in overrides and overrides[key] is not None:
                 overrides[key] = {**getattr(self, key), **overrides[key]}
