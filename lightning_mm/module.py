@@ -68,6 +68,8 @@ class MultimodalModule(L.LightningModule):
     Args:
         model: Zoo name of the model (``lightning-mm zoo`` lists them).
         model_overrides: Spec fields to override (``{"projector": "linear", "llm_config": {"num_hidden_layers": 4}}``).
+            The zoo name, the fields and the template, projector and vision tower they name are checked here, at
+            construction (a :class:`~lightning_mm.errors.ConfigError` naming the key, with close names).
         pretrained: Load pretrained weights (timm hub / transformers ``from_pretrained``); off builds from configs.
         optimizer: Optimiser factory called with the parameter groups (its arguments, e.g. ``lr``, are the defaults of
             every group; placements may set per-component LRs).

@@ -3,7 +3,7 @@ other.
 
 Each rank must run the same collectives whatever its batch holds (a text-only batch sends one zero image through the
 tower and projector and adds the result with weight 0). Two SGD steps of the tiny model with LLaVA's finetune placement
-(frozen tower, full projector, LoRA on the LLM), in float64, on 2 gloo processes x 2 samples under DDP, FSDP2 and
+(frozen tower, full projector, LoRA on the LLM), in float64 with activation checkpointing, on 2 gloo processes x 2 samples under DDP, FSDP2 and
 FSDP1: step 1 both ranks text-only, step 2 rank 0 text-only and rank 1 with images. The runs complete (before, DDP
 hung or failed on unused parameters and FSDP crashed on mismatched all-gathers) and the projector and LoRA gradients
 of each step equal one process training the same 4 samples as one batch.

@@ -238,9 +238,10 @@ class Float64FSDPPrecision(FSDPPrecision):
 def text_only_grads(
     root: Path, strategy: Any, devices: int, batch_size: int, plugins: list | None = None
 ) -> list[dict[str, torch.Tensor]]:
-    """Per step, the gradients of 2 SGD steps of the placed tiny model, in float64, on :class:`MixedModalities`."""
+    """Per step, the gradients of 2 SGD steps of the placed tiny model, in float64 with activation checkpointing, on
+    :class:`MixedModalities`."""
     L.seed_everything(0, verbose=False)
-    module = Float64Module(model="tiny", optimizer=sgd, warmup_ratio=0.0)
+    module = Float64Module(model="tiny", optimizer=sgd, warmup_ratio=0.0, activation_checkpointing=True)
     recorder = StepGradients()
     callbacks = [*placement_callbacks(), recorder]
     trainer = _trainer(root, strategy, devices, callbacks, max_steps=2, plugins=plugins)
