@@ -1,0 +1,116 @@
+"""Read transformers VLM checkpoints (hub id or local directory): spec fields from the config, weights loaded strictly.
+
+Hub ids resolve through ``huggingface_hub`` (the local cache first, a download otherwise); local directories are
+read as they are. Weights come from ``model.safetensors``, a sharded ``model.safetensors.index.json`` or, failing
+those, ``pytorch_model.bin``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import snapshot_download
+from safetensors.torch import load_file
+from torch import nn
+from transformers import AutoConfig
+
+from lightning_mm.interop.converters import converter_for_config
+
+__all__ = ["checkpoint_spec_fields", "load_checkpoint", "read_config", "read_state_dict", "resolve_checkpoint"]
+
+CONFIG = "config.json"
+PREPROCESSOR = "preprocessor_config.json"
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_MAX_NAMED = 8  # keys named in an error message
+
+
+def resolve_checkpoint(source: str, weights: bool = False) -> Path:
+    """Local directory of checkpoint ``source`` (a directory, or a hub id fetched into the hub cache).
+
+    Args:
+        source: Local directory or hub id (``llava-hf/llava-1.5-7b-hf``).
+        weights: Fetch the weight files too (else configs, tokenizer and processor files only).
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or source.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"Checkpoint directory {source!r} does not exist (or is not a directory).")
+    patterns = ["*.json", "*.jinja", "*.model", "*.txt"] + (["*.safetensors", "*.bin"] if weights else [])
+    return Path(snapshot_download(source, allow_patterns=patterns))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_config(source: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(``config.json``, ``preprocessor_config.json`` or None) of checkpoint ``source``."""
+    root = resolve_checkpoint(source)
+    config = _read_json(root / CONFIG)
+    if config is None:
+        raise FileNotFoundError(f"{source}: no {CONFIG}; not a transformers checkpoint directory.")
+    return config, _read_json(root / PREPROCESSOR)
+
+
+def checkpoint_spec_fields(source: str) -> dict[str, Any]:
+    """:class:`~lightning_mm.zoo.ModelSpec` fields (all but ``name``) of the checkpoint ``source``."""
+    config, preprocessor = read_config(source)
+    converter = converter_for_config(config, source)
+    hf_config = AutoConfig.for_model(**config)
+    return converter.spec_fields(hf_config, source, preprocessor)
+
+
+def read_state_dict(source: str) -> dict[str, torch.Tensor]:
+    """Every tensor of checkpoint ``source`` (safetensors, sharded or not; PyTorch pickles as a fallback)."""
+    root = resolve_checkpoint(source, weights=True)
+    found = next((root / n for n in _WEIGHTS if (root / n).is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"{source}: no weights ({', '.join(_WEIGHTS)}).")
+    if found.name.endswith(".index.json"):
+        files = sorted(set(json.loads(found.read_text())["weight_map"].values()))
+    else:
+        files = [found.name]
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        if name.endswith(".safetensors"):
+            state.update(load_file(root / name))
+        else:
+            state.update(torch.load(root / name, map_location="cpu", weights_only=True))
+    return state
+
+
+def _named(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_NAMED])
+    return shown + (f" and {len(keys) - _MAX_NAMED} more" if len(keys) > _MAX_NAMED else "")
+
+
+def load_checkpoint(network: nn.Module, source: str) -> None:
+    """Load the weights of checkpoint ``source`` into ``network``, converted and strictly.
+
+    Raises:
+        ValueError: naming the keys the checkpoint lacks, the keys no rule maps (unexpected), or tensors whose shape
+            differs from the network's.
+    """
+    config, _ = read_config(source)
+    converter = converter_for_config(config, source)
+    converted, unexpected = converter.to_ours(read_state_dict(source), network)
+    expected = network.state_dict()
+    unexpected += sorted(k for k in converted if k not in expected)
+    if unexpected:
+        raise ValueError(f"{source}: unexpected key(s) in the checkpoint, not part of the model: {_named(unexpected)}.")
+    missing = sorted(set(expected) - set(converted) - converter.tied_keys(network))
+    if missing:
+        theirs, _ = converter.to_hf({k: expected[k] for k in missing}, network)
+        raise ValueError(f"{source}: key(s) missing from the checkpoint: {_named(sorted(theirs) or missing)}.")
+    wrong = [
+        f"{k} {tuple(v.shape)} (model: {tuple(expected[k].shape)})"
+        for k, v in converted.items()
+        if tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    if wrong:
+        raise ValueError(f"{source}: tensor shape(s) differ from the model's config: {_named(wrong)}.")
+    network.load_state_dict(converted, strict=False)
