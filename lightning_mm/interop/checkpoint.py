@@ -22,7 +22,8 @@ from lightning_mm.interop.converters import converter_for_config
 __all__ = ["checkpoint_spec_fields", "load_checkpoint", "read_config", "read_state_dict", "resolve_checkpoint"]
 
 CONFIG = "config.json"
-PREPROCESSOR = "preprocessor_config.json"
+PREPROCESSOR = "preprocessor_config.json"  # transformers 4
+PROCESSOR = "processor_config.json"  # transformers 5: the image processor's settings under "image_processor"
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 _MAX_NAMED = 8  # keys named in an error message
 
@@ -48,12 +49,15 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def read_config(source: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(``config.json``, ``preprocessor_config.json`` or None) of checkpoint ``source``."""
+    """(``config.json``, the image processor's settings or None) of checkpoint ``source``."""
     root = resolve_checkpoint(source)
     config = _read_json(root / CONFIG)
     if config is None:
         raise FileNotFoundError(f"{source}: no {CONFIG}; not a transformers checkpoint directory.")
-    return config, _read_json(root / PREPROCESSOR)
+    preprocessor = _read_json(root / PREPROCESSOR)
+    if preprocessor is None:
+        preprocessor = (_read_json(root / PROCESSOR) or {}).get("image_processor")
+    return config, preprocessor
 
 
 def checkpoint_spec_fields(source: str) -> dict[str, Any]:

@@ -9,11 +9,14 @@ import pytest
 import torch
 from transformers import (
     AutoTokenizer,
+    CLIPImageProcessor,
     CLIPVisionConfig,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaProcessor,
     Qwen2Config,
+    SiglipImageProcessor,
     SiglipVisionConfig,
 )
 
@@ -85,9 +88,23 @@ def make_hf_llava(pair: str, seed: int = 0) -> LlavaForConditionalGeneration:
 
 
 def save_checkpoint(model: LlavaForConditionalGeneration, path: Path) -> Path:
+    """``save_pretrained`` of the model and of a LlavaProcessor (test tokenizer, the family's image processor)."""
     model.save_pretrained(path)
     tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
-    tok.save_pretrained(path)
+    config = model.config
+    if config.vision_config.model_type == "clip_vision_model":
+        images = CLIPImageProcessor(size={"shortest_edge": IMG}, crop_size={"height": IMG, "width": IMG})
+        extra = 1
+    else:
+        images = SiglipImageProcessor(size={"height": IMG, "width": IMG})
+        extra = 0
+    LlavaProcessor(
+        image_processor=images,
+        tokenizer=tok,
+        patch_size=PATCH,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        num_additional_image_tokens=extra,
+    ).save_pretrained(path)
     return path
 
 
