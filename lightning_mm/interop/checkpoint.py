@@ -96,25 +96,29 @@ def load_checkpoint(network: nn.Module, source: str) -> None:
     """Load the weights of checkpoint ``source`` into ``network``, converted and strictly.
 
     Raises:
-        ValueError: naming the keys the checkpoint lacks, the keys no rule maps (unexpected), or tensors whose shape
-            differs from the network's.
+        ValueError: naming the keys the checkpoint lacks, the keys that are not part of the model (unexpected), or
+            tensors whose shape differs from the network's (transformers' names).
     """
     config, _ = read_config(source)
     converter = converter_for_config(config, source)
-    converted, unexpected = converter.to_ours(read_state_dict(source), network)
-    expected = network.state_dict()
-    unexpected += sorted(k for k in converted if k not in expected)
+    state = converter.normalize(read_state_dict(source))
+    ours = network.state_dict()
+    expected, _ = converter.to_hf(ours, network)  # what transformers' model of this config holds
+    tied, _ = converter.to_hf({k: ours[k] for k in converter.tied_keys(network)}, network)
+    missing = sorted(set(expected) - set(state) - set(tied))
+    if missing:
+        raise ValueError(f"{source}: key(s) missing from the checkpoint: {_named(missing)}.")
+    unexpected = sorted(set(state) - set(expected))
     if unexpected:
         raise ValueError(f"{source}: unexpected key(s) in the checkpoint, not part of the model: {_named(unexpected)}.")
-    missing = sorted(set(expected) - set(converted) - converter.tied_keys(network))
-    if missing:
-        theirs, _ = converter.to_hf({k: expected[k] for k in missing}, network)
-        raise ValueError(f"{source}: key(s) missing from the checkpoint: {_named(sorted(theirs) or missing)}.")
     wrong = [
         f"{k} {tuple(v.shape)} (model: {tuple(expected[k].shape)})"
-        for k, v in converted.items()
+        for k, v in state.items()
         if tuple(v.shape) != tuple(expected[k].shape)
     ]
     if wrong:
         raise ValueError(f"{source}: tensor shape(s) differ from the model's config: {_named(wrong)}.")
+    converted, left = converter.to_ours(state, network)
+    if left:  # every name was checked above: a rule that takes nothing is a converter defect
+        raise ValueError(f"{source}: no conversion for {_named(left)}.")
     network.load_state_dict(converted, strict=False)
