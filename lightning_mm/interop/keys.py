@@ -66,9 +66,9 @@ class KeyRule:
             to: ``"hf"`` (source is ours) or ``"ours"`` (source is transformers').
         """
         if to == "hf":
-            src, dst, src_parts, dst_parts, regex = self.ours, self.hf, self.ours_parts, self.hf_parts, self._ours_regex
+            src, dst, dst_parts, regex = self.ours, self.hf, self.hf_parts, self._ours_regex
         else:
-            src, dst, src_parts, dst_parts, regex = self.hf, self.ours, self.hf_parts, self.ours_parts, self._hf_regex
+            src, dst, dst_parts, regex = self.hf, self.ours, self.ours_parts, self._hf_regex
         out: dict[str, torch.Tensor] = {}
         for key in [k for k in state if regex.fullmatch(k)]:
             groups = regex.fullmatch(key).groupdict()

@@ -58,9 +58,7 @@ def hf_image_processor(data_config: dict[str, Any], aspect: str = "crop") -> CLI
             "aspect='pad' is approximated by LlavaImageProcessor(do_pad=True): it pads before resizing, our pipeline "
             "after, so pixels near the padded edges differ slightly."
         )
-        return LlavaImageProcessor(
-            size={"height": height, "width": width}, do_pad=True, do_center_crop=False, **common
-        )
+        return LlavaImageProcessor(size={"height": height, "width": width}, do_pad=True, do_center_crop=False, **common)
     raise ValueError(f"Unknown aspect mode {aspect!r}; one of crop, resize, pad.")
 
 

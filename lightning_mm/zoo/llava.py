@@ -95,7 +95,9 @@ def released_llava(name: str, hub_id: str, config: dict[str, Any], image_process
 
 
 LLAVA_15_7B = register_model(
-    released_llava("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", LLAVA_15_7B_HF_CONFIG, LLAVA_15_HF_IMAGE_PROCESSOR).replace(
+    released_llava(
+        "llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", LLAVA_15_7B_HF_CONFIG, LLAVA_15_HF_IMAGE_PROCESSOR
+    ).replace(
         description="LLaVA-1.5 7B as released (llava-hf/llava-1.5-7b-hf): CLIP ViT-L/14-336 + mlp2x_gelu + Vicuna-7B",
         vision_model="vit_large_patch14_clip_336",
     )

@@ -53,8 +53,9 @@ def test_without_pretrained_the_weights_are_not_read(hf_checkpoint, tmp_path):
 def test_a_checkpoint_that_is_not_llava_is_named(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                 vocab_size=64)).save_pretrained(tmp_path / "llama")
+    LlamaForCausalLM(
+        LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=64)
+    ).save_pretrained(tmp_path / "llama")
     with pytest.raises(ValueError, match=r"not a LLaVA checkpoint.*'llama' \(LlamaForCausalLM\)"):
         lightning_mm.create_model(f"hf:{tmp_path / 'llama'}")
 
@@ -71,8 +72,15 @@ def test_original_llava_code_checkpoints_point_to_the_conversion(tmp_path):
 def test_an_unsupported_tower_is_named(hf_checkpoint):
     _, _, path = hf_checkpoint
     config = json.loads((path / "config.json").read_text())
-    config["vision_config"] = {"model_type": "dinov2", "hidden_size": 32, "num_hidden_layers": 2,
-                               "num_attention_heads": 4, "intermediate_size": 64, "image_size": 16, "patch_size": 8}
+    config["vision_config"] = {
+        "model_type": "dinov2",
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "image_size": 16,
+        "patch_size": 8,
+    }
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="Unsupported vision tower 'dinov2'.*clip_vision_model, siglip_vision_model"):
         lightning_mm.create_model(f"hf:{path}")
@@ -88,14 +96,18 @@ def test_missing_keys_are_named(hf_checkpoint):
     _, _, path = hf_checkpoint
     gone = "language_model.model.layers.1.mlp.up_proj.weight"
     _rewrite(path, lambda s: s.pop(gone))
-    with pytest.raises(ValueError, match=r"missing from the checkpoint: model\.language_model\.layers\.1\.mlp\.up_proj"):
+    with pytest.raises(
+        ValueError, match=r"missing from the checkpoint: model\.language_model\.layers\.1\.mlp\.up_proj"
+    ):
         lightning_mm.create_model(f"hf:{path}", pretrained=True)
 
 
 def test_a_missing_part_of_a_fused_tensor_is_named(hf_checkpoint):
     _, _, path = hf_checkpoint
     _rewrite(path, lambda s: s.pop("vision_tower.encoder.layers.0.self_attn.k_proj.weight"))
-    with pytest.raises(ValueError, match=r"missing.*: model\.vision_tower\.encoder\.layers\.0\.self_attn\.k_proj\.weight\.$"):
+    with pytest.raises(
+        ValueError, match=r"missing.*: model\.vision_tower\.encoder\.layers\.0\.self_attn\.k_proj\.weight\.$"
+    ):
         lightning_mm.create_model(f"hf:{path}", pretrained=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import lightning as L
 import pytest
 import torch
 from PIL import Image
@@ -11,6 +12,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 import lightning_mm
 from lightning_mm.callbacks import Placement
+from lightning_mm.cli import main
 from lightning_mm.data import ImageProcessor
 from tests.interop.conftest import ASSETS, IMAGE_TOKEN_ID, batch
 
@@ -93,3 +95,63 @@ def test_auto_processor_gives_our_pixel_values(hf_checkpoint, float64, tmp_path)
         assert (ours - theirs).abs().max() <= one_level + 1e-6, png
     text = processor(text="<image> hi", images=image, return_tensors="pt")
     assert int((text["input_ids"] == IMAGE_TOKEN_ID).sum()) == module.num_image_tokens
+
+
+def test_cli_exports_a_lightning_checkpoint_in_transformers_format(hf_checkpoint, tmp_path):
+    _, _, path = hf_checkpoint
+    module = lightning_mm.create_model(f"hf:{path}", pretrained=True)
+    for component, placement in LORA.items():
+        module.set_placement(component, placement)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(std=0.05)
+    checkpoint = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": L.__version__,
+    }
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "adapted.ckpt")
+    out = tmp_path / "hf"
+    assert main(["export", str(tmp_path / "adapted.ckpt"), str(out), "--format", "hf"]) == 0
+    hf = LlavaForConditionalGeneration.from_pretrained(out).eval()
+    b = batch(pixel_dtype=torch.float32)
+    net = module.network.eval()
+    with torch.no_grad():
+        ours = net.lm_head(net(**b))
+        theirs = hf(**b).logits
+    real = b["attention_mask"].bool()
+    assert _rel_err(ours[real], theirs[real]) < 1e-5  # float32
+
+
+def test_zoo_components_model_exports_too(tmp_path):
+    torch.manual_seed(0)
+    module = lightning_mm.create_model("tiny-llava")  # CLIP-style timm tower, synthetic tokenizer
+    out = lightning_mm.export_hf(module, tmp_path / "hf")
+    hf = LlavaForConditionalGeneration.from_pretrained(out).eval()
+    assert hf.config.vision_config.hidden_act == "quick_gelu" and hf.config.image_seq_length == 16
+    tok = module.tokenizer
+    ids = torch.tensor([[tok.bos_token_id or 1, *[module.image_token_id] * 16, 10, 11]])
+    pixels = torch.randn(1, 3, 32, 32)
+    net = module.network.eval()
+    with torch.no_grad():
+        ours = net.lm_head(net(ids, None, pixels))
+        theirs = hf(input_ids=ids, pixel_values=pixels).logits
+    assert _rel_err(ours, theirs) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "error"),
+    [
+        ("tiny-dinov2-reg", {}, r"4 register tokens.*cannot represent it"),
+        ("tiny-llava", {"projector": "linear"}, r"Linear -> GELU -> Linear"),
+        ("tiny-llava", {"projector": "mlp3x_gelu"}, r"Linear -> GELU -> Linear"),
+        ("tiny", {}, r"matches no transformers tower layout"),
+    ],
+)
+def test_what_transformers_llava_cannot_represent_is_a_clear_error(name, overrides, error, tmp_path):
+    module = lightning_mm.create_model(name, **overrides)
+    with pytest.raises(ValueError, match=error):
+        lightning_mm.export_hf(module, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()  # refused before anything is written
