@@ -64,7 +64,8 @@ class MultimodalModule(L.LightningModule):
     :meth:`param_groups`, :meth:`log_train_metrics`.
 
     Args:
-        model: Zoo name of the model (``lightning-mm zoo`` lists them).
+        model: Zoo name of the model (``lightning-mm zoo`` lists them), or ``hf:<hub id or directory>`` for a
+            transformers LLaVA checkpoint (``pretrained: true`` loads its weights).
         model_overrides: Spec fields to override (``{"projector": "linear", "llm_config": {"num_hidden_layers": 4}}``).
         pretrained: Load pretrained weights (timm hub / transformers ``from_pretrained``); off builds from configs.
         optimizer: Optimiser factory called with the parameter groups (its arguments, e.g. ``lr``, are the defaults of
