@@ -1,7 +1,10 @@
 """transformers image processor and processor that reproduce our image pipeline (timm's eval transform + aspect mode).
 
 ``crop`` (resize the short side to ``floor(size / crop_pct)``, centre crop) and ``resize`` (squash to the input size)
-are reproduced exactly by ``CLIPImageProcessor`` (PIL resampling, as timm's transform on PIL images). ``pad`` is not:
+are written as ``CLIPImageProcessor`` settings. With transformers' PIL backend
+(``AutoProcessor.from_pretrained(out, backend="pil")``) the pixels are exactly ours (timm resizes PIL images too); its
+default torchvision backend resamples bicubic slightly differently (a few pixels off by 1-2 uint8 levels). ``pad`` is
+not reproduced:
 our pipeline resizes the long side and then pads with the mean colour (timm's ``border`` mode), transformers'
 ``LlavaImageProcessor(do_pad=True)`` pads to a square first and resizes after, so edge pixels differ slightly.
 """
