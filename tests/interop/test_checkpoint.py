@@ -133,3 +133,10 @@ def test_several_feature_layers_are_refused(hf_checkpoint):
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"vision_feature_layer=\[-2, -1\]; only one feature layer"):
         lightning_mm.create_model(f"hf:{path}")
+
+
+def test_a_missing_directory_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"Checkpoint directory .*nowhere.* does not exist"):
+        lightning_mm.create_model(f"hf:{tmp_path / 'nowhere'}")
+    with pytest.raises(ValueError, match="names no checkpoint"):
+        lightning_mm.create_model("hf:")
