@@ -35,6 +35,7 @@ __all__ = ["export_model", "load_exported", "load_module", "run"]
 SPEC_FILE = "model_spec.json"
 PROJECTOR_FILE = "projector.safetensors"
 FORMAT_VERSION = 1
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def load_module(
@@ -197,11 +198,18 @@ def run(argv: list[str]) -> int:
         help="--format hf: the aspect mode the data used, reproduced by the exported image processor ('pad' only "
         "approximately)",
     )
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(_DTYPES),
+        default=None,
+        help="--format hf: dtype of the written weights (default: as trained)",
+    )
     args = parser.parse_args(argv)
     try:
         module = load_module(args.checkpoint, args.module_class, seed=args.seed)
         if args.format == "hf":
-            out = export_hf(module, args.output_dir, image_aspect=args.image_aspect)
+            dtype = _DTYPES[args.dtype] if args.dtype else None
+            out = export_hf(module, args.output_dir, image_aspect=args.image_aspect, dtype=dtype)
     except ValueError as err:
         print(f"lightning-mm export: error: {err}", file=sys.stderr)
         return 2

@@ -77,7 +77,7 @@ def make_hf_llava(pair: str, seed: int = 0) -> LlavaForConditionalGeneration:
         vision_config=vision_config(vision).to_dict(),
         text_config=text_config(text).to_dict(),
         image_token_index=IMAGE_TOKEN_ID,
-        image_seq_length=4 if strategy == "default" else 4,
+        image_seq_length=4,  # 2 x 2 patches (CLIP: CLS dropped; SigLIP: none to drop)
         vision_feature_layer=layer,
         vision_feature_select_strategy=strategy,
         tie_word_embeddings=text == "qwen2",
@@ -123,10 +123,10 @@ def float64():
     torch.set_default_dtype(previous)
 
 
-def batch(pixel_dtype=torch.float64, seed: int = 0) -> dict[str, torch.Tensor]:
+def batch(pixel_dtype=torch.float64, seed: int = 0, image_tokens: int = 4) -> dict[str, torch.Tensor]:
     """Three right-padded samples: two images, one image, text only; (3, 3, IMG, IMG) normalised pixels."""
     gen = torch.Generator().manual_seed(seed)
-    img = [IMAGE_TOKEN_ID] * 4
+    img = [IMAGE_TOKEN_ID] * image_tokens
 
     def text(n):
         return torch.randint(10, 400, (n,), generator=gen).tolist()

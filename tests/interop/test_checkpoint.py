@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import lightning_mm
-from tests.interop.conftest import batch
+from tests.interop.conftest import batch, perturb
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -140,3 +140,42 @@ def test_a_missing_directory_is_named(tmp_path):
         lightning_mm.create_model(f"hf:{tmp_path / 'nowhere'}")
     with pytest.raises(ValueError, match="names no checkpoint"):
         lightning_mm.create_model("hf:")
+
+
+@pytest.mark.parametrize(
+    ("pair", "changes"),
+    [
+        ("clip-llama", {"vision_feature_layer": 2}),  # positive: transformers' hidden state 2 = our block 1
+        ("clip-llama", {"vision_feature_select_strategy": "full"}),  # CLS kept
+        ("siglip-qwen2", {"vision_config": {"vision_use_head": False}}),  # no attention-pool head (OneVision)
+    ],
+)
+def test_config_variants_import_and_export_exactly(pair, changes, float64, tmp_path):
+    from transformers import LlavaForConditionalGeneration
+
+    from tests.interop.conftest import make_hf_llava, save_checkpoint
+
+    base = make_hf_llava(pair)
+    config = base.config.to_dict()
+    for key, value in changes.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    if config["vision_feature_select_strategy"] == "full" and pair == "clip-llama":
+        config["image_seq_length"] = 5
+    hf_model = LlavaForConditionalGeneration(type(base.config).from_dict(config)).to(torch.float64).eval()
+    perturb(hf_model)
+    path = save_checkpoint(hf_model, tmp_path / "hf")
+    module = lightning_mm.create_model(f"hf:{path}", pretrained=True)
+    net = module.network.eval()
+    n_tokens = module.num_image_tokens
+    assert n_tokens == hf_model.config.image_seq_length
+    b = batch(image_tokens=n_tokens)
+    with torch.no_grad():
+        ours = net.lm_head(net(**b))
+        theirs = hf_model(**b).logits
+    real = b["attention_mask"].bool()
+    assert _rel_err(ours[real], theirs[real]) < 1e-6
+    out = lightning_mm.export_hf(module, tmp_path / "export")
+    back = LlavaForConditionalGeneration.from_pretrained(out, dtype=torch.float64).eval()
+    for key in ("vision_feature_layer", "vision_feature_select_strategy", "image_seq_length"):
+        assert getattr(back.config, key) == getattr(hf_model.config, key), key
+    assert sorted(back.state_dict()) == sorted(hf_model.state_dict())

@@ -185,6 +185,15 @@ def test_cli_exports_a_lightning_checkpoint_in_transformers_format(hf_checkpoint
     out = tmp_path / "hf"
     assert main(["export", str(tmp_path / "adapted.ckpt"), str(out), "--format", "hf"]) == 0
     hf = LlavaForConditionalGeneration.from_pretrained(out).eval()
+    assert (
+        main(
+            ["export", str(tmp_path / "adapted.ckpt"), str(tmp_path / "bf16"), "--format", "hf", "--dtype", "bfloat16"]
+        )
+        == 0
+    )
+    assert all(
+        p.dtype == torch.bfloat16 for p in LlavaForConditionalGeneration.from_pretrained(tmp_path / "bf16").parameters()
+    )
     b = batch(pixel_dtype=torch.float32)
     net = module.network.eval()
     with torch.no_grad():
