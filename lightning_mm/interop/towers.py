@@ -8,7 +8,7 @@ register with :func:`register_tower`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -51,7 +51,9 @@ class TowerFamily:
         num_prefix_tokens: Tokens the family puts before the patch tokens (CLS: 1).
         layer_norm_eps: LayerNorm eps of ``timm_base``.
         rules: Weight-name rules, timm names <-> transformers names.
-        extra_timm_kwargs: Keyword arguments ``timm.create_model`` always gets for this family.
+        pre_norm: A LayerNorm before the blocks (CLIP's ``pre_layrnorm``, timm's ``norm_pre``).
+        patch_bias: The patch embedding has a bias.
+        optional_head: The attention-pool head exists only when the config's ``vision_use_head`` is set (SigLIP).
     """
 
     name: str
@@ -61,7 +63,9 @@ class TowerFamily:
     num_prefix_tokens: int
     layer_norm_eps: float
     rules: tuple[KeyRule, ...]
-    extra_timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    pre_norm: bool = False
+    patch_bias: bool = True
+    optional_head: bool = False
 
     # ------------------------------------------------------------ transformers config -> timm
     def timm_kwargs(self, config: PretrainedConfig) -> dict[str, Any]:
@@ -92,21 +96,18 @@ class TowerFamily:
             "num_heads": int(config.num_attention_heads),
             "mlp_ratio": mlp_ratio,
             "act_layer": act,
-            **self.extra_timm_kwargs,
         }
-        if self.name == "siglip":  # the attention-pool head exists only when the config keeps it
+        if self.optional_head:  # timm's attention pool ("map") is transformers' head; "" builds none
             kwargs["global_pool"] = "map" if getattr(config, "vision_use_head", True) else ""
         return kwargs
 
     # ------------------------------------------------------------ timm -> transformers config
     def matches(self, model: nn.Module) -> bool:
         """Whether the timm model has this family's layout (prefix tokens, pre-norm, patch bias)."""
-        has_pre_norm = not isinstance(getattr(model, "norm_pre", nn.Identity()), nn.Identity)
+        pre_norm = not isinstance(getattr(model, "norm_pre", nn.Identity()), nn.Identity)
         patch_bias = getattr(model.patch_embed.proj, "bias", None) is not None
-        cls_token = getattr(model, "cls_token", None) is not None
-        if self.name == "clip":
-            return cls_token and has_pre_norm and not patch_bias
-        return not cls_token and not has_pre_norm and patch_bias
+        prefix = int(getattr(model, "num_prefix_tokens", 0))
+        return (prefix, pre_norm, patch_bias) == (self.num_prefix_tokens, self.pre_norm, self.patch_bias)
 
     def hf_config(self, model: nn.Module) -> PretrainedConfig:
         """transformers' vision config of the timm model ``model`` (checked with :func:`tower_for_timm`)."""
@@ -128,7 +129,7 @@ class TowerFamily:
             "hidden_act": act,
             "layer_norm_eps": float(block.norm1.eps),
         }
-        if self.name == "siglip":
+        if self.optional_head:
             kwargs["vision_use_head"] = getattr(model, "attn_pool", None) is not None
         return self.hf_config_class(**kwargs)
 
@@ -206,6 +207,8 @@ CLIP = register_tower(
         timm_base="vit_base_patch16_clip_224",
         num_prefix_tokens=1,
         layer_norm_eps=1e-5,
+        pre_norm=True,
+        patch_bias=False,
         rules=(
             KeyRule.rename("cls_token", "embeddings.class_embedding", lead=2),  # (1, 1, D) <-> (D,)
             KeyRule.rename("pos_embed", "embeddings.position_embedding.weight", lead=1),  # (1, 1+N, D) <-> (1+N, D)
@@ -224,6 +227,7 @@ SIGLIP = register_tower(
         timm_base="vit_base_patch16_siglip_224",
         num_prefix_tokens=0,
         layer_norm_eps=1e-6,
+        optional_head=True,
         rules=(
             KeyRule.rename("pos_embed", "embeddings.position_embedding.weight", lead=1),  # (1, N, D) <-> (N, D)
             KeyRule.rename("patch_embed.proj.{p}", "embeddings.patch_embedding.{p}"),
