@@ -40,8 +40,12 @@ def resolve_checkpoint(source: str, weights: bool = False) -> Path:
         return path
     if path.exists() or source.startswith((".", "/", "~")):
         raise FileNotFoundError(f"Checkpoint directory {source!r} does not exist (or is not a directory).")
-    patterns = ["*.json", "*.jinja", "*.model", "*.txt"] + (["*.safetensors", "*.bin"] if weights else [])
-    return Path(snapshot_download(source, allow_patterns=patterns))
+    root = Path(snapshot_download(source, allow_patterns=["*.json", "*.jinja", "*.model", "*.txt"]))
+    if weights:  # safetensors when the repository has them; PyTorch pickles only otherwise
+        root = Path(snapshot_download(source, allow_patterns=["*.safetensors"]))
+        if not any(root.glob("*.safetensors")):
+            root = Path(snapshot_download(source, allow_patterns=["*.bin"]))
+    return root
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
