@@ -50,10 +50,10 @@ class ModelSpec:
         image_token: Text of the image placeholder token (added to the tokenizer when missing).
         image_token_id: Id the image token has in the tokenizer (None: ask the tokenizer).
         description: One line for ``lightning-mm zoo``.
-        checkpoint: Hub id or directory of a whole released VLM in transformers' format (``LlavaForConditionalGeneration``):
-            with ``pretrained=True`` the network builds from the configs above and this checkpoint's weights are
-            converted and loaded strictly (:mod:`lightning_mm.interop`); ``vision_model``'s tag and ``llm`` are then
-            not read. None: start from the components.
+        checkpoint: Hub id or directory of a whole released VLM in transformers' format
+            (``LlavaForConditionalGeneration``): with ``pretrained=True`` the network builds from the configs above and
+            this checkpoint's weights are converted and loaded strictly (:mod:`lightning_mm.interop`);
+            ``vision_model``'s tag and ``llm`` are then not read. None: start from the components.
     """
 
     name: str
