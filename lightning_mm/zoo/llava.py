@@ -107,7 +107,8 @@ LLAVA_15_13B = register_model(
     released_llava(
         "llava-1.5-13b", "llava-hf/llava-1.5-13b-hf", LLAVA_15_13B_HF_CONFIG, LLAVA_15_HF_IMAGE_PROCESSOR
     ).replace(
-        description="LLaVA-1.5 13B as released (llava-hf/llava-1.5-13b-hf): CLIP ViT-L/14-336 + mlp2x_gelu + Vicuna-13B",
+        description="LLaVA-1.5 13B as released (llava-hf/llava-1.5-13b-hf): CLIP ViT-L/14-336 + mlp2x_gelu + "
+        "Vicuna-13B",
         vision_model="vit_large_patch14_clip_336",
     )
 )

@@ -1,4 +1,4 @@
-"""The whole path of recipes/interop: import -> LoRA fine-tune with the placement callbacks -> export -> transformers."""
+"""The whole recipes/interop path: import -> LoRA fine-tune with placement callbacks -> export -> transformers."""
 
 from __future__ import annotations
 
