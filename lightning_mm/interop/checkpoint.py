@@ -19,7 +19,14 @@ from transformers import AutoConfig
 
 from lightning_mm.interop.converters import converter_for_config
 
-__all__ = ["checkpoint_spec_fields", "load_checkpoint", "read_config", "read_state_dict", "resolve_checkpoint"]
+__all__ = [
+    "checkpoint_spec_fields",
+    "config_spec_fields",
+    "load_checkpoint",
+    "read_config",
+    "read_state_dict",
+    "resolve_checkpoint",
+]
 
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"  # transformers 4
@@ -64,12 +71,21 @@ def read_config(source: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     return config, preprocessor
 
 
+def config_spec_fields(config: dict[str, Any], preprocessor: dict[str, Any] | None, source: str) -> dict[str, Any]:
+    """:class:`~lightning_mm.zoo.ModelSpec` fields (all but ``name``) of a checkpoint, from its configs alone.
+
+    Args:
+        config: Its ``config.json``.
+        preprocessor: Its image processor's settings (None: timm's defaults for the tower).
+        source: Hub id or directory the weights are read from with ``pretrained=True`` (and named in errors).
+    """
+    converter = converter_for_config(config, source)
+    return converter.spec_fields(AutoConfig.for_model(**config), source, preprocessor)
+
+
 def checkpoint_spec_fields(source: str) -> dict[str, Any]:
     """:class:`~lightning_mm.zoo.ModelSpec` fields (all but ``name``) of the checkpoint ``source``."""
-    config, preprocessor = read_config(source)
-    converter = converter_for_config(config, source)
-    hf_config = AutoConfig.for_model(**config)
-    return converter.spec_fields(hf_config, source, preprocessor)
+    return config_spec_fields(*read_config(source), source)
 
 
 def read_state_dict(source: str) -> dict[str, torch.Tensor]:
@@ -125,4 +141,21 @@ def load_checkpoint(network: nn.Module, source: str) -> None:
     converted, left = converter.to_ours(state, network)
     if left:  # every name was checked above: a rule that takes nothing is a converter defect
         raise ValueError(f"{source}: no conversion for {_named(left)}.")
+    _check_tied(network, converted, converter, source)
     network.load_state_dict(converted, strict=False)
+
+
+def _check_tied(network: nn.Module, converted: dict[str, torch.Tensor], converter: Any, source: str) -> None:
+    """Raise when the checkpoint holds different values for tensors our network shares (transformers unties them)."""
+    ours = network.state_dict()
+    by_storage: dict[int, list[str]] = {}
+    for key, value in ours.items():
+        if key in converted:
+            by_storage.setdefault(value.data_ptr(), []).append(key)
+    for keys in by_storage.values():
+        if any(not torch.equal(converted[k], converted[keys[0]]) for k in keys[1:]):
+            names, _ = converter.to_hf({k: ours[k] for k in keys}, network)
+            raise ValueError(
+                f"{source}: {' and '.join(sorted(names))} are tied (tie_word_embeddings) but differ in the "
+                "checkpoint; set tie_word_embeddings to false in its config.json (top level and text_config)."
+            )

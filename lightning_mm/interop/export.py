@@ -1,9 +1,9 @@
 """``export_hf``: merge LoRA and write a folder that transformers' ``LlavaForConditionalGeneration`` and
 ``AutoProcessor`` load with plain ``from_pretrained``.
 
-The weights go through transformers' own model: built on the meta device from the converted config, the converted
-tensors assigned strictly (a name left over on either side is an error), then ``save_pretrained``, so the files have
-the layout, sharding and tied-weight handling transformers writes.
+The weights go through transformers' own model: built from the converted config without initialising its weights,
+the converted tensors assigned strictly (a name left over on either side is an error), then ``save_pretrained``, so
+the files have the layout, sharding and tied-weight handling transformers writes.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.initialization import no_init_weights
 
 from lightning_mm.callbacks.lora import merge_lora
 from lightning_mm.interop.converters import converter_for_network
@@ -33,7 +34,7 @@ def to_hf_model(network: torch.nn.Module, family: str = "llava") -> Any:
     state, leftover = converter.to_hf(network.state_dict(), network)
     if leftover:
         raise ValueError(f"No transformers {family} name for: {', '.join(leftover[:8])}.")
-    with torch.device("meta"):
+    with no_init_weights():  # parameters left uninitialised (all replaced below), buffers (rotary, positions) computed
         model = converter.hf_model_class(config)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:

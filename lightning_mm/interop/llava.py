@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 from transformers import LlavaConfig, LlavaForConditionalGeneration, PretrainedConfig
 
@@ -42,7 +43,7 @@ PROJECTOR_RULES = (
 # chat format of the data per LM family (what the released LLaVA checkpoints were trained with)
 TEMPLATES = {"llama": "vicuna_v1", "qwen2": "chatml"}
 _NOT_ARCHITECTURE = ("architectures", "_name_or_path", "transformers_version", "dtype", "torch_dtype")
-_RESAMPLE = {2: "bilinear", 3: "bicubic"}
+_TIMM_RESAMPLING = ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")  # PIL's modes timm resizes with
 
 
 def check_llava_projector(projector: nn.Module) -> None:
@@ -73,8 +74,11 @@ def _image_overlay(preprocessor: dict[str, Any] | None) -> dict[str, Any]:
         out["mean"] = tuple(float(m) for m in preprocessor["image_mean"])
     if preprocessor.get("image_std") is not None:
         out["std"] = tuple(float(s) for s in preprocessor["image_std"])
-    if preprocessor.get("resample") in _RESAMPLE:
-        out["interpolation"] = _RESAMPLE[preprocessor["resample"]]
+    if preprocessor.get("resample") is not None:
+        mode = Image.Resampling(preprocessor["resample"]).name.lower()  # PIL's code, e.g. 3 -> bicubic
+        if mode not in _TIMM_RESAMPLING:
+            raise ValueError(f"image processor resample={preprocessor['resample']} ({mode}) has no timm equivalent.")
+        out["interpolation"] = mode
     size, crop = preprocessor.get("size") or {}, preprocessor.get("crop_size") or {}
     if preprocessor.get("do_center_crop") and "shortest_edge" in size and crop.get("height"):
         out["crop_pct"] = crop["height"] / size["shortest_edge"]
@@ -109,8 +113,11 @@ class LlavaConverter:
         layer = config.vision_feature_layer
         if not isinstance(layer, int):
             raise ValueError(f"{source}: vision_feature_layer={layer!r}; only one feature layer is supported.")
-        if layer == 0:
-            raise ValueError(f"{source}: vision_feature_layer=0 reads the patch embeddings, not a block.")
+        depth = int(vision.num_hidden_layers)
+        if layer == 0 or layer == -depth - 1:
+            raise ValueError(f"{source}: vision_feature_layer={layer} reads the patch embeddings, not a block.")
+        if not -depth - 1 < layer <= depth:
+            raise ValueError(f"{source}: vision_feature_layer={layer} is out of range for {depth} vision layers.")
         strategy = config.vision_feature_select_strategy
         if strategy == "default" and family.num_prefix_tokens != 1:
             raise ValueError(
@@ -119,18 +126,17 @@ class LlavaConverter:
             )
         if strategy not in ("default", "full"):
             raise ValueError(f"{source}: unknown vision_feature_select_strategy {strategy!r}.")
-        if config.projector_hidden_act != "gelu" or not getattr(config, "multimodal_projector_bias", True):
+        bias = getattr(config, "multimodal_projector_bias", True)
+        if config.projector_hidden_act != "gelu" or not bias:
             raise ValueError(
-                f"{source}: projector_hidden_act={config.projector_hidden_act!r}, bias="
-                f"{getattr(config, 'multimodal_projector_bias', True)}; only the GELU MLP with biases is supported."
+                f"{source}: projector_hidden_act={config.projector_hidden_act!r}, multimodal_projector_bias={bias}; "
+                "only projector_hidden_act='gelu' with biases is supported."
             )
         text = config.text_config
         llm_config = {k: v for k, v in text.to_diff_dict().items() if k not in _NOT_ARCHITECTURE}
-        llm_config.update(
-            model_type=text.model_type,
-            vocab_size=int(text.vocab_size),
-            tie_word_embeddings=bool(getattr(text, "tie_word_embeddings", False)),
-        )
+        # transformers ties lm_head to the input embeddings when the LLaVA config or its text config says so
+        tied = bool(getattr(config, "tie_word_embeddings", False) or getattr(text, "tie_word_embeddings", False))
+        llm_config.update(model_type=text.model_type, vocab_size=int(text.vocab_size), tie_word_embeddings=tied)
         return {
             "vision_model": family.timm_base,
             "vision_kwargs": kwargs,
@@ -162,24 +168,7 @@ class LlavaConverter:
         Returns:
             (our tensors, transformers names no rule took).
         """
-        state = self.normalize(state)
-        tower = tower_for_timm(network.vision.model, network.vision.model_name)
-        vision = {k[len(VISION) :]: v for k, v in state.items() if k.startswith(VISION)}
-        converted, left = apply_rules(vision, tower.rules, "ours")
-        out = {f"vision.model.{k}": v for k, v in converted.items()}
-        leftover = [VISION + k for k in left]
-        rest = {k: v for k, v in state.items() if not k.startswith(VISION)}
-        converted, left = apply_rules(rest, PROJECTOR_RULES, "ours")
-        out.update(converted)
-        llm = self._llm_prefix(network)
-        for key in left:
-            if key.startswith(LANGUAGE):
-                out[llm + key[len(LANGUAGE) :]] = rest[key]
-            elif key.startswith("lm_head."):
-                out["llm." + key] = rest[key]
-            else:
-                leftover.append(key)
-        return out, sorted(leftover)
+        return self._convert(self.normalize(state), network, "ours")
 
     def to_hf(self, state: dict[str, torch.Tensor], network: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
         """Convert our tensors to transformers 5's module names.
@@ -187,22 +176,33 @@ class LlavaConverter:
         Returns:
             (transformers' tensors, our names no rule took).
         """
+        return self._convert(state, network, "hf")
+
+    def _convert(
+        self, state: dict[str, torch.Tensor], network: nn.Module, to: str
+    ) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """The tower through its family's rules, the projector through ``PROJECTOR_RULES``, the LM renamed whole."""
         tower = tower_for_timm(network.vision.model, network.vision.model_name)
-        vision = {k[len("vision.model.") :]: v for k, v in state.items() if k.startswith("vision.model.")}
-        converted, left = apply_rules(vision, tower.rules, "hf")
-        out = {VISION + k: v for k, v in converted.items()}
-        leftover = [f"vision.model.{k}" for k in left]
-        rest = {k: v for k, v in state.items() if not k.startswith("vision.model.")}
-        converted, left = apply_rules(rest, PROJECTOR_RULES, "hf")
+        # (our prefix, transformers' prefix)
+        vision_prefixes = ("vision.model.", VISION)
+        llm_prefixes = ((self._llm_prefix(network), LANGUAGE), ("llm.lm_head.", "lm_head."))
+        if to == "ours":
+            vision_prefixes = vision_prefixes[::-1]
+            llm_prefixes = tuple(pair[::-1] for pair in llm_prefixes)
+        src, dst = vision_prefixes
+        vision = {k[len(src) :]: v for k, v in state.items() if k.startswith(src)}
+        converted, left = apply_rules(vision, tower.rules, to)
+        out = {dst + k: v for k, v in converted.items()}
+        leftover = [src + k for k in left]
+        rest = {k: v for k, v in state.items() if not k.startswith(src)}
+        converted, left = apply_rules(rest, PROJECTOR_RULES, to)
         out.update(converted)
-        llm = self._llm_prefix(network)
+        renamed = rename_prefixes(left, llm_prefixes)
         for key in left:
-            if key.startswith(llm):
-                out[LANGUAGE + key[len(llm) :]] = rest[key]
-            elif key.startswith("llm.lm_head."):
-                out[key.removeprefix("llm.")] = rest[key]
-            else:
+            if renamed[key] == key:
                 leftover.append(key)
+            else:
+                out[renamed[key]] = rest[key]
         return out, sorted(leftover)
 
     def tied_keys(self, network: nn.Module) -> set[str]:

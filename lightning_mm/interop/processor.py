@@ -22,8 +22,6 @@ __all__ = ["hf_image_processor", "hf_processor"]
 
 log = logging.getLogger(__name__)
 
-_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
-
 
 def hf_image_processor(data_config: dict[str, Any], aspect: str = "crop") -> CLIPImageProcessor:
     """An image processor giving the pixel values of :class:`~lightning_mm.data.ImageProcessor` (normalised).
@@ -35,11 +33,11 @@ def hf_image_processor(data_config: dict[str, Any], aspect: str = "crop") -> CLI
     """
     _, height, width = data_config["input_size"]
     interpolation = data_config.get("interpolation", "bicubic")
-    if interpolation not in _RESAMPLE:
+    if interpolation.upper() not in Image.Resampling.__members__:
         raise ValueError(f"Interpolation {interpolation!r} has no PIL equivalent for transformers' image processor.")
     common = {
         "do_resize": True,
-        "resample": _RESAMPLE[interpolation],
+        "resample": Image.Resampling[interpolation.upper()],
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,

@@ -19,9 +19,7 @@ padding to a multiple of 64). The data uses ``plain`` for stage 1 and ``vicuna_v
 
 from typing import Any
 
-from transformers import AutoConfig
-
-from lightning_mm.interop.llava import LlavaConverter
+from lightning_mm.interop.checkpoint import config_spec_fields
 from lightning_mm.zoo.llms import VICUNA_7B_V15, VICUNA_13B_V15
 from lightning_mm.zoo.registry import register_model
 from lightning_mm.zoo.spec import ModelSpec
@@ -90,8 +88,7 @@ LLAVA_15_HF_IMAGE_PROCESSOR: dict[str, Any] = {
 
 def released_llava(name: str, hub_id: str, config: dict[str, Any], image_processor: dict[str, Any]) -> ModelSpec:
     """The spec of a released transformers LLaVA checkpoint, derived offline from its written-down configs."""
-    fields = LlavaConverter().spec_fields(AutoConfig.for_model(**config), hub_id, image_processor)
-    return ModelSpec(name=name, **fields)
+    return ModelSpec(name=name, **config_spec_fields(config, image_processor, hub_id))
 
 
 LLAVA_15_7B = register_model(

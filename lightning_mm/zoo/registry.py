@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 
-from lightning_mm.zoo.hf import hf_spec, is_hf_name
+from lightning_mm.zoo.hf import HF_PREFIX, hf_spec, is_hf_name
 from lightning_mm.zoo.spec import ModelSpec
 
 __all__ = ["get_spec", "list_models", "register_model"]
@@ -26,7 +26,7 @@ def get_spec(name: str) -> ModelSpec:
     ``hf:`` with the checkpoint of a zoo entry gives that entry (written down, so it builds offline).
     """
     if is_hf_name(name):
-        source = name.removeprefix("hf:")
+        source = name.removeprefix(HF_PREFIX)
         registered = [s for s in _REGISTRY.values() if s.checkpoint == source]
         return registered[0] if registered else hf_spec(name)
     if name not in _REGISTRY:

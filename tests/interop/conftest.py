@@ -146,6 +146,11 @@ def batch(pixel_dtype=torch.float64, seed: int = 0, image_tokens: int = 4) -> di
     return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels}
 
 
+def rel_err(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    """max |ours - theirs| / max |theirs|."""
+    return float((ours - theirs).abs().max() / theirs.abs().max())
+
+
 def copy_dir(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst

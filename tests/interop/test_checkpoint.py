@@ -9,11 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import lightning_mm
-from tests.interop.conftest import batch, perturb
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max())
+from tests.interop.conftest import batch, perturb, rel_err
 
 
 def test_imported_logits_equal_transformers(hf_checkpoint, float64):
@@ -26,7 +22,7 @@ def test_imported_logits_equal_transformers(hf_checkpoint, float64):
         theirs = hf_model(**b).logits  # (B, T, V)
     real = b["attention_mask"].bool()
     assert ours.dtype == torch.float64
-    assert _rel_err(ours[real], theirs[real]) < 1e-6, pair
+    assert rel_err(ours[real], theirs[real]) < 1e-6, pair
 
 
 def test_multimodal_module_imports_with_pretrained(hf_checkpoint, float64):
@@ -126,13 +122,55 @@ def test_wrong_shapes_are_named(hf_checkpoint):
         lightning_mm.create_model(f"hf:{path}", pretrained=True)
 
 
-def test_several_feature_layers_are_refused(hf_checkpoint):
-    _, _, path = hf_checkpoint
+@pytest.mark.parametrize(
+    ("pair", "changes", "error"),
+    [
+        ("clip-llama", {"vision_feature_layer": [-2, -1]}, r"vision_feature_layer=\[-2, -1\]; only one feature layer"),
+        ("clip-llama", {"vision_feature_layer": 0}, r"vision_feature_layer=0 reads the patch embeddings"),
+        ("clip-llama", {"vision_feature_layer": -4}, r"vision_feature_layer=-4 reads the patch embeddings"),
+        ("clip-llama", {"vision_feature_layer": 4}, r"vision_feature_layer=4 is out of range for 3 vision layers"),
+        ("siglip-qwen2", {"vision_feature_select_strategy": "default"}, r"'default' drops the first token.*siglip"),
+        ("clip-llama", {"projector_hidden_act": "relu"}, r"projector_hidden_act='relu', multimodal_projector_bias"),
+        ("clip-llama", {"multimodal_projector_bias": False}, r"multimodal_projector_bias=False; only"),
+        ("clip-llama", {"vision_config": {"hidden_act": "relu"}}, r"hidden_act='relu' has no timm equivalent"),
+    ],
+)
+def test_configs_our_network_cannot_compute_are_refused_naming_the_key(pair, changes, error, tmp_path):
+    from tests.interop.conftest import make_hf_llava, save_checkpoint
+
+    path = save_checkpoint(make_hf_llava(pair), tmp_path / "hf")
     config = json.loads((path / "config.json").read_text())
-    config["vision_feature_layer"] = [-2, -1]
+    for key, value in changes.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"vision_feature_layer=\[-2, -1\]; only one feature layer"):
-        lightning_mm.create_model(f"hf:{path}")
+    with pytest.raises(ValueError, match=error):
+        lightning_mm.create_model(f"hf:{path}", device="meta")
+
+
+def test_tied_embeddings_with_different_values_in_the_checkpoint_are_named(tmp_path):
+    from tests.interop.conftest import make_hf_llava, save_checkpoint
+
+    path = save_checkpoint(make_hf_llava("siglip-qwen2"), tmp_path / "hf")  # tied: no lm_head in the file
+    embed = "language_model.model.embed_tokens.weight"
+    _rewrite(path, lambda s: s.update({"language_model.lm_head.weight": s[embed] + 1}))
+    with pytest.raises(ValueError, match=r"lm_head\.weight and model\.language_model\.embed_tokens\.weight are tied"):
+        lightning_mm.create_model(f"hf:{path}", pretrained=True)
+    _rewrite(path, lambda s: s.update({"language_model.lm_head.weight": s[embed].clone()}))  # equal: fine
+    lightning_mm.create_model(f"hf:{path}", pretrained=True)
+
+
+def test_the_image_processor_resampling_is_read(hf_checkpoint, tmp_path):
+    _, _, path = hf_checkpoint
+    settings = path / "processor_config.json"
+    processor = json.loads(settings.read_text())
+    processor["image_processor"]["resample"] = 2  # PIL bilinear
+    settings.write_text(json.dumps(processor))
+    module = lightning_mm.create_model(f"hf:{path}", device="meta")
+    assert module.image_data_config["interpolation"] == "bilinear"
+    processor["image_processor"]["resample"] = 7  # PIL's MKS2021: timm has none
+    settings.write_text(json.dumps(processor))
+    with pytest.raises(ValueError, match=r"resample=7 \(mks2021\) has no timm equivalent"):
+        lightning_mm.create_model(f"hf:{path}", device="meta")
 
 
 def test_a_missing_directory_is_named(tmp_path):
@@ -148,6 +186,7 @@ def test_a_missing_directory_is_named(tmp_path):
         ("clip-llama", {"vision_feature_layer": 2}),  # positive: transformers' hidden state 2 = our block 1
         ("clip-llama", {"vision_feature_select_strategy": "full"}),  # CLS kept
         ("siglip-qwen2", {"vision_config": {"vision_use_head": False}}),  # no attention-pool head (OneVision)
+        ("clip-llama", {"tie_word_embeddings": True}),  # tied by the LLaVA config, not by its text config
     ],
 )
 def test_config_variants_import_and_export_exactly(pair, changes, float64, tmp_path):
@@ -173,7 +212,7 @@ def test_config_variants_import_and_export_exactly(pair, changes, float64, tmp_p
         ours = net.lm_head(net(**b))
         theirs = hf_model(**b).logits
     real = b["attention_mask"].bool()
-    assert _rel_err(ours[real], theirs[real]) < 1e-6
+    assert rel_err(ours[real], theirs[real]) < 1e-6
     out = lightning_mm.export_hf(module, tmp_path / "export")
     back = LlavaForConditionalGeneration.from_pretrained(out, dtype=torch.float64).eval()
     for key in ("vision_feature_layer", "vision_feature_select_strategy", "image_seq_length"):

@@ -16,15 +16,21 @@ import lightning_mm
 from lightning_mm.callbacks import Placement
 from lightning_mm.cli import main
 from lightning_mm.data import ImageProcessor
+from lightning_mm.interop.export import to_hf_model
 from lightning_mm.interop.processor import hf_image_processor
-from tests.interop.conftest import ASSETS, IMAGE_TOKEN_ID, PAIRS, batch, copy_dir, make_hf_llava, save_checkpoint
+from tests.interop.conftest import (
+    ASSETS,
+    IMAGE_TOKEN_ID,
+    PAIRS,
+    batch,
+    copy_dir,
+    make_hf_llava,
+    rel_err,
+    save_checkpoint,
+)
 
 LORA = {"vision": Placement("lora", r=2, alpha=4.0), "projector": Placement("lora", r=2, alpha=4.0)}
 LORA["llm"] = Placement("lora", r=4, alpha=8.0)
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def _train_one_step(module) -> None:
@@ -102,7 +108,7 @@ def test_exported_logits_equal_ours(exported):
         ours = net.lm_head(net(b["input_ids"], b["attention_mask"], b["pixel_values"]))  # (B, T, V), LoRA unmerged
         theirs = hf(**b).logits  # (B, T, V)
     real = b["attention_mask"].bool()
-    assert _rel_err(ours[real], theirs[real]) < 1e-6, pair
+    assert rel_err(ours[real], theirs[real]) < 1e-6, pair
 
 
 def test_greedy_generation_is_identical(exported):
@@ -200,7 +206,7 @@ def test_cli_exports_a_lightning_checkpoint_in_transformers_format(hf_checkpoint
         ours = net.lm_head(net(**b))
         theirs = hf(**b).logits
     real = b["attention_mask"].bool()
-    assert _rel_err(ours[real], theirs[real]) < 1e-5  # float32
+    assert rel_err(ours[real], theirs[real]) < 1e-5  # float32
 
 
 def test_zoo_components_model_exports_too(tmp_path):
@@ -216,7 +222,9 @@ def test_zoo_components_model_exports_too(tmp_path):
     with torch.no_grad():
         ours = net.lm_head(net(ids, None, pixels))
         theirs = hf(input_ids=ids, pixel_values=pixels).logits
-    assert _rel_err(ours, theirs) < 1e-5
+        in_memory = to_hf_model(net)(input_ids=ids, pixel_values=pixels).logits  # shares our weights, runs as is
+    assert rel_err(ours, theirs) < 1e-5
+    assert rel_err(ours, in_memory) < 1e-5
 
 
 @pytest.mark.parametrize(
