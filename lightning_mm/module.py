@@ -19,6 +19,7 @@ from lightning_mm.loss import count_supervised, linear_cross_entropy, shift_labe
 from lightning_mm.models import VisionLanguageModel
 from lightning_mm.optim import split_decay, warmup_schedule
 from lightning_mm.zoo import ModelSpec, build_network, count_image_tokens, get_spec, load_tokenizer
+from lightning_mm.zoo.hf import absolute_hf_name
 
 if TYPE_CHECKING:
     from lightning_mm.callbacks.placement import Placement
@@ -99,6 +100,7 @@ class MultimodalModule(L.LightningModule):
         super().__init__()
         if loss_normalization not in ("tokens", "mean"):
             raise ValueError(f"loss_normalization must be 'tokens' or 'mean', got {loss_normalization!r}")
+        model = absolute_hf_name(model)  # recorded in checkpoints: a local hf: directory must not depend on the cwd
         self.save_hyperparameters(ignore=["optimizer"])
         self.spec: ModelSpec = get_spec(model).replace(**(model_overrides or {}))
         self.pretrained = pretrained

@@ -194,9 +194,9 @@ def run(argv: list[str]) -> int:
     parser.add_argument(
         "--image-aspect",
         choices=ASPECT_MODES,
-        default="crop",
-        help="--format hf: the aspect mode the data used, reproduced by the exported image processor ('pad' only "
-        "approximately)",
+        default=None,
+        help="--format hf: the data's image_aspect the model was trained with, reproduced by the exported image "
+        "processor ('pad' only approximately; default: crop)",
     )
     parser.add_argument(
         "--dtype",
@@ -205,12 +205,14 @@ def run(argv: list[str]) -> int:
         help="--format hf: dtype of the written weights (default: as trained)",
     )
     args = parser.parse_args(argv)
+    if args.format != "hf" and (args.image_aspect or args.dtype):
+        parser.error("--image-aspect and --dtype apply to --format hf only")
     try:
         module = load_module(args.checkpoint, args.module_class, seed=args.seed)
         if args.format == "hf":
             dtype = _DTYPES[args.dtype] if args.dtype else None
-            out = export_hf(module, args.output_dir, image_aspect=args.image_aspect, dtype=dtype)
-    except ValueError as err:
+            out = export_hf(module, args.output_dir, image_aspect=args.image_aspect or "crop", dtype=dtype)
+    except (ValueError, OSError) as err:  # bad input, a checkpoint or base model that cannot be found
         print(f"lightning-mm export: error: {err}", file=sys.stderr)
         return 2
     if args.format == "hf":

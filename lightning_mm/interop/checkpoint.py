@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HFValidationError
 from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig
@@ -47,11 +48,17 @@ def resolve_checkpoint(source: str, weights: bool = False) -> Path:
         return path
     if path.exists() or source.startswith((".", "/", "~")):
         raise FileNotFoundError(f"Checkpoint directory {source!r} does not exist (or is not a directory).")
-    root = Path(snapshot_download(source, allow_patterns=["*.json", "*.jinja", "*.model", "*.txt"]))
-    if weights:  # safetensors when the repository has them; PyTorch pickles only otherwise
-        root = Path(snapshot_download(source, allow_patterns=["*.safetensors"]))
-        if not any(root.glob("*.safetensors")):
-            root = Path(snapshot_download(source, allow_patterns=["*.bin"]))
+    try:
+        root = Path(snapshot_download(source, allow_patterns=["*.json", "*.jinja", "*.model", "*.txt"]))
+        if weights:  # safetensors when the repository has them; PyTorch pickles only otherwise
+            root = Path(snapshot_download(source, allow_patterns=["*.safetensors"]))
+            if not any(root.glob("*.safetensors")):
+                root = Path(snapshot_download(source, allow_patterns=["*.bin"]))
+    except (OSError, HFValidationError) as err:  # not found, offline, gated, not a valid repository id
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FileNotFoundError(
+            f"Checkpoint {source!r} is not a local directory and could not be fetched from the hub: {reason}"
+        ) from err
     return root
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lightning_mm.interop.checkpoint import checkpoint_spec_fields
 from lightning_mm.zoo.spec import ModelSpec
 
-__all__ = ["HF_PREFIX", "hf_spec", "is_hf_name"]
+__all__ = ["HF_PREFIX", "absolute_hf_name", "hf_spec", "is_hf_name"]
 
 HF_PREFIX = "hf:"
 
@@ -13,6 +15,16 @@ HF_PREFIX = "hf:"
 def is_hf_name(name: str) -> bool:
     """Whether ``name`` names a transformers checkpoint (``hf:<hub id or directory>``)."""
     return name.startswith(HF_PREFIX)
+
+
+def absolute_hf_name(name: str) -> str:
+    """``name`` with the local directory of an ``hf:`` name made absolute (other names unchanged).
+
+    A Lightning checkpoint records the model name, and an adapter-only one rebuilds its base from it: a relative
+    directory would then depend on the working directory.
+    """
+    path = Path(name.removeprefix(HF_PREFIX)).expanduser()
+    return HF_PREFIX + str(path.resolve()) if is_hf_name(name) and path.is_dir() else name
 
 
 def hf_spec(name: str) -> ModelSpec:

@@ -241,3 +241,11 @@ def test_what_transformers_llava_cannot_represent_is_a_clear_error(name, overrid
     with pytest.raises(ValueError, match=error):
         lightning_mm.export_hf(module, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()  # refused before anything is written
+
+
+def test_cli_hf_options_are_refused_with_the_parts_format(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["export", str(tmp_path / "x.ckpt"), str(tmp_path / "out"), "--dtype", "bfloat16"])
+    assert "--image-aspect and --dtype apply to --format hf only" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "x.ckpt"), str(tmp_path / "out"), "--format", "hf"]) == 2
+    assert "x.ckpt" in capsys.readouterr().err  # a missing checkpoint is named, without a traceback
