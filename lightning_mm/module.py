@@ -100,8 +100,9 @@ class MultimodalModule(L.LightningModule):
         super().__init__()
         if loss_normalization not in ("tokens", "mean"):
             raise ValueError(f"loss_normalization must be 'tokens' or 'mean', got {loss_normalization!r}")
-        model = absolute_hf_name(model)  # recorded in checkpoints: a local hf: directory must not depend on the cwd
         self.save_hyperparameters(ignore=["optimizer"])
+        # recorded in checkpoints (also when the CLI gives the hyperparameters): not relative to the working directory
+        self.hparams["model"] = model = absolute_hf_name(model)
         self.spec: ModelSpec = get_spec(model).replace(**(model_overrides or {}))
         self.pretrained = pretrained
         self.optimizer_factory = optimizer

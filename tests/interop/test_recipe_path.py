@@ -24,7 +24,7 @@ def test_recipe_fine_tunes_an_imported_checkpoint_and_exports_it(tmp_path, monke
             "fit",
             "--config",
             str(RECIPE),
-            f"--model.init_args.model=hf:{source}",
+            f"--model.init_args.model=hf:{source.name}",  # relative, as a user types it
             "--model.init_args.activation_checkpointing=false",
             f"--data.init_args.train_path={ASSETS / 'llava' / 'llava_tiny.json'}",
             f"--data.init_args.image_folder={ASSETS / 'llava'}",
@@ -38,6 +38,7 @@ def test_recipe_fine_tunes_an_imported_checkpoint_and_exports_it(tmp_path, monke
         ]
     )
     checkpoint = next((tmp_path / "runs" / "llava15_7b_lora").rglob("last.ckpt"))
+    monkeypatch.chdir(checkpoint.parent)  # exported from elsewhere: the recorded base must still be found
     assert main(["export", str(checkpoint), str(tmp_path / "mine"), "--format", "hf"]) == 0
 
     module = load_module(checkpoint)  # adapter-only: the imported base + the trained adapters
