@@ -157,7 +157,7 @@ def _check_tied(network: nn.Module, converted: dict[str, torch.Tensor], converte
     ours = network.state_dict()
     by_storage: dict[int, list[str]] = {}
     for key, value in ours.items():
-        if key in converted:
+        if key in converted and value.numel():  # empty tensors all have data_ptr 0
             by_storage.setdefault(value.data_ptr(), []).append(key)
     for keys in by_storage.values():
         if any(not torch.equal(converted[k], converted[keys[0]]) for k in keys[1:]):
