@@ -21,6 +21,7 @@ from lightning_mm.models import VisionLanguageModel
 from lightning_mm.optim import split_decay, warmup_schedule
 from lightning_mm.zoo import ModelSpec, build_network, count_image_tokens, get_spec, load_tokenizer
 from lightning_mm.zoo.checks import check_spec
+from lightning_mm.zoo.hf import absolute_hf_name
 
 if TYPE_CHECKING:
     from lightning_mm.callbacks.placement import Placement
@@ -66,7 +67,8 @@ class MultimodalModule(L.LightningModule):
     :meth:`param_groups`, :meth:`log_train_metrics`.
 
     Args:
-        model: Zoo name of the model (``lightning-mm zoo`` lists them).
+        model: Zoo name of the model (``lightning-mm zoo`` lists them), or ``hf:<hub id or directory>`` for a
+            transformers LLaVA checkpoint (``pretrained: true`` loads its weights).
         model_overrides: Spec fields to override (``{"projector": "linear", "llm_config": {"num_hidden_layers": 4}}``).
             The zoo name, the fields and the template, projector and vision tower they name are checked here, at
             construction (a :class:`~lightning_mm.errors.ConfigError` naming the key, with close names).
@@ -103,6 +105,8 @@ class MultimodalModule(L.LightningModule):
         if loss_normalization not in ("tokens", "mean"):
             raise ValueError(f"loss_normalization must be 'tokens' or 'mean', got {loss_normalization!r}")
         self.save_hyperparameters(ignore=["optimizer"])
+        # recorded in checkpoints (also when the CLI gives the hyperparameters): not relative to the working directory
+        self.hparams["model"] = model = absolute_hf_name(model)
         self.spec: ModelSpec = get_spec(model).replace(**(model_overrides or {}))
         check_spec(self.spec, model_overrides)  # unknown template / projector / tower: an error now, not at predict
         self.pretrained = pretrained
