@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -114,3 +115,43 @@ def test_generated_accuracy_equals_teacher_forced_accuracy_of_a_trained_model():
     for correct, *_, gen_ids, target_ids in outputs.rows:  # right answers are the target tokens up to end-of-turn
         assert (gen_ids == until_stop(target_ids, stop)) == correct
         assert target_ids[-1] in stop
+
+
+def test_llava_references_give_soft_accuracy_overall_and_per_category(tmp_path):
+    """Records with ten human answers are also scored with VQAv2 soft accuracy, overall and per category.
+
+    A first pass finds what the (untrained, deterministic) model answers; the references then hold that answer 2, 3
+    and 0 times out of 10, so the soft accuracies are 0.6, 0.9 and 0 by hand."""
+    from lightning_mm.data import LlavaDataModule
+
+    records = json.loads((ASSETS / "llava" / "llava_tiny.json").read_text())[:4]
+    for k, record in enumerate(records):
+        record["category"] = ("a", "b")[k % 2]
+    quiet = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+
+    def validate(rows):
+        path = tmp_path / "val.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        torch.manual_seed(0)
+        module = MultimodalModule(
+            model="tiny",
+            model_overrides={"tokenizer": str(ASSETS / "tokenizer"), "template": "vicuna_v1"},
+            eval_generate=True,
+            max_new_tokens=4,
+        )
+        dm = LlavaDataModule(train_path=str(path), val_path=str(path), image_folder=str(ASSETS / "llava"), batch_size=4)
+        outputs = _Outputs()
+        metrics = L.Trainer(callbacks=[outputs], **quiet).validate(module, dm, verbose=False)[0]
+        return metrics, outputs.rows
+
+    first, rows = validate(records)
+    assert "val/gen/vqa_accuracy" not in first  # one reference each: no soft accuracy
+    for record, row, humans in zip(records, rows, (2, 3, 0), strict=False):
+        record["answers"] = [row[1]] * humans + [f"other answer {j}" for j in range(10 - humans)]
+    metrics, again = validate(records)
+    assert [r[1] for r in again] == [r[1] for r in rows]  # greedy: the same answers
+    assert [len(r[2]) for r in again] == [10, 10, 10, 1]
+    assert metrics["val/gen/vqa_accuracy"] == pytest.approx((0.6 + 0.9 + 0.0) / 3)
+    assert metrics["val/gen/vqa_accuracy/a"] == pytest.approx((0.6 + 0.0) / 2)  # records 0 and 2
+    assert metrics["val/gen/vqa_accuracy/b"] == pytest.approx(0.9)  # record 3 has a single reference
+    assert metrics["val/gen/exact_match/a"] == pytest.approx(0.5)  # record 0's answer is a reference, 2's is not
