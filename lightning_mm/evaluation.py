@@ -3,7 +3,9 @@
 A validation batch is right-padded for teacher forcing (``input_ids``, ``labels``). The question of a sample is
 everything before its *last answer*: the last run of supervised labels (the answer and its end-of-turn token), so a
 multi-turn conversation keeps its earlier answers in the prompt. The prompts are re-padded on the left and answered
-with the network's KV-cached ``generate``; generation stops at the chat template's end-of-turn (or EOS).
+with the network's KV-cached ``generate``; generation stops at the chat template's end-of-turn (or EOS). With
+several ranks, every rank must call :func:`generate_last_answers` together (decoding steps are kept in step, as a
+sharded network needs).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from lightning_mm.data.templates import IGNORE_INDEX
 from lightning_mm.models import VisionLanguageModel
@@ -122,6 +125,8 @@ def generate_last_answers(
         max_new_tokens=max_new_tokens,
         eos_token_id=list(stop_token_ids),
         pad_token_id=tokenizer.pad_token_id,
+        # sharded networks (FSDP1/2) need every rank in every decoding step, also after its own answers ended
+        synced_gpus=dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1,
     )  # (K, T_new)
     gen_ids = [until_stop(g, stop_token_ids) for g in generated.tolist()]
     targets = [batch["input_ids"][b, start[b] : end[b]].tolist() for b in keep.tolist()]
