@@ -389,8 +389,8 @@ class MultimodalModule(L.LightningModule):
     def generate_answers(self, batch: dict[str, Any], rows: list[int] | None = None) -> GeneratedAnswers:
         """Greedy answers to the last question of each sample of a labelled (right-padded) batch.
 
-        The prompt is everything before the sample's last answer; see :func:`~lightning_mm.evaluation.
-        generate_last_answers` for the fields returned (``predictions``, ``references``, ...).
+        The prompt is everything before the sample's last answer; the fields returned (``predictions``,
+        ``references``, ...) are those of :func:`~lightning_mm.evaluation.generate_last_answers`.
 
         Args:
             batch: A validation batch.
