@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-__all__ = ["ValidationSamples", "displayable_images", "format_sample"]
+__all__ = ["ValidationSamples", "collapse_image_spans", "displayable_images", "format_sample"]
 
 
 def displayable_images(pixels: torch.Tensor, mean: Any = None, std: Any = None) -> torch.Tensor:
@@ -26,6 +26,11 @@ def displayable_images(pixels: torch.Tensor, mean: Any = None, std: Any = None) 
     elif mean is not None and std is not None:
         x = x * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
     return torch.cat(list(x.clamp(0.0, 1.0)), dim=-1)  # (3, H, n * W)
+
+
+def collapse_image_spans(ids: list[int], image_token_id: int) -> list[int]:
+    """``ids`` with each run of image tokens shortened to one (a readable prompt: one placeholder per image)."""
+    return [t for k, t in enumerate(ids) if t != image_token_id or k == 0 or ids[k - 1] != image_token_id]
 
 
 def format_sample(prompt: str, prediction: str, references: list[str]) -> str:
@@ -83,11 +88,7 @@ class ValidationSamples(Callback):
         offsets = [sum(counts[:b]) for b in range(len(counts))]
         config = pl_module.image_data_config
         for i, b in enumerate(generated["rows"][: self.num_samples]):
-            prompt = [
-                t
-                for k, t in enumerate(generated["prompt_ids"][i])
-                if k == 0 or not (t == image_token_id and generated["prompt_ids"][i][k - 1] == image_token_id)
-            ]  # one placeholder per image span
+            prompt = collapse_image_spans(generated["prompt_ids"][i], image_token_id)
             text = format_sample(
                 tokenizer.decode(prompt, skip_special_tokens=False).strip(),
                 generated["predictions"][i],

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lightning_mm.callbacks import ValidationSamples
-from lightning_mm.callbacks.validation_samples import displayable_images, format_sample
+from lightning_mm.callbacks.validation_samples import collapse_image_spans, displayable_images, format_sample
 
 
 def test_normalised_images_are_restored_and_put_side_by_side():
@@ -32,3 +32,8 @@ def test_sample_text_holds_prompt_answer_and_references():
 def test_at_least_one_sample():
     with pytest.raises(ValueError, match="num_samples must be at least 1"):
         ValidationSamples(num_samples=0)
+
+
+def test_image_spans_show_one_placeholder_each():
+    assert collapse_image_spans([1, 9, 9, 9, 2, 9, 9, 3], image_token_id=9) == [1, 9, 2, 9, 3]
+    assert collapse_image_spans([9, 9, 4], image_token_id=9) == [9, 4]
