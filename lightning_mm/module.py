@@ -63,7 +63,7 @@ class MultimodalModule(L.LightningModule):
     placement every component trains, except a vision tower's blocks after its feature layer (they never run).
 
     Seams for subclasses: :meth:`build_network`, :meth:`forward` (embed + decode), :meth:`compute_loss`,
-    :meth:`param_groups`, :meth:`log_train_metrics`.
+    :meth:`param_groups`, :meth:`log_train_metrics`, :meth:`generate_answers` (generation-based evaluation).
 
     Args:
         model: Zoo name of the model (``lightning-mm zoo`` lists them).
