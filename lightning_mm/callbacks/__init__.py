@@ -1,9 +1,12 @@
-"""Lightning callbacks: per-component placement (frozen / full / LoRA), adapter-only checkpoints, data statistics."""
+"""Lightning callbacks: per-component placement (frozen / full / LoRA), adapter-only checkpoints, data statistics,
+throughput in tokens, held-out samples with generated answers in TensorBoard."""
 
 from lightning_mm.callbacks.checkpointing import AdapterOnlyCheckpoint
 from lightning_mm.callbacks.component import ComponentPlacement, FreezeComponent, FullComponent, LoRAComponent
 from lightning_mm.callbacks.data_stats import DataStatsCallback
 from lightning_mm.callbacks.placement import Placement
+from lightning_mm.callbacks.throughput import SupervisedTokenThroughput
+from lightning_mm.callbacks.validation_samples import ValidationSamples
 
 __all__ = [
     "AdapterOnlyCheckpoint",
@@ -13,4 +16,6 @@ __all__ = [
     "FullComponent",
     "LoRAComponent",
     "Placement",
+    "SupervisedTokenThroughput",
+    "ValidationSamples",
 ]
