@@ -1,5 +1,6 @@
 """lightning_mm: a PyTorch Lightning plugin and model zoo for LLaVA-style multimodal LLMs."""
 
+from lightning_mm.interop.export import export_hf
 from lightning_mm.models import VisionLanguageModel
 from lightning_mm.module import MultimodalModule
 from lightning_mm.zoo import ModelSpec, create_model, get_spec, list_models, register_model
@@ -9,6 +10,7 @@ __all__ = [
     "MultimodalModule",
     "VisionLanguageModel",
     "create_model",
+    "export_hf",
     "get_spec",
     "list_models",
     "register_model",

@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 from lightning.pytorch.cli import LightningCLI
 
+from lightning_mm.checkpoint_file import check_checkpoint_file
 from lightning_mm.data.datamodule import VLMDataModule
+from lightning_mm.errors import find_config_error
 from lightning_mm.module import MultimodalModule
 
 __all__ = ["MultimodalCLI", "main"]
@@ -29,8 +31,16 @@ def register_command(name: str, help: str) -> Callable:
 class MultimodalCLI(LightningCLI):
     """Lightning CLI for :class:`~lightning_mm.MultimodalModule` (or a subclass) and a VLM datamodule.
 
-    After ``fit`` it validates the final weights and prints the held-out metrics.
+    After ``fit`` it validates the final weights and prints the held-out metrics. A ``--ckpt_path`` is checked
+    before the run starts (a missing, empty or truncated file is a short error naming it).
     """
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning's CLI reads the checkpoint's hyperparameters here, before anything else: check the file first
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            check_checkpoint_file(self.config[subcommand].get("ckpt_path"))
+        super()._parse_ckpt_path()
 
     def after_fit(self) -> None:
         if self.trainer.fast_dev_run or self.trainer.interrupted:
@@ -43,7 +53,23 @@ class MultimodalCLI(LightningCLI):
 
 
 def main(argv: list[str] | None = None) -> int | None:
-    """Entry point of ``lightning-mm``."""
+    """Entry point of ``lightning-mm``.
+
+    A configuration error (:class:`~lightning_mm.errors.ConfigError`: an unknown model, template, projector or tower,
+    a LoRA target that matches nothing, an unreadable checkpoint) is printed as its one-paragraph message, without a
+    traceback, and the command exits with status 2.
+    """
+    try:
+        return _main(argv)
+    except Exception as err:
+        config_error = find_config_error(err)
+        if config_error is None:
+            raise
+        print(f"lightning-mm: error: {config_error}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int | None:
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     from lightning_mm import commands  # noqa: F401  (registers the extra subcommands)
@@ -66,6 +92,6 @@ def main(argv: list[str] | None = None) -> int | None:
 
 if __name__ == "__main__":
     # run the package's module object, where the extra subcommands register (not this __main__ copy)
-    from lightning_mm.cli import main as _main
+    from lightning_mm.cli import main as package_main
 
-    sys.exit(_main())
+    sys.exit(package_main())

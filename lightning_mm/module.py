@@ -14,12 +14,17 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
+from lightning_mm.checkpoint_file import check_checkpoint_file
 from lightning_mm.data.tokenizer import decode_prompt
 from lightning_mm.distributed.fsdp2 import unsharded
+from lightning_mm.evaluation import GeneratedAnswers, generate_last_answers
 from lightning_mm.loss import count_supervised, linear_cross_entropy, shift_labels
+from lightning_mm.metrics import AnswerMetrics
 from lightning_mm.models import VisionLanguageModel
 from lightning_mm.optim import split_decay, warmup_schedule
 from lightning_mm.zoo import ModelSpec, build_network, count_image_tokens, get_spec, load_tokenizer
+from lightning_mm.zoo.checks import check_spec
+from lightning_mm.zoo.hf import absolute_hf_name
 
 if TYPE_CHECKING:
     from lightning_mm.callbacks.placement import Placement
@@ -62,11 +67,14 @@ class MultimodalModule(L.LightningModule):
     placement every component trains, except a vision tower's blocks after its feature layer (they never run).
 
     Seams for subclasses: :meth:`build_network`, :meth:`forward` (embed + decode), :meth:`compute_loss`,
-    :meth:`param_groups`, :meth:`log_train_metrics`.
+    :meth:`param_groups`, :meth:`log_train_metrics`, :meth:`generate_answers` (generation-based evaluation).
 
     Args:
-        model: Zoo name of the model (``lightning-mm zoo`` lists them).
+        model: Zoo name of the model (``lightning-mm zoo`` lists them), or ``hf:<hub id or directory>`` for a
+            transformers LLaVA checkpoint (``pretrained: true`` loads its weights).
         model_overrides: Spec fields to override (``{"projector": "linear", "llm_config": {"num_hidden_layers": 4}}``).
+            The zoo name, the fields and the template, projector and vision tower they name are checked here, at
+            construction (a :class:`~lightning_mm.errors.ConfigError` naming the key, with close names).
         pretrained: Load pretrained weights (timm hub / transformers ``from_pretrained``); off builds from configs.
         optimizer: Optimiser factory called with the parameter groups (its arguments, e.g. ``lr``, are the defaults of
             every group; placements may set per-component LRs).
@@ -77,9 +85,14 @@ class MultimodalModule(L.LightningModule):
             number of supervised targets in the whole accumulation window on all ranks (token-exact);
             ``mean``: Lightning's default, each micro-batch's mean weighted equally.
         loss_chunk_size: Rows of the output projection computed at once in the loss.
-        max_new_tokens: Generation budget of ``predict_step``.
+        max_new_tokens: Generation budget of ``predict_step`` and of ``eval_generate``.
         activation_checkpointing: Recompute the activations of the vision blocks and LLM decoder layers in backward
             (non-reentrant, so LoRA inside a frozen component still gets gradients).
+        eval_generate: In validate/test, also answer each sample's last question by greedy generation (batched,
+            left-padded, KV cache, stopping at the template's end-of-turn) and score the answers against the
+            references: ``val/gen/exact_match`` (VQA answer normalisation), ``val/gen/vqa_accuracy`` (VQAv2 soft
+            accuracy, samples with several references in an ``answers`` field), ``val/gen/anls``, and each
+            ``.../<category>`` (:class:`~lightning_mm.metrics.AnswerMetrics`).
     """
 
     def __init__(
@@ -95,12 +108,16 @@ class MultimodalModule(L.LightningModule):
         loss_chunk_size: int = 1024,
         max_new_tokens: int = 16,
         activation_checkpointing: bool = False,
+        eval_generate: bool = False,
     ) -> None:
         super().__init__()
         if loss_normalization not in ("tokens", "mean"):
             raise ValueError(f"loss_normalization must be 'tokens' or 'mean', got {loss_normalization!r}")
         self.save_hyperparameters(ignore=["optimizer"])
+        # recorded in checkpoints (also when the CLI gives the hyperparameters): not relative to the working directory
+        self.hparams["model"] = model = absolute_hf_name(model)
         self.spec: ModelSpec = get_spec(model).replace(**(model_overrides or {}))
+        check_spec(self.spec, model_overrides)  # unknown template / projector / tower: an error now, not at predict
         self.pretrained = pretrained
         self.optimizer_factory = optimizer
         self.warmup_ratio = warmup_ratio
@@ -110,6 +127,7 @@ class MultimodalModule(L.LightningModule):
         self.loss_chunk_size = loss_chunk_size
         self.max_new_tokens = max_new_tokens
         self.activation_checkpointing = activation_checkpointing
+        self.eval_generate = eval_generate
         self.network: VisionLanguageModel | None = None
         self.placements: dict[str, Placement] = {}  # component -> placement, declared by callbacks
         self.adapter_only_checkpoints = False  # set by AdapterOnlyCheckpoint: checkpoints hold no frozen weights
@@ -121,6 +139,7 @@ class MultimodalModule(L.LightningModule):
         self.val_loss = MeanMetric()
         self.val_answer_accuracy = MeanMetric()
         self.val_category_accuracy = nn.ModuleDict()
+        self.val_generated = AnswerMetrics()  # eval_generate: metrics of the generated answers
 
     # ---------------------------------------------------------------- model-owned data facts
     @property
@@ -167,8 +186,10 @@ class MultimodalModule(L.LightningModule):
         checkpoint's weights are loaded into it: the pretrained weights the model was started from (hub or local
         files) are not read, so a whole checkpoint loads offline and without downloading them again. ``pretrained``
         keeps its value for what follows (adapter-only checkpoints written later still record it). Adapter-only
-        checkpoints build the pretrained base as before.
+        checkpoints build the pretrained base as before. A missing, empty or truncated file is a short
+        :class:`~lightning_mm.checkpoint_file.CheckpointFileError` naming it.
         """
+        check_checkpoint_file(checkpoint_path)
         token = _BUILDING_FROM_FULL_CHECKPOINT.set(holds_every_weight(checkpoint_path))
         try:
             return super().load_from_checkpoint(
@@ -377,7 +398,27 @@ class MultimodalModule(L.LightningModule):
         has_target = (targets != -100).any(dim=1)
         return (n_wrong == 0) & has_target
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def generate_answers(self, batch: dict[str, Any], rows: list[int] | None = None) -> GeneratedAnswers:
+        """Greedy answers to the last question of each sample of a labelled (right-padded) batch.
+
+        The prompt is everything before the sample's last answer; the fields returned (``predictions``,
+        ``references``, ...) are those of :func:`~lightning_mm.evaluation.generate_last_answers`.
+
+        Args:
+            batch: A validation batch.
+            rows: Answer only these samples (default: all).
+        """
+        return generate_last_answers(
+            self.network, self.tokenizer, batch, self.stop_token_ids, self.max_new_tokens, rows=rows
+        )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Teacher-forced loss and answer accuracy; with ``eval_generate``, generated answers and their metrics.
+
+        Returns:
+            ``answer_correct`` ((B,) bool, teacher-forced) and, with ``eval_generate``, ``generated``
+            (:class:`~lightning_mm.evaluation.GeneratedAnswers`), for callbacks.
+        """
         hidden = self(batch)
         labels = batch["labels"]
         loss_sum, n_items = self.compute_loss(hidden, labels)
@@ -402,16 +443,37 @@ class MultimodalModule(L.LightningModule):
                 batch_size=int(idx.sum()),
                 metric_attribute=f"val_category_accuracy.{category}",
             )
+        outputs: dict[str, Any] = {"answer_correct": correct.bool()}
+        if self.eval_generate:
+            generated = self.generate_answers(batch)
+            categories = batch.get("category")
+            cats = [categories[b] for b in generated["rows"]] if categories else None
+            self.val_generated.update(generated["predictions"], generated["references"], cats)
+            outputs["generated"] = generated
+        return outputs
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx)
+    def _log_generated(self) -> None:
+        if not self.eval_generate:
+            return
+        for name, value in self.val_generated.compute().items():  # already over all ranks
+            self.log(f"val/gen/{name}", value, prog_bar=name == "exact_match", sync_dist=True)
+        self.val_generated.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_generated()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_generated()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self.validation_step(batch, batch_idx)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Greedy answers for left-padded prompts, one row per sample.
 
         A row holds ``id``, ``prompt`` (the prompt's text, each image span written as ``<image>``), ``prediction``,
-        and, when the batch carries them, the reference ``answer``, ``images`` (paths, or indices for the synthetic
-        task) and ``category``. Generation stops at the template's end-of-turn token as well as at EOS.
+        and, when the batch carries them, the reference ``answer`` (and ``answers``, a record's several references),
+        ``images`` (paths, or indices for the synthetic task) and ``category``. Generation stops at the template's end-of-turn token as well as at EOS.
         """
         tok = self.tokenizer
         out = self.network.generate(
@@ -431,9 +493,10 @@ class MultimodalModule(L.LightningModule):
         rows = []
         for b in range(n):
             row = {"id": (batch.get("id") or [None] * n)[b], "prompt": prompts[b], "prediction": texts[b].strip()}
-            for key in ("answer", "images", "category"):
-                if batch.get(key) is not None:
-                    row[key] = batch[key][b]
+            for key in ("answer", "answers", "images", "category"):
+                value = batch[key][b] if batch.get(key) is not None else None
+                if value is not None:
+                    row[key] = value
             rows.append(row)
         return rows
 

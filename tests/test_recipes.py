@@ -138,7 +138,7 @@ def test_llava_v15_recipe_carries_the_papers_settings(recipe):
     trainer, model, data = config["trainer"], config["model"]["init_args"], config["data"]["init_args"]
     size = recipe.stem.split("_")[0]
     stage = recipe.stem.removeprefix(f"{size}_")
-    assert model["model"] == f"llava-1.5-{size}" and model["pretrained"] is True
+    assert model["model"] == f"llava-1.5-{size}-components" and model["pretrained"] is True
     global_batch = trainer["devices"] * trainer["num_nodes"] * data["batch_size"] * trainer["accumulate_grad_batches"]
     assert global_batch == (256 if stage == "pretrain" else 128)
     optim = model["optimizer"]["init_args"]

@@ -1,11 +1,13 @@
 """Lightning callbacks: per-component placement (frozen / full / LoRA), adapter-only checkpoints, data statistics,
-prediction files."""
+throughput in tokens, held-out samples with generated answers in TensorBoard, prediction files."""
 
 from lightning_mm.callbacks.checkpointing import AdapterOnlyCheckpoint
 from lightning_mm.callbacks.component import ComponentPlacement, FreezeComponent, FullComponent, LoRAComponent
 from lightning_mm.callbacks.data_stats import DataStatsCallback
 from lightning_mm.callbacks.placement import Placement
 from lightning_mm.callbacks.prediction_writer import PredictionWriter
+from lightning_mm.callbacks.throughput import SupervisedTokenThroughput
+from lightning_mm.callbacks.validation_samples import ValidationSamples
 
 __all__ = [
     "AdapterOnlyCheckpoint",
@@ -16,4 +18,6 @@ __all__ = [
     "LoRAComponent",
     "Placement",
     "PredictionWriter",
+    "SupervisedTokenThroughput",
+    "ValidationSamples",
 ]

@@ -16,6 +16,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from lightning_mm.callbacks.lora_dropout import DropoutLinear
+from lightning_mm.errors import ConfigError, close_matches
 
 __all__ = [
     "ADAPTER_NAME",
@@ -104,26 +105,66 @@ def resolve_lora_targets(
         The sorted module paths.
 
     Raises:
-        ValueError: if nothing matches.
+        ConfigError: if nothing matches, or (for a given ``target_modules``) an entry matches no layer: the message
+            lists the unmatched entries with close candidates (a ``ValueError``).
     """
     targets = tuple(DEFAULT_TARGETS[component] if target_modules is None else target_modules)
     unused_owners = {p.rsplit(".", 1)[0] for p in unused_parameters}
     lm_head = _output_embeddings(module)
     if isinstance(lm_head, LoraLayer):
         lm_head = lm_head.get_base_layer()
-    found = []
+    found, matched = [], set()
     for name, layer in _layers(module):
         if name in unused_owners:
             continue
-        if any(_matches(name, layer, t, lm_head) for t in targets):
+        hits = {t for t in targets if _matches(name, layer, t, lm_head)}
+        if hits:
             found.append(name)
+            matched |= hits
+    if target_modules is not None:  # a given list must match entry by entry (the defaults cover several families)
+        unmatched = [t for t in targets if t not in matched]
+        if unmatched:
+            raise ConfigError(_unmatched_message(module, component, targets, unmatched, unused_owners))
     if not found:
         linear = [n for n, m in module.named_modules() if isinstance(m, _LINEAR_TYPES)][:12]
-        raise ValueError(
+        raise ConfigError(
             f"No layer of the {component} matches the LoRA targets {list(targets)}. "
             f"Some of its linear layers: {', '.join(linear) or '(none)'}."
         )
     return sorted(found)
+
+
+def _unmatched_message(
+    module: nn.Module, component: str, targets: Sequence[str], unmatched: list[str], unused_owners: set[str]
+) -> str:
+    """One paragraph: the LoRA targets that match no layer of the component, with close candidates."""
+    linear = [n for n, layer in _layers(module) if isinstance(layer, _LINEAR_TYPES)]
+    candidates = {part for n in linear for part in _suffixes(n)}
+    parts = []
+    for t in unmatched:
+        name = t[len(REGEX_PREFIX) :] if t.startswith(REGEX_PREFIX) else t
+        close = close_matches(name, candidates)
+        only_unused = any(_suffix_match(n, name) for n in unused_owners)
+        why = " (only layers that never run)" if only_unused else ""
+        parts.append(f"{t!r}{why}" + (f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""))
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in linear})
+    one = len(unmatched) == 1
+    return (
+        f"No layer of the {component} matches the LoRA target{'' if one else 's'} {', '.join(parts)} of "
+        f"target_modules {list(targets)}: {'it' if one else 'they'} would train nothing. Targets are layer names or "
+        f"dotted suffixes of paths inside the {component} (`all-linear`, or `re:<regex>` on the whole path); its "
+        f"linear layers are named {', '.join(leaves[:16]) or '(none)'}."
+    )
+
+
+def _suffixes(path: str) -> list[str]:
+    """``a.b.c`` -> ``c``, ``b.c``, ``a.b.c``."""
+    parts = path.split(".")
+    return [".".join(parts[i:]) for i in range(len(parts))]
+
+
+def _suffix_match(path: str, target: str) -> bool:
+    return path == target or path.endswith("." + target)
 
 
 def inject_lora(

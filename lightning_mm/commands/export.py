@@ -1,6 +1,9 @@
-"""``lightning-mm export``: merge LoRA into the base weights and write each component in its own library's format.
+"""``lightning-mm export``: merge LoRA into the base weights and write the model for other libraries to load.
 
-Layout of the output directory::
+``--format hf`` writes transformers' LLaVA format (:func:`lightning_mm.export_hf`): one folder that
+``LlavaForConditionalGeneration.from_pretrained`` and ``AutoProcessor.from_pretrained`` load.
+
+The default ``--format parts`` writes each component in its own library's format. Layout of the output directory::
 
     model_spec.json        the ModelSpec and where each part lives (read back by :func:`load_exported`)
     llm/                   the language model + tokenizer, transformers ``save_pretrained`` (plain ``from_pretrained``)
@@ -23,13 +26,17 @@ import lightning as L
 import torch
 from safetensors.torch import load_file, save_file
 
+from lightning_mm.checkpoint_file import check_checkpoint_file
 from lightning_mm.cli import register_command
+from lightning_mm.data.images import ASPECT_MODES
+from lightning_mm.interop.export import export_hf
 
 __all__ = ["export_model", "load_exported", "load_module", "run"]
 
 SPEC_FILE = "model_spec.json"
 PROJECTOR_FILE = "projector.safetensors"
 FORMAT_VERSION = 1
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def load_module(
@@ -50,6 +57,7 @@ def load_module(
     """
     from lightning_mm.callbacks.checkpointing import CHECKPOINT_KEY
 
+    check_checkpoint_file(checkpoint_path)  # missing, empty or truncated: a short error naming the file
     if seed is not None:
         L.seed_everything(seed, verbose=False)
 
@@ -156,12 +164,15 @@ def load_exported(export_dir: str | Path, torch_dtype: torch.dtype | None = None
     return network.eval()
 
 
-@register_command("export", "merge LoRA and write the LLM (transformers), vision tower (timm), projector and spec")
+@register_command(
+    "export", "merge LoRA and write transformers' LLaVA format (--format hf) or each part in its library's format"
+)
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="lightning-mm export",
-        description="Merge LoRA adapters into the base weights and write the LLM with save_pretrained, the vision "
-        "tower in timm's format, the projector and the model spec.",
+        description="Merge LoRA adapters into the base weights and write the model: in transformers' LLaVA format "
+        "(--format hf), or the LLM with save_pretrained, the vision tower in timm's format, the projector and the "
+        "model spec (--format parts).",
     )
     parser.add_argument("checkpoint", help="Lightning checkpoint (.ckpt), full or adapter-only")
     parser.add_argument("output_dir", help="directory to write")
@@ -175,12 +186,40 @@ def run(argv: list[str]) -> int:
         help="seed of the training run: rebuilds a randomly initialised base for an adapter-only checkpoint",
     )
     parser.add_argument("--pickle", action="store_true", help="write PyTorch pickles instead of safetensors")
+    parser.add_argument(
+        "--format",
+        choices=("parts", "hf"),
+        default="parts",
+        help="parts: LLM, timm tower, projector and spec; hf: transformers' LLaVA (LlavaForConditionalGeneration + "
+        "AutoProcessor)",
+    )
+    parser.add_argument(
+        "--image-aspect",
+        choices=ASPECT_MODES,
+        default=None,
+        help="--format hf: the data's image_aspect the model was trained with, reproduced by the exported image "
+        "processor ('pad' only approximately; default: crop)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(_DTYPES),
+        default=None,
+        help="--format hf: dtype of the written weights (default: as trained)",
+    )
     args = parser.parse_args(argv)
+    if args.format != "hf" and (args.image_aspect or args.dtype):
+        parser.error("--image-aspect and --dtype apply to --format hf only")
     try:
         module = load_module(args.checkpoint, args.module_class, seed=args.seed)
-    except ValueError as err:
+        if args.format == "hf":
+            dtype = _DTYPES[args.dtype] if args.dtype else None
+            out = export_hf(module, args.output_dir, image_aspect=args.image_aspect or "crop", dtype=dtype)
+    except (ValueError, OSError) as err:  # bad input, a checkpoint or base model that cannot be found
         print(f"lightning-mm export: error: {err}", file=sys.stderr)
         return 2
+    if args.format == "hf":
+        print(f"Exported {module.spec.name} to {out} in transformers' LLaVA format (LoRA merged).")
+        return 0
     out = export_model(module, args.output_dir, in_place=True, safe_serialization=not args.pickle)
     meta = json.loads((out / SPEC_FILE).read_text())
     print(f"Exported {module.spec.name} to {out} ({meta['merged_lora_layers']} LoRA layers merged):")

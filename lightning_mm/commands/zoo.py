@@ -26,7 +26,11 @@ def _row(name: str, exact: bool, describe: bool) -> tuple[str, ...]:
         params = f"{total:,}" if exact else format_count(total)
     except (OSError, ValueError):  # a spec whose vocabulary comes from a tokenizer that is not available offline
         params = "?"
-    llm = spec.llm or f"({spec.llm_config.get('model_type', '?')}, {spec.llm_config.get('num_hidden_layers', '?')}L)"
+    llm = (
+        spec.llm
+        or spec.checkpoint  # a whole released VLM: its checkpoint
+        or f"({spec.llm_config.get('model_type', '?')}, {spec.llm_config.get('num_hidden_layers', '?')}L)"
+    )
     row = (name, spec.vision_model, llm, params, str(count_image_tokens(spec)[0]), spec.template)
     return (*row, spec.description) if describe else row
 

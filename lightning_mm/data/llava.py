@@ -203,6 +203,20 @@ def parse_record(raw: Any, where: str) -> tuple[str, list[str], list[Message]]:
     return rid, images, messages
 
 
+def _evaluation_fields(raw: dict[str, Any], at: str) -> dict[str, Any]:
+    """The optional ``answers`` (reference answers of the last question) and ``category`` fields of a record."""
+    answers, category = raw.get("answers"), raw.get("category")
+    if answers is not None and (
+        not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers)
+    ):
+        raise BadSampleError(
+            "malformed_record", f"{at}: 'answers' must be a non-empty list of strings, got {answers!r}"
+        )
+    if category is not None and not isinstance(category, str):
+        raise BadSampleError("malformed_record", f"{at}: 'category' must be a string, got {category!r}")
+    return {"answers": answers, "category": category}
+
+
 # ---------------------------------------------------------------------------------------------------- dataset
 def _long_tensor(values: list[int]) -> torch.Tensor:
     """(n,) int64 tensor of a list of ints (through numpy: a third of ``torch.tensor``'s time on token lists)."""
@@ -214,9 +228,11 @@ class LlavaDataset(Dataset):
 
     ``__getitem__`` returns ``id``, ``input_ids`` (T,) long, ``labels`` (T,) long (-100 where not supervised),
     ``pixel_values`` (n_images, 3, H, W) uint8 (see :class:`~lightning_mm.data.ImageProcessor`; the vision tower
-    normalises them) or None for text-only records, and ``skipped`` (reasons of samples
-    replaced by this one). With ``generation=True`` it returns the prompt up to the last answer (no ``labels``),
-    that answer as ``answer`` and the image paths as ``images``.
+    normalises them) or None for text-only records, ``answers`` and ``category`` (the record's optional fields of
+    those names, else None: reference answers of the last question, e.g. VQAv2's ten human answers, and a group to
+    report metrics by) and ``skipped`` (reasons of samples replaced by this one). With ``generation=True`` it
+    returns the prompt up to the last answer (no ``labels``), that answer as ``answer`` and the image paths as
+    ``images``.
 
     Args:
         data_path: One file or several (``.json`` list or ``.jsonl``).
@@ -287,6 +303,7 @@ class LlavaDataset(Dataset):
                     if isinstance(raw, BadSampleError):
                         raise raw
                     rid, images, messages = parse_record(raw, f"{path}:{line}")
+                    extra = _evaluation_fields(raw, f"{path}:{line}: record {rid!r}")
                 except BadSampleError as e:
                     if self.on_bad_sample == "error":
                         raise
@@ -297,7 +314,7 @@ class LlavaDataset(Dataset):
                 if images and self.images is None:
                     raise ValueError(f"{path}:{line}: record {rid!r} has images but no image_data_config was given")
                 turns = [[m["role"], m["content"]] for m in messages]
-                payloads.append(json.dumps([rid, images, turns], ensure_ascii=False).encode())
+                payloads.append(json.dumps([rid, images, turns, extra], ensure_ascii=False).encode())
                 files.append(fi)
                 lines.append(line)
                 n_images.append(len(images))
@@ -334,14 +351,16 @@ class LlavaDataset(Dataset):
         return f"{self.files[self._file_index[index]]}:{self._lines[index]}"
 
     def record(self, index: int) -> dict[str, Any]:
-        """The validated record ``index``: ``id``, ``images`` (resolved paths), ``messages``, ``where``."""
-        rid, images, turns = json.loads(self._payload[self._offsets[index] : self._offsets[index + 1]].tobytes())
+        """The validated record ``index``: ``id``, ``images`` (resolved paths), ``messages``, ``where``, ``answers``,
+        ``category``."""
+        rid, images, turns, extra = json.loads(self._payload[self._offsets[index] : self._offsets[index + 1]].tobytes())
         folder = self.image_folder or os.path.dirname(self.files[self._file_index[index]])
         return {
             "id": rid,
             "images": [os.path.join(folder, p) for p in images],
             "messages": [{"role": r, "content": c} for r, c in turns],
             "where": self.where(index),
+            **extra,
         }
 
     # ------------------------------------------------------------------ tokenization
@@ -417,6 +436,8 @@ class LlavaDataset(Dataset):
             "id": rec["id"],
             "input_ids": _long_tensor(ids),  # (T,)
             "pixel_values": pixel_values,
+            "answers": rec["answers"],
+            "category": rec["category"],
         }
         if self.generation:
             sample["answer"] = answer

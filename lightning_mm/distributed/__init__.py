@@ -4,7 +4,14 @@
   each vision block, the projector and each LLM decoder layer with ``fully_shard``, then the network as root.
 * FSDP1 (``FSDPStrategy`` / :class:`VLMFSDPStrategy`): :class:`VLMBlockPolicy` wraps the same units,
   ``use_orig_params=True``.
-* DDP needs nothing: the token-exact loss normalisation of the module covers every data-parallel strategy.
+* DDP: Lightning's ``DDPStrategy`` as it is (``find_unused_parameters`` stays off).
+
+Every strategy relies on two things the module and the network do for it: the token-exact loss normalisation
+(``MultimodalModule.on_before_optimizer_step`` sums the supervised targets over all ranks), and the same collectives on
+every rank whatever its batch holds: a batch without images still runs the vision tower and projector on one zero image
+whose output is added with weight 0 (``VisionLanguageModel.embed``), so the FSDP all-gathers of the vision units and
+DDP's gradient reduction of the projector happen on every rank, in the same order, when some ranks (or all) train on
+text-only batches (LLaVA's instruction mix has such samples, and modality grouping puts them in batches of their own).
 """
 
 from lightning_mm.distributed.checkpoint import PlacementAwareLoading, check_placements, consolidate_checkpoint

@@ -15,6 +15,8 @@ import torch
 from lightning.fabric.utilities.load import _METADATA_FILENAME, _load_distributed_checkpoint
 from torch import nn
 
+from lightning_mm.checkpoint_file import check_checkpoint_file
+
 __all__ = [
     "PlacementAwareLoading",
     "check_adapter_only_keys",
@@ -135,6 +137,7 @@ class PlacementAwareLoading:
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
         path = Path(self.broadcast(checkpoint_path))
+        check_checkpoint_file(path)  # missing, empty or truncated: a short error naming it, not torch's
         module = self.lightning_module
         state = read_module_state(path, weights_only)
         check_placements(module, state.get("placements") or {})

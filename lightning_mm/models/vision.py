@@ -144,6 +144,8 @@ class VisionTower(nn.Module):
         """
         if not pixel_values.is_floating_point():
             pixel_values = self.normalize(pixel_values)  # (N_img, 3, H, W)
+        # a tower without prefix tokens (SigLIP) has none to return: timm then gives the bare tensor, not a pair
+        with_prefix = not self.drop_prefix_tokens and self.num_prefix_tokens > 0
         out = self.model.forward_intermediates(
             pixel_values,
             indices=[self.block_index],
@@ -151,9 +153,9 @@ class VisionTower(nn.Module):
             stop_early=True,
             intermediates_only=True,
             norm=False,
-            return_prefix_tokens=not self.drop_prefix_tokens,
+            return_prefix_tokens=with_prefix,
         )[0]
-        if self.drop_prefix_tokens:
-            return out  # (N_img, L, D), prefix already removed by timm
+        if not with_prefix:
+            return out  # (N_img, L, D): patch tokens only (prefix removed by timm, or none to begin with)
         patches, prefix = out
         return torch.cat([prefix, patches], dim=1)  # (N_img, P + L, D)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import types
 
 import torch
+import torch.distributed as dist
 import torch.utils.checkpoint
 from torch import nn
 from transformers import PreTrainedModel
@@ -160,6 +161,11 @@ class VisionLanguageModel(nn.Module):
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
         """Text embeddings with the image features spliced in at the image-token positions.
 
+        A batch without images still runs the tower and projector, on one zero image whose output is added with weight
+        0, whenever :meth:`runs_vision_without_images` says so (training, or several processes): data-parallel ranks
+        then run the same collectives (FSDP all-gathers, DDP's gradient reduction of the projector) whatever their
+        batches hold, and the embeddings are exactly those of the text.
+
         Args:
             input_ids: (B, T).
             pixel_values: (N_img, 3, H, W) for all images of the batch in order, or None for text only: uint8
@@ -176,11 +182,34 @@ class VisionLanguageModel(nn.Module):
             if bool(image_mask.any()):
                 first = int(image_mask.any(dim=1).nonzero()[0])
                 raise ValueError(f"Sample {first} holds image tokens but the batch has no pixel_values.")
-            return embeds
+            if not self.runs_vision_without_images():
+                return embeds
+            features = self.encode_images(self.dummy_images(embeds.device))  # (1, L, D_t)
+            # weight 0: the embeddings do not change, but the tower and projector ran (collectives) and every projector
+            # parameter is in the graph (a zero gradient, reduced like any other)
+            return embeds + (features * 0).sum().to(embeds.dtype)  # (B, T, D_t)
         if pixel_values.is_floating_point():
             pixel_values = pixel_values.to(self.vision_dtype)  # uint8 images are normalised by the tower
         features = self.encode_images(pixel_values)  # (N_img, L, D_t)
         return splice_image_features(embeds, input_ids, features, self.image_token_id)
+
+    def runs_vision_without_images(self) -> bool:
+        """Whether a batch without images still runs the tower and projector (on a zero image, weight 0).
+
+        True in training mode with grad enabled (so one process and several see the same graph: the projector gets a
+        zero gradient, not none) and whenever several processes run (sharded evaluation and generation gather the
+        vision units too); single-process evaluation skips it.
+        """
+        if self.training and torch.is_grad_enabled():
+            return True
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+    def dummy_images(self, device: torch.device) -> torch.Tensor:
+        """(1, 3, H, W) zero image, already normalised (the mean colour), in the tower's dtype and input size."""
+        size = getattr(self, "_dummy_image_size", None)
+        if size is None:
+            size = self._dummy_image_size = tuple(self.vision.data_config()["input_size"])  # (3, H, W)
+        return torch.zeros(1, *size, dtype=self.vision_dtype, device=device)  # (1, 3, H, W)
 
     @property
     def vision_dtype(self) -> torch.dtype:

@@ -31,8 +31,10 @@ def create_model(
     entry builds offline without touching its tokenizer (shapes and parameter counts only, no memory).
 
     Args:
-        name: Zoo name (:func:`~lightning_mm.list_models`).
-        pretrained: Load the weights the spec names (timm tag, LLM checkpoint, projector file).
+        name: Zoo name (:func:`~lightning_mm.list_models`), or ``hf:<hub id or directory>`` for a transformers
+            LLaVA checkpoint (spec derived from its config).
+        pretrained: Load the weights the spec names (a whole VLM checkpoint, else timm tag and LLM checkpoint; the
+            projector file).
         device: Device to build on; ``"meta"`` allocates nothing (not with ``pretrained=True``). Other devices: built
             on the CPU, then moved.
         module_class: A :class:`~lightning_mm.MultimodalModule` subclass to instantiate (default: the base class).

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from transformers import AddedToken, AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from lightning_mm.errors import ConfigError, did_you_mean
+from lightning_mm.interop.checkpoint import load_checkpoint
 from lightning_mm.models import VisionLanguageModel, VisionTower, build_language_model, build_projector
 from lightning_mm.models.projector_io import load_projector_weights
 
@@ -49,6 +51,10 @@ class ModelSpec:
         image_token: Text of the image placeholder token (added to the tokenizer when missing).
         image_token_id: Id the image token has in the tokenizer (None: ask the tokenizer).
         description: One line for ``lightning-mm zoo``.
+        checkpoint: Hub id or directory of a whole released VLM in transformers' format
+            (``LlavaForConditionalGeneration``): with ``pretrained=True`` the network builds from the configs above and
+            this checkpoint's weights are converted and loaded strictly (:mod:`lightning_mm.interop`);
+            ``vision_model``'s tag and ``llm`` are then not read. None: start from the components.
     """
 
     name: str
@@ -65,13 +71,15 @@ class ModelSpec:
     image_token_id: int | None = None
     projector_weights: str | None = None
     description: str = ""
+    checkpoint: str | None = None
 
     def replace(self, **overrides: Any) -> ModelSpec:
         """A copy with ``overrides`` applied (dict fields merged, others replaced)."""
         names = {f.name for f in dataclasses.fields(self)}
-        unknown = set(overrides) - names
+        unknown = sorted(set(overrides) - names)
         if unknown:
-            raise ValueError(f"Unknown ModelSpec field(s) {sorted(unknown)}; known: {sorted(names)}")
+            hints = "".join(did_you_mean(k, names, 1) for k in unknown)
+            raise ConfigError(f"Unknown ModelSpec field(s) {unknown}.{hints} Known: {', '.join(sorted(names))}.")
         for key in ("vision_kwargs", "llm_config"):
             if key in overrides and overrides[key] is not None:
                 overrides[key] = {**getattr(self, key), **overrides[key]}
@@ -210,8 +218,9 @@ def build_network(
         spec: Model spec.
         tokenizer: Its tokenizer (None: loaded only if the spec needs it). Sets the LM's vocabulary size when the
             config leaves it out, and the image token id; checked against a complete spec.
-        pretrained: Load every weight source the spec names: timm's pretrained tag, the LLM checkpoint through
-            transformers ``from_pretrained``, and ``projector_weights``. Off: random init from the configs.
+        pretrained: Load every weight source the spec names: the whole VLM ``checkpoint`` when the spec has one,
+            else timm's pretrained tag and the LLM checkpoint through transformers ``from_pretrained``; then
+            ``projector_weights``. Off: random init from the configs.
         torch_dtype: Parameter dtype of the LLM (None: the default dtype, float32; a checkpoint's own dtype is not
             kept, so pretrained and random builds agree).
 
@@ -223,8 +232,9 @@ def build_network(
     if tokenizer is not None:
         check_tokenizer(spec, tokenizer)
     torch_dtype = torch_dtype or torch.get_default_dtype()
-    vision = _vision_tower(spec, pretrained)
-    llm = _language_model(spec, tokenizer, pretrained, torch_dtype)
+    from_checkpoint = pretrained and spec.checkpoint is not None  # one whole VLM instead of its components
+    vision = _vision_tower(spec, pretrained and not from_checkpoint)
+    llm = _language_model(spec, tokenizer, pretrained and not from_checkpoint, torch_dtype)
     projector = build_projector(spec.projector, vision.hidden_size, llm.config.get_text_config().hidden_size)
     if spec.projector_weights is not None:
         if pretrained:
@@ -235,5 +245,10 @@ def build_network(
         image_token_id = spec.image_token_id
     else:
         image_token_id = tokenizer.convert_tokens_to_ids(spec.image_token)
+    network = VisionLanguageModel(vision, projector, llm, image_token_id)
+    if from_checkpoint:
+        load_checkpoint(network, spec.checkpoint)
+        if spec.projector_weights is not None:  # an explicit projector file overrides the checkpoint's projector
+            load_projector_weights(projector, spec.projector_weights)
     # from_pretrained leaves the LM in eval mode (dropout off): a built network starts in training mode
-    return VisionLanguageModel(vision, projector, llm, image_token_id).train()
+    return network.train()

@@ -47,8 +47,9 @@ register_model(
 register_model(
     TINY.replace(
         name="tiny-siglip",
-        description="SigLIP-style ViT in miniature (no CLS token: all 16 patch tokens kept) + 2-layer Llama",
+        description="SigLIP-style ViT in miniature (no CLS token: all 16 patch tokens kept, tanh GELU) + 2-layer Llama",
         vision_model="vit_base_patch16_siglip_224",
+        vision_kwargs={"act_layer": "gelu_tanh"},
     )
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,14 +17,30 @@ _LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_S
 
 
 def _run_worker(*args: str, timeout: float = 300) -> None:
-    """``python tests/distributed/worker.py ARGS`` in a fresh process (Lightning launches the second rank)."""
+    """``python tests/distributed/worker.py ARGS`` in a fresh process (Lightning launches the second rank).
+
+    Both ranks run in their own process group: past ``timeout`` seconds (a rank waiting in a collective the other
+    never joins) the whole group is killed and the test fails, instead of leaving the second rank behind.
+    """
     env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_ENV}
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    proc = subprocess.run(
-        [sys.executable, str(WORKER), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    assert proc.returncode == 0, f"worker {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"worker {' '.join(args)} did not finish in {timeout:.0f} s (hung):\n{stderr[-6000:]}")
+    assert proc.returncode == 0, f"worker {' '.join(args)} failed:\n{stdout[-3000:]}\n{stderr[-6000:]}"
 
 
 @pytest.fixture(scope="session")

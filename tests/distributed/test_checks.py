@@ -122,3 +122,20 @@ def test_fsdp2_evaluation_runs_without_inference_mode():
     assert all(loop.inference_mode for loop in loops)  # Lightning's default
     evaluate_without_inference_mode(trainer)
     assert not any(loop.inference_mode for loop in [*loops, trainer.fit_loop.epoch_loop.val_loop])
+
+
+@pytest.mark.parametrize("strategy", [VLMFSDPStrategy, VLMModelParallelStrategy])
+def test_resuming_from_a_truncated_checkpoint_names_the_file(strategy, tmp_path):
+    """``Trainer.fit(ckpt_path=...)`` from Python under the project's strategies (the CLI checks before it starts)."""
+    from lightning_mm.data import SyntheticVQADataModule
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"w": torch.randn(64, 64)}}, path)
+    path.write_bytes(path.read_bytes()[:1000])
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, strategy=strategy(), logger=False, max_steps=1, enable_checkpointing=False
+    )
+    with pytest.raises(ValueError, match=f"Checkpoint {path} is truncated"):
+        trainer.fit(
+            MultimodalModule(model="tiny"), SyntheticVQADataModule(train_samples=4, batch_size=2), ckpt_path=path
+        )

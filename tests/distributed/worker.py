@@ -3,6 +3,10 @@
 ``python tests/distributed/worker.py grads OUT``: one optimiser step on 2 CPU processes (gloo) x 4 samples: DDP with the
 token-exact and the naive mean, FSDP2 token-exact; rank 0 saves the gradients to OUT.
 
+``python tests/distributed/worker.py text_only OUT --strategy ddp`` (or ``fsdp2``, ``fsdp1``): two SGD steps of the
+placed tiny model in float64 on 2 processes x 2 samples, both ranks text-only, then rank 0 text-only / rank 1 images;
+rank 0 saves each step's gradients of the trainable parameters to OUT.
+
 ``python tests/distributed/worker.py fsdp2 OUT_DIR --variants ...`` (or ``fsdp1``): the tiny model (LLM LoRA, full
 projector, frozen tower) trained for 2 epochs of 2 steps on 2 CPU processes, per variant of :func:`run_sharded`;
 rank 0 saves the per-step global losses, the trained weights and, for ``uninterrupted``, metrics and predictions.
@@ -16,12 +20,14 @@ import argparse
 import json
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.precision import FSDPPrecision
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_mm import MultimodalModule
@@ -80,6 +86,33 @@ class OrderedVQA(SyntheticVQADataModule):
         return ordered_loader(self, self._dataset(self.train_samples, self.seed))
 
 
+class TextThenMixed(Dataset):
+    """Samples 0-3 text-only; 4-7 text-only at even indices, with an image at odd ones (``text``, ``images``)."""
+
+    def __init__(self, text: Dataset, images: Dataset) -> None:
+        self.text, self.images = text, images
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return (self.text if i < 4 or i % 2 == 0 else self.images)[i]
+
+
+class MixedModalities(SyntheticVQADataModule):
+    """8 ordered synthetic samples (:class:`TextThenMixed`), two questions each. On 2 ranks x 2 samples: step 1 both
+    ranks text-only, step 2 rank 0 text-only (samples 4, 6) and rank 1 with images (5, 7)."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__(train_samples=8, val_samples=4, batch_size=batch_size, train_questions_per_image=2)
+
+    def train_dataloader(self):
+        self.mode = "text"
+        text = self._dataset(8, self.seed, questions_per_image=2)
+        self.mode = "vqa"
+        return ordered_loader(self, TextThenMixed(text, self._dataset(8, self.seed, questions_per_image=2)))
+
+
 class SeededModule(MultimodalModule):
     """Builds its network under a fixed seed, so every run and every rank starts from the same weights.
 
@@ -96,6 +129,13 @@ class SeededModule(MultimodalModule):
         if self.network is None:
             torch.manual_seed(self.init_seed)
         super().configure_model()
+
+
+class Float64Module(SeededModule):
+    """The network built as usual, then cast to float64 (FSDP refuses Lightning's ``64-true``)."""
+
+    def build_network(self):
+        return super().build_network().to(torch.float64)
 
 
 class GlobalLoss(Callback):
@@ -157,6 +197,56 @@ def one_step_grads(
     trainer = _trainer(root, strategy, devices, [], max_steps=1, accumulate_grad_batches=accumulate)
     trainer.fit(module, UnequalVQA(batch_size))
     return {n: _full(p.grad).detach().clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+def trainable_gradients(trainer: L.Trainer) -> dict[str, torch.Tensor]:
+    """Whole gradients of the trainable parameters, by clean name (every rank must call this under FSDP1)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    from lightning_mm.distributed import clean_name
+
+    named = trainer.lightning_module.named_parameters
+    if not isinstance(trainer.model, FullyShardedDataParallel):
+        return {n: _full(p.grad).detach().clone() for n, p in named() if p.requires_grad and p.grad is not None}
+    with FullyShardedDataParallel.summon_full_params(trainer.model, with_grads=True):
+        return {clean_name(n): p.grad.detach().clone() for n, p in named() if p.requires_grad and p.grad is not None}
+
+
+class StepGradients(Callback):
+    """The trainable parameters' gradients after each optimiser step (reduced and normalised; SGD leaves them)."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append(trainable_gradients(trainer))
+
+
+class Float64FSDPPrecision(FSDPPrecision):
+    """FSDP1 keeping and computing a float64 model (Lightning's FSDP1 settings cast to float32 at most)."""
+
+    def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module.to(torch.float64)
+
+    @property
+    def mixed_precision_config(self):
+        from torch.distributed.fsdp import MixedPrecision
+
+        return MixedPrecision(param_dtype=torch.float64, reduce_dtype=torch.float64, buffer_dtype=torch.float64)
+
+
+def text_only_grads(
+    root: Path, strategy: Any, devices: int, batch_size: int, plugins: list | None = None
+) -> list[dict[str, torch.Tensor]]:
+    """Per step, the gradients of 2 SGD steps of the placed tiny model, in float64 with activation checkpointing, on
+    :class:`MixedModalities`."""
+    L.seed_everything(0, verbose=False)
+    module = Float64Module(model="tiny", optimizer=sgd, warmup_ratio=0.0, activation_checkpointing=True)
+    recorder = StepGradients()
+    callbacks = [*placement_callbacks(), recorder]
+    trainer = _trainer(root, strategy, devices, callbacks, max_steps=2, plugins=plugins)
+    trainer.fit(module, MixedModalities(batch_size))
+    return recorder.steps
 
 
 def placement_callbacks(lora_dropout: float = 0.0) -> list:
@@ -257,8 +347,12 @@ def full_trained_state(trainer: L.Trainer) -> dict[str, torch.Tensor]:
 
 
 def _strategy(kind: str, sharded: bool):
+    from lightning.pytorch.strategies import DDPStrategy
+
     from lightning_mm.distributed import VLMFSDPStrategy, VLMModelParallelStrategy
 
+    if kind == "ddp":  # a collective left waiting fails after a minute instead of the default 30
+        return DDPStrategy(timeout=timedelta(seconds=60))
     if kind == "fsdp2":
         return VLMModelParallelStrategy(save_distributed_checkpoint=sharded)
     return VLMFSDPStrategy(state_dict_type="sharded" if sharded else "full")
@@ -310,10 +404,11 @@ def run_sharded(kind: str, out: Path, variants: list[str], activation_checkpoint
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["grads", "fsdp2", "fsdp1"])
+    parser.add_argument("mode", choices=["grads", "fsdp2", "fsdp1", "text_only"])
     parser.add_argument("out")
     parser.add_argument("--variants", default="sharded")
     parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument("--strategy", choices=["ddp", "fsdp2", "fsdp1"], default="ddp")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -325,6 +420,12 @@ def main(argv: list[str]) -> None:
         for name, (strategy, norm) in runs.items():
             strategy = strategy or VLMModelParallelStrategy()
             grads[name] = one_step_grads(out.parent / name, 4, 1, norm, strategy=strategy, devices=2)
+        if _is_rank_zero():
+            torch.save(grads, out)
+        return
+    if args.mode == "text_only":
+        plugins = [Float64FSDPPrecision("32-true")] if args.strategy == "fsdp1" else None
+        grads = text_only_grads(out.parent / args.strategy, _strategy(args.strategy, False), 2, 2, plugins)
         if _is_rank_zero():
             torch.save(grads, out)
         return

@@ -34,6 +34,20 @@ def test_keep_prefix_tokens():
     assert tower(torch.randn(1, 3, 32, 32)).shape == (1, 16 + 3, 32)
 
 
+@pytest.mark.parametrize("n_images", [1, 2, 3])
+def test_keep_prefix_tokens_of_a_tower_without_any(n_images):
+    # SigLIP has no CLS token: keeping "the prefix tokens" keeps the patch tokens, for any number of images
+    kwargs = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2}
+    keep = VisionTower("vit_base_patch16_siglip_224", drop_prefix_tokens=False, model_kwargs=kwargs)
+    drop = VisionTower("vit_base_patch16_siglip_224", drop_prefix_tokens=True, model_kwargs=kwargs)
+    drop.load_state_dict(keep.state_dict())
+    assert keep.num_prefix_tokens == 0
+    x = torch.randn(n_images, 3, 32, 32)
+    out = keep(x)
+    assert out.shape == (n_images, 16, 32)
+    torch.testing.assert_close(out, drop(x), rtol=0, atol=0)
+
+
 def test_unused_parameters_are_the_blocks_after_the_feature_layer():
     tower = _tower(feature_layer=-2)
     unused = tower.unused_parameter_names()

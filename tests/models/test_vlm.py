@@ -73,3 +73,63 @@ def test_uint8_images_give_the_output_of_images_normalised_on_the_cpu(tiny_modul
     tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
     torch.testing.assert_close(h_raw, h_normalised, **tol)
     assert not torch.allclose(h_raw.float(), h_other.float(), **tol)  # the images matter at this tolerance
+
+
+@pytest.fixture()
+def text_batch(tiny_module):
+    """4 text-only synthetic samples (no image)."""
+    from lightning_mm.data import SyntheticVQADataModule
+
+    dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4, mode="text")
+    dm.bind(
+        tiny_module.tokenizer, tiny_module.num_image_tokens, tiny_module.image_data_config, tiny_module.image_token_id
+    )
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["pixel_values"] is None
+    return batch
+
+
+def _tower_inputs(net) -> list[torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    net.vision.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    return seen
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_text_only_training_batch_runs_a_zero_weight_image_through_the_frozen_tower(
+    tiny_module, text_batch, checkpointing
+):
+    """LLaVA's placement: the projector gets zero gradients (not none), the hidden states are those of the text."""
+    from lightning_mm.callbacks import Placement
+
+    tiny_module.set_placement("vision", Placement("frozen"))
+    tiny_module.set_placement("llm", Placement("lora", r=2))
+    net = tiny_module.network
+    if checkpointing:
+        net.enable_activation_checkpointing()
+    seen = _tower_inputs(net)
+    net.eval()
+    with torch.no_grad():
+        reference = tiny_module(text_batch)  # (B, T, H), nothing but the text
+    assert seen == []  # evaluation in one process skips the tower
+    net.train()
+    hidden = tiny_module(text_batch)
+    assert torch.equal(hidden, reference)
+    (image,) = seen
+    assert image.shape == (1, *tiny_module.image_data_config["input_size"]) and image.dtype == net.vision_dtype
+    assert not image.any()
+    loss_sum, _ = tiny_module.compute_loss(hidden, text_batch["labels"])
+    loss_sum.backward()
+    projector = dict(net.projector.named_parameters())
+    assert len(projector) == 4 and all(p.grad is not None and not p.grad.any() for p in projector.values())
+    assert all(p.grad is None for p in net.vision.parameters())  # frozen: no graph through the tower
+    lora = [p for n, p in net.llm.named_parameters() if "lora_A" in n]
+    assert lora and all(p.grad is not None for p in lora)
+
+
+def test_text_only_batch_in_bfloat16_keeps_the_text_embeddings(tiny_module, text_batch):
+    net = tiny_module.network.to(torch.bfloat16)
+    seen = _tower_inputs(net)
+    embeds = net.embed(text_batch["input_ids"])  # training mode
+    assert seen[0].dtype == torch.bfloat16
+    assert torch.equal(embeds, net.llm.get_input_embeddings()(text_batch["input_ids"]))

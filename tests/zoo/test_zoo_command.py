@@ -13,11 +13,14 @@ def test_table_has_name_vision_llm_and_exact_params(capsys):
     assert header.split()[:4] == ["name", "vision", "llm", "params"]
     assert row.split()[:5] == [
         "llava-1.5-7b",
-        "vit_large_patch14_clip_336.openai",
-        "lmsys/vicuna-7b-v1.5",
+        "vit_large_patch14_clip_336",
+        "llava-hf/llava-1.5-7b-hf",
         "7,063,427,072",
         "576",
     ]
+    assert main(["zoo", "llava-1.5-7b-components", "--exact"]) == 0
+    _, row = capsys.readouterr().out.strip().splitlines()
+    assert row.split()[1:4] == ["vit_large_patch14_clip_336.openai", "lmsys/vicuna-7b-v1.5", "7,063,427,072"]
 
 
 def test_pattern_filters_and_unknown_pattern_fails(capsys):

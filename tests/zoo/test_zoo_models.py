@@ -30,7 +30,12 @@ def test_required_entries_are_registered():
     names = list_models()
     for name in ("llava-1.5-7b", "llava-1.5-13b", "tiny"):
         assert name in names
-    assert list_models("llava-1.5-*") == ["llava-1.5-13b", "llava-1.5-7b"]
+    assert list_models("llava-1.5-*") == [
+        "llava-1.5-13b",
+        "llava-1.5-13b-components",
+        "llava-1.5-7b",
+        "llava-1.5-7b-components",
+    ]
     assert any(
         "siglip" in get_spec(n).vision_model and get_spec(n).llm_config.get("model_type") == "qwen2" for n in names
     )
@@ -73,7 +78,7 @@ def test_real_entries_are_complete_and_build_without_a_tokenizer(monkeypatch):
 
 
 def test_llava_tower_reads_patch_tokens_of_the_second_to_last_block(meta_networks):
-    for name in ("llava-1.5-7b", "llava-1.5-13b"):
+    for name in ("llava-1.5-7b", "llava-1.5-13b", "llava-1.5-7b-components", "llava-1.5-13b-components"):
         tower = meta_networks[name].vision
         assert tower.block_index == tower.depth - 2
         assert tower.num_prefix_tokens == 1 and tower.drop_prefix_tokens
@@ -114,3 +119,16 @@ def test_small_qwen2_entries_tie_embeddings(meta_networks):
         assert llm.get_output_embeddings().weight is llm.get_input_embeddings().weight
         attn = llm.model.layers[0].self_attn
         assert attn.k_proj.out_features < attn.q_proj.out_features  # grouped-query attention
+
+
+def test_siglip_entries_use_the_tanh_gelu_they_were_trained_with(meta_networks):
+    seen = set()
+    for name, net in meta_networks.items():
+        act = type(net.vision.model.blocks[0].mlp.act).__name__
+        if "siglip" in get_spec(name).vision_model:
+            assert act == "GELUTanh", name
+            seen.add("siglip")
+        elif "dinov2" in get_spec(name).vision_model:
+            assert act == "GELU", name  # DINOv2 uses the exact GELU
+            seen.add("dinov2")
+    assert seen == {"siglip", "dinov2"}
