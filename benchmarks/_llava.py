@@ -7,8 +7,7 @@ Shared by the benchmarks that compare the two. Both are built from configs (rand
 * transformers: ``LlavaForConditionalGeneration`` with the matching ``CLIPVisionConfig`` (``vision_feature_layer=-2``,
   ``"default"`` select strategy) and ``LlamaConfig``.
 
-:func:`hf_state_dict_from_ours` renames (and splits) our weights into transformers' names, so the two can run the very
-same weights. The size options (``args``) are those of ``benchmarks/train_step.py``: ``image_size``, ``patch_size``,
+To run the very same weights on both sides, ``lightning_mm.interop.to_hf_model`` converts our network. The size options (``args``) are those of ``benchmarks/train_step.py``: ``image_size``, ``patch_size``,
 ``vision_dim``, ``vision_depth``, ``vision_heads``, ``hidden``, ``layers``, ``heads``, ``intermediate``, ``vocab``,
 ``text_tokens``.
 """
@@ -18,9 +17,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import torch
-
-__all__ = ["hf_llava_config", "hf_state_dict_from_ours", "image_tokens", "llama_config", "ours_overrides"]
+__all__ = ["hf_llava_config", "image_tokens", "llama_config", "ours_overrides"]
 
 
 def image_tokens(args: argparse.Namespace) -> int:
@@ -88,56 +85,3 @@ def hf_llava_config(args: argparse.Namespace, image_token_id: int):
         multimodal_projector_bias=True,
         tie_word_embeddings=False,
     )
-
-
-_VISION_BLOCK = {
-    "norm1": "layer_norm1",
-    "norm2": "layer_norm2",
-    "attn.proj": "self_attn.out_proj",
-    "mlp.fc1": "mlp.fc1",
-    "mlp.fc2": "mlp.fc2",
-}
-_VISION_TOP = {
-    "patch_embed.proj.weight": "embeddings.patch_embedding.weight",
-    "norm_pre.weight": "pre_layrnorm.weight",
-    "norm_pre.bias": "pre_layrnorm.bias",
-    "norm.weight": "post_layernorm.weight",
-    "norm.bias": "post_layernorm.bias",
-}
-
-
-def hf_state_dict_from_ours(network: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Our network's weights under ``LlavaForConditionalGeneration``'s names (transformers 5 layout).
-
-    timm's fused ``qkv`` is split into ``q_proj``/``k_proj``/``v_proj``; ``cls_token`` (1, 1, D) becomes
-    ``class_embedding`` (D); ``pos_embed`` (1, N + 1, D) ``position_embedding.weight`` (N + 1, D); the projector's
-    ``0``/``2`` are ``linear_1``/``linear_2``; the LLM's ``model.*`` is ``model.language_model.*``.
-    """
-    out: dict[str, torch.Tensor] = {}
-    tower = "model.vision_tower."
-    for name, value in network.vision.model.state_dict().items():
-        if name == "cls_token":
-            out[tower + "embeddings.class_embedding"] = value.reshape(-1)  # (D,)
-        elif name == "pos_embed":
-            out[tower + "embeddings.position_embedding.weight"] = value[0]  # (N + 1, D)
-        elif name in _VISION_TOP:
-            out[tower + _VISION_TOP[name]] = value
-        elif name.startswith("blocks."):
-            _, index, rest = name.split(".", 2)
-            prefix = f"{tower}encoder.layers.{index}."
-            module, _, kind = rest.rpartition(".")
-            if module == "attn.qkv":
-                for part, chunk in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0), strict=True):
-                    out[f"{prefix}self_attn.{part}.{kind}"] = chunk  # (D, D) / (D,)
-            elif module in _VISION_BLOCK:
-                out[f"{prefix}{_VISION_BLOCK[module]}.{kind}"] = value
-            else:
-                raise KeyError(f"no transformers name for vision weight {name!r}")
-        else:
-            raise KeyError(f"no transformers name for vision weight {name!r}")
-    for name, value in network.projector.state_dict().items():
-        index, kind = name.split(".")
-        out[f"model.multi_modal_projector.linear_{1 if index == '0' else 2}.{kind}"] = value
-    for name, value in network.llm.state_dict().items():
-        out[name.replace("model.", "model.language_model.", 1) if name.startswith("model.") else name] = value
-    return out

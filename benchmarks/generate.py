@@ -1,8 +1,9 @@
 """Benchmark: greedy generation, lightning_mm's ``VisionLanguageModel.generate`` vs. transformers' LLaVA ``generate``.
 
 Both sides run the very same weights: our network is built from configs (random init, nothing is downloaded; the
-layout of ``benchmarks/_llava.py``: CLIP-style ViT, block -2 without CLS, ``mlp2x_gelu``, Llama) and its weights are
-copied into ``LlavaForConditionalGeneration`` under transformers' names. Norm weights and biases are perturbed away
+layout of ``benchmarks/_llava.py``: CLIP-style ViT, block -2 without CLS, ``mlp2x_gelu``, Llama) and
+``lightning_mm.interop.to_hf_model`` puts its weights into ``LlavaForConditionalGeneration`` under transformers'
+names. Norm weights and biases are perturbed away
 from their init first, so a wrong mapping cannot hide behind ones and zeros.
 
 The batch is LLaVA-shaped: ``--batch`` prompts, each ``--prompt-tokens`` text tokens, one ``--image-size`` image
@@ -38,7 +39,7 @@ import sys
 import time
 
 import torch
-from _llava import hf_llava_config, hf_state_dict_from_ours, image_tokens, ours_overrides
+from _llava import image_tokens, ours_overrides
 
 TARGET = 1.0  # tokens/s ours/hf: ours must not be slower
 TINY = {
@@ -105,10 +106,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_pair(args: argparse.Namespace):
-    """(our network, transformers' LLaVA with its weights, image token id), float32, eval mode, on the CPU."""
-    from transformers import LlavaForConditionalGeneration
+    """(our network, transformers' LLaVA on the same weights, image token id), float32, eval mode, on the CPU.
 
+    transformers' side is :func:`lightning_mm.interop.to_hf_model` of our network: the project's converter renames (and
+    splits) the weights into ``LlavaForConditionalGeneration``'s, which holds them (shared, not copied).
+    """
     from lightning_mm import MultimodalModule
+    from lightning_mm.interop.export import to_hf_model
 
     torch.manual_seed(args.seed)
     module = MultimodalModule(model="tiny", model_overrides=ours_overrides(args))
@@ -119,13 +123,8 @@ def build_pair(args: argparse.Namespace):
         for p in ours.parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    hf = LlavaForConditionalGeneration._from_config(
-        hf_llava_config(args, module.image_token_id), attn_implementation="sdpa"
-    )
-    missing, unexpected = hf.load_state_dict(hf_state_dict_from_ours(ours), strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]  # a buffer, not a weight
-    if missing or unexpected:
-        raise RuntimeError(f"weight mapping incomplete: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    hf = to_hf_model(ours)
+    hf.set_attn_implementation("sdpa")
     return ours, hf.eval(), module.image_token_id
 
 
