@@ -2,8 +2,8 @@
 
 ``lightning-mm chat MODEL --image PATH "question"`` prints one answer; without a question, questions are read from
 stdin, one per line, as a multi-turn conversation (the chat template renders the whole history at every turn).
-MODEL is a Lightning checkpoint (``.ckpt``), a folder written by ``lightning-mm export``, or any name
-:func:`~lightning_mm.create_model` knows (a zoo name; its weights as ``pretrained`` loads them).
+MODEL is a Lightning checkpoint (``.ckpt``), a folder written by ``lightning-mm export`` (either format), or any name
+:func:`~lightning_mm.create_model` knows (a zoo name or ``hf:<id or folder>``; weights as ``pretrained`` loads them).
 """
 
 from __future__ import annotations
@@ -102,8 +102,9 @@ def load_chat_model(
     """The :class:`ChatModel` of ``source``: the one place that decides how a model is read.
 
     Args:
-        source: A Lightning checkpoint file; a folder with ``model_spec.json`` (``lightning-mm export``); otherwise a
-            name for :func:`~lightning_mm.create_model`, built with ``pretrained=True``.
+        source: A Lightning checkpoint file; a folder with ``model_spec.json`` (``lightning-mm export``); a folder in
+            transformers' LLaVA format (``config.json``: ``export --format hf``, a downloaded checkpoint), read as
+            ``hf:<folder>``; otherwise a name for :func:`~lightning_mm.create_model`, built with ``pretrained=True``.
         seed: Seed of the training run, for an adapter-only checkpoint of a randomly initialised base.
         module_class: Dotted path of the LightningModule class of a checkpoint.
     """
@@ -111,9 +112,11 @@ def load_chat_model(
     if path.is_file():
         return ChatModel.from_module(load_module(path, module_class, seed=seed))
     if path.is_dir():
-        if not (path / SPEC_FILE).is_file():
-            raise ValueError(f"{path} is a folder without {SPEC_FILE}: not written by `lightning-mm export`.")
-        return ChatModel.from_export(path)
+        if (path / SPEC_FILE).is_file():
+            return ChatModel.from_export(path)
+        if (path / "config.json").is_file():  # transformers' format (``export --format hf``, a downloaded LLaVA)
+            return ChatModel.from_module(create_model(f"hf:{path}", pretrained=True).eval())
+        raise ValueError(f"{path} is a folder without {SPEC_FILE} or config.json: not a model written by export.")
     if ":" not in source and (path.suffix == ".ckpt" or len(path.parts) > 1):  # a path, not a model name
         raise ValueError(f"{source}: no such checkpoint file or export folder.")
     return ChatModel.from_module(create_model(source, pretrained=True).eval())

@@ -113,8 +113,24 @@ def test_repeated_images_each_get_a_placeholder(quickstart_run, scene_images):
 
 def test_a_folder_that_is_not_an_export_and_a_missing_image_are_clear_errors(tmp_path, quickstart_run, capsys):
     assert run([str(tmp_path), QUESTION]) == 2
-    assert "model_spec.json" in capsys.readouterr().err
+    assert "model_spec.json or config.json" in capsys.readouterr().err
     assert run([str(quickstart_run["ckpt"]), "--image", str(tmp_path / "nope.png"), QUESTION]) == 2
     assert "nope.png" in capsys.readouterr().err
     assert run([str(tmp_path / "last.ckpt"), QUESTION]) == 2
     assert "no such checkpoint file or export folder" in capsys.readouterr().err
+
+
+def test_a_folder_in_transformers_format_answers_as_the_module(tmp_path, scene_images):
+    from lightning_mm import create_model
+    from lightning_mm.commands.chat import ChatModel
+    from lightning_mm.interop.export import export_hf
+
+    torch.manual_seed(0)
+    module = create_model("tiny-llava")
+    folder = export_hf(module, tmp_path / "hf")
+    mine = ChatModel.from_module(module.eval())
+    expected = ChatSession(mine, scene_images[:1], max_new_tokens=4).ask(QUESTION)
+    imported = load_chat_model(str(folder))
+    # the folder does not record the chat template the model was trained with: the import takes LLaVA-1.5's
+    imported.template = mine.template
+    assert ChatSession(imported, scene_images[:1], max_new_tokens=4).ask(QUESTION) == expected
