@@ -213,7 +213,8 @@ class Experiment:
         selection = (self.config.get("analysis") or {}).get("selection", ["val_seen", "val_unseen"])
         chosen = {p: analysis.choose_lr(records, p, lrs, selection)["lr"] for p in trained}
         self.log("chosen learning rates: " + ", ".join(f"{p} {lr:g}" for p, lr in chosen.items()))
-        final = [(p, int(seed), chosen[p], "final") for p in trained for seed in section["seeds"]]
+        # seed-major: should the run be stopped, every placement has the same seeds done (the tests are paired)
+        final = [(p, int(seed), chosen[p], "final") for seed in section["seeds"] for p in trained]
         return records + self._run_all(pool, final, sources, fp1)
 
 

@@ -232,6 +232,7 @@ def test_contrasts_give_the_verdicts_the_data_supports():
 
 
 # ---------------------------------------------------------------- the whole pipeline in miniature
+@pytest.mark.slow
 def test_quick_run_trains_measures_and_reports(tmp_path):
     args = ["--quick", "--set", f"output_dir={tmp_path / 'runs'}", "--set", f"report_dir={tmp_path / 'report'}"]
     assert main(args) == 0
