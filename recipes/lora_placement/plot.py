@@ -91,7 +91,7 @@ def write_plot(result: Mapping[str, Any], path: Path) -> None:
     colors = ("tab:green", "tab:purple", "tab:red")
     for k, ((label, get), color) in enumerate(zip(measures, colors, strict=True)):
         for i, row in enumerate(rows):
-            ci = get(row)
+            ci = get(row) if row["placement"] != "none" else None  # `none` is the "before"
             if ci:
                 x = i + (k - 1) * 0.25
                 ax_forget.scatter([x], [100 * ci["mean"]], color=color, s=20, label=label if i == 0 else None)

@@ -224,7 +224,8 @@ def render_block(result: Mapping[str, Any]) -> str:
     lines.append(
         "Test accuracy: exact match of the whole answer, in %, over the test questions of seen combinations (new "
         "images) and of the held-out test combinations; mean over the final seeds with its 95 % t interval. "
-        "Training set: the same measure on the finite training set (how far a run fits what it saw). Forgetting: "
+        "Training set: the share of the finite training set's samples (two questions each) with every answer right "
+        "(how far a run fits what it saw). Forgetting: "
         "accuracy after stage 2 minus before (`none`), in points: the LLM's text-only task, and a linear probe "
         "(ridge, fixed images) of the tower's output features for shape and colour; `0 (identical)`: every run scored "
         "exactly as before, as a component that did not train must. CPU s: process CPU time of one run's training."
