@@ -94,7 +94,8 @@ def write_plot(result: Mapping[str, Any], path: Path) -> None:
             ci = get(row) if row["placement"] != "none" else None  # `none` is the "before"
             if ci:
                 x = i + (k - 1) * 0.25
-                ax_forget.scatter([x], [100 * ci["mean"]], color=color, s=20, label=label if i == 0 else None)
+                first = not any(t.get_label() == label for t in ax_forget.collections)
+                ax_forget.scatter([x], [100 * ci["mean"]], color=color, s=20, label=label if first else None)
                 _ci_bar(ax_forget, x, ci, color)
     ax_forget.axhline(0, color="black", linewidth=0.6)
     ax_forget.set_xticks(range(len(rows)), names, fontsize=8)
