@@ -520,9 +520,25 @@ class MultimodalModule(L.LightningModule):
             raise RuntimeError("No trainable parameters: every component is frozen.")
         return groups
 
+    def _stepping_batches(self) -> int | float:
+        """The trainer's ``estimated_stepping_batches``, without keeping a train loader built before a resume.
+
+        The estimate builds the train loader when none is built yet, which (here, in ``configure_optimizers``)
+        happens before a checkpoint is restored: Lightning would then never hand that loader its saved position, and
+        a resumed run would start its epoch over. When a checkpoint is to be restored, the early loader is dropped, so
+        the fit loop builds it again after the restore and loads its state (the exact next batch comes first).
+        """
+        trainer = self.trainer
+        fit_loop = trainer.fit_loop
+        built = fit_loop._combined_loader is not None
+        total = trainer.estimated_stepping_batches
+        if not built and trainer.ckpt_path is not None and fit_loop._combined_loader is not None:
+            fit_loop._combined_loader = None
+        return total
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.param_groups())
-        total = self.trainer.estimated_stepping_batches
+        total = self._stepping_batches()
         fn = warmup_schedule(total, self.warmup_ratio, self.schedule, self.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

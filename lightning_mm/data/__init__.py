@@ -5,6 +5,7 @@ from lightning_mm.data.datamodule import VLMDataModule
 from lightning_mm.data.images import ASPECT_MODES, ImageLoadError, ImageProcessor
 from lightning_mm.data.llava import BadSampleError, LlavaDataset, SampleDropped, parse_record, read_records
 from lightning_mm.data.llava_datamodule import LlavaDataModule
+from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
 from lightning_mm.data.sampler import LengthGroupedSampler
 from lightning_mm.data.synthetic import SyntheticVQADataModule, SyntheticVQADataset, build_synthetic_tokenizer
 from lightning_mm.data.templates import (
@@ -28,8 +29,10 @@ __all__ = [
     "LengthGroupedSampler",
     "LlavaDataModule",
     "LlavaDataset",
+    "ResumableDataLoader",
     "SampleDropped",
     "Segment",
+    "ShuffleSampler",
     "SyntheticVQADataModule",
     "SyntheticVQADataset",
     "VLMCollator",

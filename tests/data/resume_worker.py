@@ -1,0 +1,97 @@
+"""Training runs for the resume tests: run as a script, killed with SIGKILL after a mid-epoch checkpoint, resumed.
+
+``python tests/data/resume_worker.py {synthetic|llava} OUT_DIR --steps N [--kill-at K] [--resume CKPT] [--ddp]``:
+the tiny model trained for N steps; every step appends ``{"step", "loss", "ids"}`` to ``OUT_DIR/steps-<rank>.jsonl``
+(the rank's local loss and the ids of its batch); ``ModelCheckpoint`` writes ``last.ckpt`` every step. With
+``--kill-at K`` the process kills itself (SIGKILL) when step K starts, after the checkpoint of step K was written.
+Lightning's launcher starts rank 1 of a ``--ddp`` run by running this script again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from lightning_mm import MultimodalModule
+from lightning_mm.data import LlavaDataModule, SyntheticVQADataModule
+
+LLAVA_DIR = Path(__file__).resolve().parents[1] / "assets" / "llava"
+
+
+class RecordSteps(Callback):
+    """Appends each step's loss and batch ids to a file per rank (flushed: it survives a SIGKILL)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        row = {"step": trainer.global_step, "loss": float(outputs["loss"]), "ids": [str(i) for i in batch["id"]]}
+        with open(self.out / f"steps-{trainer.global_rank}.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+class KillAt(Callback):
+    """SIGKILLs its own process when step ``step`` starts (the checkpoint of the step before is on disk by then)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def datamodule(task: str):
+    if task == "synthetic":
+        return SyntheticVQADataModule(train_samples=24, val_samples=4, batch_size=2, num_workers=2, seed=3)
+    return LlavaDataModule(
+        train_path=str(LLAVA_DIR / "llava_tiny.json"),
+        template="vicuna_v1",
+        batch_size=1,
+        num_workers=2,
+        group_by_length=True,
+        seed=3,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("task", choices=["synthetic", "llava"])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--kill-at", type=int, default=None)
+    parser.add_argument("--resume", default=None)
+    parser.add_argument("--ddp", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    L.seed_everything(0, verbose=False)
+    module = MultimodalModule(model="tiny", optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.0))
+    callbacks = [RecordSteps(args.out), ModelCheckpoint(dirpath=args.out / "ckpt", every_n_train_steps=1, save_last=True)]
+    if args.kill_at is not None:
+        callbacks.append(KillAt(args.kill_at))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2 if args.ddp else 1,
+        strategy="ddp" if args.ddp else "auto",
+        max_steps=args.steps,
+        max_epochs=-1 if False else 100,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=callbacks,
+    )
+    trainer.fit(module, datamodule(args.task), ckpt_path=args.resume)
+
+
+if __name__ == "__main__":
+    main()
