@@ -1,6 +1,6 @@
 """Data: chat templates, LLaVA-format files, images, collation, sampling, the built-in synthetic task, datamodules."""
 
-from lightning_mm.data.collate import VLMCollator
+from lightning_mm.data.collate import EMPTY_KEY, SKIPPED_KEY, VLMCollator
 from lightning_mm.data.datamodule import VLMDataModule
 from lightning_mm.data.images import ASPECT_MODES, ImageLoadError, ImageProcessor
 from lightning_mm.data.llava import BadSampleError, LlavaDataset, SampleDropped, parse_record, read_records
@@ -21,6 +21,7 @@ from lightning_mm.data.tokenizer import build_word_tokenizer
 
 __all__ = [
     "ASPECT_MODES",
+    "EMPTY_KEY",
     "IGNORE_INDEX",
     "BadSampleError",
     "ChatTemplate",
@@ -30,6 +31,7 @@ __all__ = [
     "LlavaDataModule",
     "LlavaDataset",
     "ResumableDataLoader",
+    "SKIPPED_KEY",
     "SampleDropped",
     "Segment",
     "ShuffleSampler",

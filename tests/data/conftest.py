@@ -38,14 +38,15 @@ def records() -> list[dict]:
 
 @pytest.fixture
 def make_dataset(tokenizer):
-    """Factory: ``make_dataset(path=..., template=..., **overrides)`` with the asset defaults."""
+    """Factory: ``make_dataset(path or [paths], template=..., **overrides)`` with the asset defaults."""
 
     def make(path=LLAVA_DIR / "llava_tiny.json", template="vicuna_v1", **kwargs) -> LlavaDataset:
         kwargs.setdefault("num_image_tokens", 4)
         kwargs.setdefault("image_data_config", IMAGE_CONFIG)
         kwargs.setdefault("image_folder", str(LLAVA_DIR))
         folder = kwargs.pop("image_folder")
-        return LlavaDataset(str(path), folder, kwargs.pop("tok", tokenizer), template, **kwargs)
+        path = [str(p) for p in path] if isinstance(path, list) else str(path)
+        return LlavaDataset(path, folder, kwargs.pop("tok", tokenizer), template, **kwargs)
 
     return make
 

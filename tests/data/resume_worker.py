@@ -74,7 +74,10 @@ def main() -> None:
     torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
     module = MultimodalModule(model="tiny", optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.0))
-    callbacks = [RecordSteps(args.out), ModelCheckpoint(dirpath=args.out / "ckpt", every_n_train_steps=1, save_last=True)]
+    callbacks = [
+        RecordSteps(args.out),
+        ModelCheckpoint(dirpath=args.out / "ckpt", every_n_train_steps=1, save_last=True),
+    ]
     if args.kill_at is not None:
         callbacks.append(KillAt(args.kill_at))
     trainer = L.Trainer(

@@ -45,7 +45,7 @@ def test_epoch_statistics():
     assert stats["skipped/other"] == 1 and stats["skipped/unknown_role"] == 2
     assert "skipped/bad_turn_order" not in stats
     assert stats["skipped"] == 5
-    assert stats["dropped_fraction"] == pytest.approx((2 + 3) / (2 + 4))
+    assert stats["dropped_fraction"] == pytest.approx((2 + 3) / (2 + 4 + 3))  # 4 delivered, 3 dropped loading
     assert stats["supervised_fraction"] == pytest.approx(6 / 28)
 
 
@@ -63,4 +63,4 @@ def test_counts_are_summed_over_ranks():
     trainer = SimpleNamespace(world_size=2, strategy=strategy)
     stats = cb.stats("train", trainer=trainer, dataset=_Dataset(4, {}))
     assert stats["skipped/image_unreadable"] == 2
-    assert stats["dropped_fraction"] == pytest.approx(2 / 4)
+    assert stats["dropped_fraction"] == pytest.approx(2 / (4 + 2))
