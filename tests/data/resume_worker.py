@@ -48,17 +48,46 @@ class KillAt(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def datamodule(task: str):
+def datamodule(task: str, ddp: bool = False):
+    """The data of each test: a few steps per epoch, 2 workers, a seeded order."""
     if task == "synthetic":
-        return SyntheticVQADataModule(train_samples=24, val_samples=4, batch_size=2, num_workers=2, seed=3)
-    return LlavaDataModule(
+        n = 16 if ddp else 12  # 4 steps per epoch of 2 x 2 samples, or 6 of 2
+        return SyntheticVQADataModule(train_samples=n, val_samples=4, batch_size=2, num_workers=2, seed=3)
+    return LlavaDataModule(  # 8 records: 4 steps per epoch, batches grouped by length and modality
         train_path=str(LLAVA_DIR / "llava_tiny.json"),
         template="vicuna_v1",
-        batch_size=1,
+        batch_size=2,
         num_workers=2,
         group_by_length=True,
         seed=3,
     )
+
+
+def run(task: str, out: Path, steps: int, kill_at: int | None = None, resume: str | None = None, ddp: bool = False):
+    """Train the tiny model for ``steps`` steps (see the module docstring)."""
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(0, verbose=False)
+    module = MultimodalModule(model="tiny", optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.0))
+    callbacks = [
+        RecordSteps(out),
+        ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=1, save_top_k=0, save_last=True),
+    ]
+    if kill_at is not None:
+        callbacks.append(KillAt(kill_at))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2 if ddp else 1,
+        strategy="ddp" if ddp else "auto",
+        max_steps=steps,
+        max_epochs=100,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=callbacks,
+    )
+    trainer.fit(module, datamodule(task, ddp), ckpt_path=resume)
 
 
 def main() -> None:
@@ -70,30 +99,8 @@ def main() -> None:
     parser.add_argument("--resume", default=None)
     parser.add_argument("--ddp", action="store_true")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    L.seed_everything(0, verbose=False)
-    module = MultimodalModule(model="tiny", optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.0))
-    callbacks = [
-        RecordSteps(args.out),
-        ModelCheckpoint(dirpath=args.out / "ckpt", every_n_train_steps=1, save_last=True),
-    ]
-    if args.kill_at is not None:
-        callbacks.append(KillAt(args.kill_at))
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=2 if args.ddp else 1,
-        strategy="ddp" if args.ddp else "auto",
-        max_steps=args.steps,
-        max_epochs=-1 if False else 100,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=callbacks,
-    )
-    trainer.fit(module, datamodule(args.task), ckpt_path=args.resume)
+    run(args.task, args.out, args.steps, args.kill_at, args.resume, args.ddp)
 
 
 if __name__ == "__main__":
