@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
+from lightning_mm.checkpoint_io import use_atomic_checkpoint_io
 from lightning_mm.distributed.fsdp2 import unsharded
 from lightning_mm.loss import count_supervised, linear_cross_entropy, shift_labels
 from lightning_mm.models import VisionLanguageModel
@@ -268,6 +269,7 @@ class MultimodalModule(L.LightningModule):
                 logger.experiment.add_text("placement", text, global_step=self.global_step)
 
     def on_fit_start(self) -> None:
+        use_atomic_checkpoint_io(self.trainer)  # a run killed while writing never leaves a truncated last.ckpt
         self.log_placements()
 
     def component(self, name: str) -> nn.Module:
