@@ -15,6 +15,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lightning_mm.checkpoint_io import use_atomic_checkpoint_io
+from lightning_mm.data.collate import EMPTY_KEY
 from lightning_mm.distributed.fsdp2 import unsharded
 from lightning_mm.loss import count_supervised, linear_cross_entropy, shift_labels
 from lightning_mm.models import VisionLanguageModel
@@ -380,6 +381,8 @@ class MultimodalModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         hidden = self(batch)
+        if batch.get(EMPTY_KEY):  # every record of the batch was dropped: nothing to score (the forward kept step)
+            return
         labels = batch["labels"]
         loss_sum, n_items = self.compute_loss(hidden, labels)
         if int(n_items) > 0:
@@ -421,6 +424,8 @@ class MultimodalModule(L.LightningModule):
             eos_token_id=self.stop_token_ids,
             pad_token_id=tok.pad_token_id,
         )
+        if batch.get(EMPTY_KEY):  # every record of the batch was dropped: no prompt to answer
+            return []
         texts = tok.batch_decode(out, skip_special_tokens=True)
         ids = batch.get("id") or [None] * len(texts)
         answers = batch.get("answer") or [None] * len(texts)
