@@ -94,6 +94,7 @@ def _other_filesystem(path: Path) -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_killed_while_writing_leaves_the_previous_last_ckpt(tmp_path):
     temp = _other_filesystem(tmp_path)
     if temp is None:

@@ -145,6 +145,7 @@ def _assert_resumed_like_uninterrupted(reference: Path, resumed: Path, steps: in
         assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in ref], rel=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("task", "steps", "kill_at"), [("synthetic", 8, 3), ("llava", 7, 3)])
 def test_killed_run_resumes_with_the_exact_next_batch(task, steps, kill_at, tmp_path):
     # synthetic: 6 steps per epoch; llava: 4 steps of 2 length-grouped records; both with 2 workers. The kill comes
