@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, IterableDataset, Sampler
 
 __all__ = ["ResumableDataLoader", "ShuffleSampler"]
 
@@ -93,9 +93,9 @@ def _epoch_of(loader: DataLoader) -> int | None:
 class ResumableDataLoader(DataLoader):
     """A ``DataLoader`` that saves how many batches of the current epoch it delivered, and resumes after them.
 
-    Takes exactly ``DataLoader``'s arguments. Its sampler must give the same order again for the same epoch (a seeded
-    sampler such as :class:`ShuffleSampler` or :class:`~lightning_mm.data.LengthGroupedSampler`, or no shuffling);
-    Lightning's distributed wrapper of such a sampler does. :meth:`state_dict` is ``{"epoch", "batches"}``; after
+    Takes exactly ``DataLoader``'s arguments, over a map-style dataset. Its sampler must give the same order again for
+    the same epoch (a seeded sampler such as :class:`ShuffleSampler` or :class:`~lightning_mm.data.LengthGroupedSampler`,
+    or no shuffling); Lightning's distributed wrapper of such a sampler does. :meth:`state_dict` is ``{"epoch", "batches"}``; after
     :meth:`load_state_dict`, the next epoch that starts with the saved epoch skips the saved number of batches of
     indices (they are not loaded) and delivers the next batch first. An epoch other than the saved one starts from
     its beginning (a checkpoint written after the last batch of an epoch resumes with the next epoch whole).
@@ -125,6 +125,9 @@ class ResumableDataLoader(DataLoader):
         if resume["epoch"] is not None and epoch is not None and epoch != resume["epoch"]:
             return 0  # the saved epoch is over
         skip = resume["batches"]
+        if isinstance(self.dataset, IterableDataset):
+            log.warning("An iterable dataset keeps its own position: the loader resumes it from its start.")
+            return 0
         if skip >= len(self):
             return 0  # saved after the last batch: nothing left of that epoch
         log.info("Resuming the data at batch %d of %d (epoch %s)", skip, len(self), epoch)
