@@ -99,25 +99,28 @@ def _env() -> dict[str, str]:
 
 
 def _launch(*args: str, killed: bool = False, timeout: float = 240) -> None:
-    """Run the worker in its own session; afterwards end whatever is left of it (data workers of a killed run)."""
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKER), *args],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
+    """Run the worker in its own session; when its main process ends, end whatever is left of the session (the data
+    workers of a killed run can outlive it). Output goes to a file: an orphaned worker keeps a pipe open."""
+    out = Path(args[1]) / f"log-{'killed' if killed else 'run'}.txt"  # args: task, output folder, ...
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(WORKER), *args],
+            cwd=ROOT,
+            env=_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            proc.wait(timeout=timeout)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     expected = -signal.SIGKILL if killed else 0
-    assert proc.returncode == expected, f"worker {' '.join(args)}: exit {proc.returncode}\n{out[-5000:]}"
+    assert proc.returncode == expected, f"worker {' '.join(args)}: exit {proc.returncode}\n{out.read_text()[-5000:]}"
 
 
 def _steps(out: Path, rank: int = 0) -> list[dict]:
