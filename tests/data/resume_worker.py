@@ -10,6 +10,7 @@ Lightning's launcher starts rank 1 of a ``--ddp`` run by running this script aga
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import signal
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--resume", default=None)
     parser.add_argument("--ddp", action="store_true")
     args = parser.parse_args()
+    faulthandler.dump_traceback_later(200, exit=True)  # a hung run shows where it hangs, and ends
     torch.set_num_threads(1)
     run(args.task, args.out, args.steps, args.kill_at, args.resume, args.ddp)
 
