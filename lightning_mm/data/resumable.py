@@ -93,12 +93,13 @@ def _epoch_of(loader: DataLoader) -> int | None:
 class ResumableDataLoader(DataLoader):
     """A ``DataLoader`` that saves how many batches of the current epoch it delivered, and resumes after them.
 
-    Takes exactly ``DataLoader``'s arguments, over a map-style dataset. Its sampler must give the same order again for
-    the same epoch (a seeded sampler such as :class:`ShuffleSampler` or :class:`~lightning_mm.data.LengthGroupedSampler`,
-    or no shuffling); Lightning's distributed wrapper of such a sampler does. :meth:`state_dict` is ``{"epoch", "batches"}``; after
-    :meth:`load_state_dict`, the next epoch that starts with the saved epoch skips the saved number of batches of
-    indices (they are not loaded) and delivers the next batch first. An epoch other than the saved one starts from
-    its beginning (a checkpoint written after the last batch of an epoch resumes with the next epoch whole).
+    Takes exactly ``DataLoader``'s arguments, over a map-style dataset. Its sampler must give the same order again
+    for the same epoch (a seeded sampler such as :class:`ShuffleSampler` or
+    :class:`~lightning_mm.data.LengthGroupedSampler`, or no shuffling); Lightning's distributed wrapper of such a
+    sampler does. :meth:`state_dict` is ``{"epoch", "batches"}``; after :meth:`load_state_dict`, the next epoch that
+    starts with the saved epoch skips the saved number of batches of indices (they are not loaded) and delivers the
+    next batch first. An epoch other than the saved one starts from its beginning (a checkpoint written after the
+    last batch of an epoch resumes with the next epoch whole).
     """
 
     _delivered: int = 0  # batches delivered in the current epoch
