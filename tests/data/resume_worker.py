@@ -1,10 +1,12 @@
-"""Training runs for the resume tests: run as a script, killed with SIGKILL after a mid-epoch checkpoint, resumed.
+"""Training runs for the resume tests (killed with SIGKILL after a mid-epoch checkpoint, resumed) and the skip counts.
 
-``python tests/data/resume_worker.py {synthetic|llava} OUT_DIR --steps N [--kill-at K] [--resume CKPT] [--ddp]``:
+``python tests/data/resume_worker.py {synthetic|llava|skip} OUT_DIR --steps N [--kill-at K] [--resume CKPT] [--ddp]``:
 the tiny model trained for N steps; every step appends ``{"step", "loss", "ids"}`` to ``OUT_DIR/steps-<rank>.jsonl``
 (the rank's local loss and the ids of its batch); ``ModelCheckpoint`` writes ``last.ckpt`` every step. With
 ``--kill-at K`` the process kills itself (SIGKILL) when step K starts, after the checkpoint of step K was written.
-Lightning's launcher starts rank 1 of a ``--ddp`` run by running this script again.
+``skip`` trains on ``OUT_DIR/train.jsonl`` (images relative to the LLaVA assets) with ``on_bad_sample="skip"`` and
+:class:`~lightning_mm.callbacks.data_stats.DataStatsCallback`; rank 0 writes the logged ``data/`` metrics to
+``OUT_DIR/stats.json``. Lightning's launcher starts rank 1 of a ``--ddp`` run by running this script again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lightning_mm import MultimodalModule
+from lightning_mm.callbacks.data_stats import DataStatsCallback
 from lightning_mm.data import LlavaDataModule, SyntheticVQADataModule
 
 LLAVA_DIR = Path(__file__).resolve().parents[1] / "assets" / "llava"
@@ -49,8 +52,30 @@ class KillAt(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def datamodule(task: str, ddp: bool = False):
+class WriteStats(Callback):
+    """Rank 0 writes the logged ``data/`` metrics when fitting ends."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            stats = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("data/")}
+            (self.out / "stats.json").write_text(json.dumps(stats))
+
+
+def datamodule(task: str, ddp: bool = False, out: Path | None = None):
     """The data of each test: a few steps per epoch, 2 workers, a seeded order."""
+    if task == "skip":
+        return LlavaDataModule(
+            train_path=str(out / "train.jsonl"),
+            image_folder=str(LLAVA_DIR),
+            template="vicuna_v1",
+            on_bad_sample="skip",
+            batch_size=4,
+            num_workers=2,
+            seed=3,
+        )
     if task == "synthetic":
         n = 16 if ddp else 12  # 4 steps per epoch of 2 x 2 samples, or 6 of 2
         return SyntheticVQADataModule(train_samples=n, val_samples=4, batch_size=2, num_workers=2, seed=3)
@@ -75,6 +100,8 @@ def run(task: str, out: Path, steps: int, kill_at: int | None = None, resume: st
     ]
     if kill_at is not None:
         callbacks.append(KillAt(kill_at))
+    if task == "skip":
+        callbacks += [DataStatsCallback(), WriteStats(out)]
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2 if ddp else 1,
@@ -88,12 +115,12 @@ def run(task: str, out: Path, steps: int, kill_at: int | None = None, resume: st
         limit_val_batches=0,
         callbacks=callbacks,
     )
-    trainer.fit(module, datamodule(task, ddp), ckpt_path=resume)
+    trainer.fit(module, datamodule(task, ddp, out), ckpt_path=resume)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("task", choices=["synthetic", "llava"])
+    parser.add_argument("task", choices=["synthetic", "llava", "skip"])
     parser.add_argument("out", type=Path)
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--kill-at", type=int, default=None)

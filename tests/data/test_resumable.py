@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,8 +17,6 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset
 from lightning_mm.data import LengthGroupedSampler, ResumableDataLoader, ShuffleSampler
 
 WORKER = Path(__file__).with_name("resume_worker.py")
-ROOT = Path(__file__).parents[2]
-_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "GLOBAL_RANK", "PL_GLOBAL_SEED")
 
 
 class _Indices(Dataset):
@@ -92,37 +86,6 @@ def test_batch_sampler_loader_skips_whole_batches():
 
 
 # ---------------------------------------------------------------------------------------------------- kill -9
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_ENV}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    return env
-
-
-def _launch(*args: str, killed: bool = False, timeout: float = 240) -> None:
-    """Run the worker in its own session; when its main process ends, end whatever is left of the session (the data
-    workers of a killed run can outlive it). Output goes to a file: an orphaned worker keeps a pipe open."""
-    out = Path(args[1]) / f"log-{'killed' if killed else 'run'}.txt"  # args: task, output folder, ...
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(WORKER), *args],
-            cwd=ROOT,
-            env=_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            proc.wait(timeout=timeout)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    expected = -signal.SIGKILL if killed else 0
-    assert proc.returncode == expected, f"worker {' '.join(args)}: exit {proc.returncode}\n{out.read_text()[-5000:]}"
-
-
 def _steps(out: Path, rank: int = 0) -> list[dict]:
     return [json.loads(line) for line in (out / f"steps-{rank}.jsonl").read_text().splitlines()]
 
@@ -150,24 +113,24 @@ def _assert_resumed_like_uninterrupted(reference: Path, resumed: Path, steps: in
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("task", "steps", "kill_at"), [("synthetic", 8, 3), ("llava", 7, 3)])
-def test_killed_run_resumes_with_the_exact_next_batch(task, steps, kill_at, tmp_path):
+def test_killed_run_resumes_with_the_exact_next_batch(task, steps, kill_at, tmp_path, launch_worker):
     # synthetic: 6 steps per epoch; llava: 4 steps of 2 length-grouped records; both with 2 workers. The kill comes
     # mid-epoch, and the resumed run goes on into the next epoch.
     run = tmp_path / "killed"
-    _launch(task, str(run), "--steps", str(steps), "--kill-at", str(kill_at), killed=True)
+    launch_worker(task, str(run), "--steps", str(steps), "--kill-at", str(kill_at), killed=True)
     assert len(_steps(run)) == kill_at
-    _launch(task, str(run), "--steps", str(steps), "--resume", str(run / "ckpt" / "last.ckpt"))
+    launch_worker(task, str(run), "--steps", str(steps), "--resume", str(run / "ckpt" / "last.ckpt"))
     _reference(task, tmp_path / "uninterrupted", steps)
     _assert_resumed_like_uninterrupted(tmp_path / "uninterrupted", run, steps)
 
 
 @pytest.mark.distributed
-def test_killed_ddp_run_resumes_with_the_exact_next_batch_on_every_rank(tmp_path):
+def test_killed_ddp_run_resumes_with_the_exact_next_batch_on_every_rank(tmp_path, launch_worker):
     # 2 gloo processes x 2 samples, 4 steps per epoch, 2 workers each: killed after step 2, resumed to step 6
     run, reference = tmp_path / "killed", tmp_path / "uninterrupted"
-    _launch("synthetic", str(run), "--ddp", "--steps", "6", "--kill-at", "2", killed=True)
+    launch_worker("synthetic", str(run), "--ddp", "--steps", "6", "--kill-at", "2", killed=True)
     assert len(_steps(run, 0)) == len(_steps(run, 1)) == 2
-    _launch("synthetic", str(run), "--ddp", "--steps", "6", "--resume", str(run / "ckpt" / "last.ckpt"))
-    _launch("synthetic", str(reference), "--ddp", "--steps", "6")
+    launch_worker("synthetic", str(run), "--ddp", "--steps", "6", "--resume", str(run / "ckpt" / "last.ckpt"))
+    launch_worker("synthetic", str(reference), "--ddp", "--steps", "6")
     _assert_resumed_like_uninterrupted(reference, run, 6, ranks=2)
     assert not set(_steps(run, 0)[0]["ids"]) & set(_steps(run, 1)[0]["ids"])  # the ranks split the data
