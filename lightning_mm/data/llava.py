@@ -482,5 +482,5 @@ class LlavaDataset(Dataset):
 
     def record_id(self, index: int) -> str:
         """The id of record ``index``."""
-        rid, _, _ = json.loads(self._payload[self._offsets[index] : self._offsets[index + 1]].tobytes())
+        rid = json.loads(self._payload[self._offsets[index] : self._offsets[index + 1]].tobytes())[0]
         return rid
