@@ -1,7 +1,8 @@
 """Small-sample statistics without scipy: Student's t distribution, confidence intervals, paired tests, Holm, TOST.
 
 The t distribution's CDF is computed from the regularised incomplete beta function (continued fraction, modified
-Lentz), its quantile by bisection; both agree with tabulated values to better than 1e-9.
+Lentz), its quantile by bisection; both agree with tabulated values to better than 1e-9, and small tail probabilities
+keep their relative precision.
 """
 
 from __future__ import annotations
@@ -33,23 +34,29 @@ def _betacf(a: float, b: float, x: float) -> float:
     return h
 
 
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta function I_x(a, b)."""
+def _betainc(a: float, b: float, x: float, y: float | None = None) -> float:
+    """Regularised incomplete beta function I_x(a, b); ``y`` is ``1 - x`` when the caller knows it more exactly."""
+    y = 1.0 - x if y is None else y
     if x <= 0.0:
         return 0.0
-    if x >= 1.0:
+    if y <= 0.0:
         return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y)
     if x < (a + 1.0) / (a + b + 2.0):
         return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+    return 1.0 - math.exp(log_front) * _betacf(b, a, y) / b
 
 
 def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
+    """P(T <= t) for Student's t with ``df`` degrees of freedom.
+
+    The tail beyond ``|t|`` is computed directly, so ``t_cdf(-|t|, df)`` keeps its relative precision far out in the
+    tail (use it, not ``1 - t_cdf(|t|, df)``, for small p values).
+    """
     if math.isinf(t):
         return 1.0 if t > 0 else 0.0
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    t2 = t * t
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t2), t2 / (df + t2))  # P(T > |t|)
     return 1.0 - tail if t > 0 else tail
 
 
@@ -57,9 +64,14 @@ def t_quantile(p: float, df: float) -> float:
     """The ``p`` quantile of Student's t with ``df`` degrees of freedom (bisection on :func:`t_cdf`)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must be in (0, 1), got {p}")
-    lo, hi = -1e4, 1e4
+    hi = 1.0
+    while t_cdf(hi, df) < max(p, 1.0 - p):  # bracket: the quantile lies in [-hi, hi]
+        hi *= 2.0
+    lo, hi = -hi, hi
     for _ in range(200):
         mid = (lo + hi) / 2.0
+        if mid in (lo, hi):
+            break
         lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
     return (lo + hi) / 2.0
 
@@ -91,7 +103,7 @@ def paired_test(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> 
         t, p = (math.copysign(math.inf, mean), 0.0) if mean != 0.0 else (0.0, 1.0)
     else:
         t = mean / se
-        p = 2.0 * (1.0 - t_cdf(abs(t), n - 1))
+        p = 2.0 * t_cdf(-abs(t), n - 1)
     return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "t": t, "p": p}
 
 
@@ -110,7 +122,7 @@ def tost(a: Sequence[float], b: Sequence[float], margin: float) -> dict[str, flo
     if se == 0.0:
         p = 0.0 if abs(mean) < margin else 1.0
     else:
-        p_low = 1.0 - t_cdf((mean + margin) / se, n - 1)  # H0: diff <= -margin
+        p_low = t_cdf(-(mean + margin) / se, n - 1)  # H0: diff <= -margin: P(T >= (mean + margin) / se)
         p_high = t_cdf((mean - margin) / se, n - 1)  # H0: diff >= +margin
         p = max(p_low, p_high)
     return {"p": p, "low90": test["low"], "high90": test["high"]}

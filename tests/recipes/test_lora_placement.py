@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -187,6 +188,80 @@ def test_tost_equivalence_needs_a_tight_interval_inside_the_margin():
     assert stats.tost(close, base, 0.02)["p"] < 0.01
     assert stats.tost(far, base, 0.02)["p"] > 0.5
     assert stats.tost(noisy, base, 0.02)["p"] > 0.05  # mean near 0 but too uncertain to call equivalent
+
+
+def _t_cdf_closed_form(t, df):
+    """Student's t CDF in closed form for df 1, 2 and 4, written with its tail so that it stays exact far out."""
+    if df == 1:
+        tail = math.atan2(1.0, abs(t)) / math.pi
+    elif df == 2:
+        r = math.sqrt(2.0 + t * t)
+        tail = 1.0 / (r * (r + abs(t)))
+    else:  # df 4: P(T > |t|) = (1 - u)^2 (2 + u) / 4 with u = |t| / sqrt(4 + t^2)
+        r = math.sqrt(4.0 + t * t)
+        u, one_minus_u = abs(t) / r, 4.0 / (r * (r + abs(t)))
+        tail = one_minus_u**2 * (2.0 + u) / 4.0
+    return 1.0 - tail if t > 0 else tail
+
+
+def test_t_distribution_matches_closed_forms_near_zero_and_far_in_the_tail():
+    assert 2 * (1 - stats.t_cdf(3.0, 4)) == pytest.approx(0.0399419681, abs=1e-9)  # two-sided p, t = 3, df = 4
+    assert stats.t_quantile(0.975, 4) == pytest.approx(2.7764451052, abs=1e-9)
+    assert stats.t_quantile(0.975, 9) == pytest.approx(2.2621571628, abs=1e-9)
+    for df in (1, 2, 4):
+        for t in (1e-8, 1e-3, 0.5, 3.0, 40.0, 1e4, 1e8):
+            for sign in (1.0, -1.0):
+                assert stats.t_cdf(sign * t, df) == pytest.approx(_t_cdf_closed_form(sign * t, df), rel=1e-9, abs=1e-15)
+            assert stats.t_cdf(-t, df) == pytest.approx(_t_cdf_closed_form(-t, df), rel=1e-9)  # the tail, relatively
+    assert abs(stats.t_quantile(0.5, 4)) < 1e-12
+    assert stats.t_quantile(1e-5, 1) == pytest.approx(-1.0 / math.tan(math.pi * 1e-5), rel=1e-9)  # beyond |t| = 1e4
+
+
+def test_paired_test_by_hand_and_far_in_the_tail():
+    # differences 1 2 2 3 3: mean 2.2, sd sqrt(0.7), se sqrt(0.7 / 5), t = 5.8797, df 4
+    res = stats.paired_test([1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 0.0, 1.0, 1.0, 2.0])
+    se = math.sqrt(0.7 / 5)
+    assert res["t"] == pytest.approx(2.2 / se) and res["sd"] == pytest.approx(math.sqrt(0.7))
+    assert res["p"] == pytest.approx(2 * _t_cdf_closed_form(-2.2 / se, 4), rel=1e-9)
+    assert res["p"] == pytest.approx(0.0041810721, abs=1e-9)
+    assert (res["low"], res["high"]) == pytest.approx((2.2 - 2.7764451052 * se, 2.2 + 2.7764451052 * se), abs=1e-9)
+    # a very strong effect: the p value is tiny but not 0 (2 (1 - cdf) would round it to 0)
+    strong = stats.paired_test([1.0, 1.0 + 1e-8, 1.0 - 1e-8], [0.0, 0.0, 0.0])
+    assert 0.0 < strong["p"] == pytest.approx(2 * _t_cdf_closed_form(-strong["t"], 2), rel=1e-6)
+
+
+def test_tost_by_hand_and_as_the_90_percent_interval_inside_the_margin():
+    base = [0.80, 0.82, 0.85, 0.79, 0.84]
+    close = [x + e for x, e in zip(base, (0.011, -0.002, 0.009, 0.0, 0.012), strict=True)]
+    # differences: mean 0.006, sd 0.0065192; the binding one-sided test is H0 diff >= +0.02: t = -0.014 / se
+    se = statistics.stdev([0.011, -0.002, 0.009, 0.0, 0.012]) / math.sqrt(5)
+    res = stats.tost(close, base, 0.02)
+    assert res["p"] == pytest.approx(_t_cdf_closed_form((0.006 - 0.02) / se, 4), rel=1e-6)
+    assert res["p"] == pytest.approx(0.0043178963, abs=1e-8)
+    assert (res["low90"], res["high90"]) == pytest.approx((0.006 - 2.1318467863 * se, 0.006 + 2.1318467863 * se))
+    # equivalence at 5 % <=> the 90 % CI inside the margin: at margin = the CI's far end, p is exactly 0.05
+    assert stats.tost(close, base, res["high90"])["p"] == pytest.approx(0.05, abs=1e-9)
+    assert (
+        stats.tost(close, base, res["high90"] * 1.01)["p"] < 0.05 < stats.tost(close, base, res["high90"] * 0.99)["p"]
+    )
+
+
+def test_holm_is_step_down_monotone_and_capped():
+    # sorted 0.005 0.01 0.03 0.04 -> x4 x3 x2 x1 = 0.02 0.03 0.06 0.04 -> monotone: 0.02 0.03 0.06 0.06
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.3, 0.4]) == pytest.approx([0.6, 0.6]) and stats.holm([0.6, 0.9]) == [1.0, 1.0]
+    assert stats.holm([0.02]) == [0.02] and stats.holm([]) == []
+
+
+def test_contrasts_pair_runs_by_seed_not_by_position():
+    a = {3: 0.70, 1: 0.62, 0: 0.66, 2: 0.71}
+    b = {0: 0.60, 1: 0.55, 2: 0.68, 4: 0.50}  # seed 3 only in a, seed 4 only in b
+    records = [_record("L", s, v) for s, v in a.items()] + [_record("P", s, v) for s, v in b.items()]
+    spec = {"margin": 0.02, "contrasts": [{"a": "L", "b": "P", "claim": "gain", "part": 3}]}
+    (c,) = analysis.evaluate_contrasts(records, spec, "test_unseen")
+    assert c["seeds"] == [0, 1, 2]
+    assert c["test"] == stats.paired_test([0.66, 0.62, 0.71], [0.60, 0.55, 0.68])
+    assert c["p_diff"] == c["test"]["p"]  # a family of one: Holm changes nothing
 
 
 def _record(placement, seed, unseen, phase="final", lr=1e-3, val=None):
