@@ -15,6 +15,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lightning_mm.checkpoint_file import check_checkpoint_file
+from lightning_mm.checkpoint_io import use_atomic_checkpoint_io
+from lightning_mm.data.collate import EMPTY_KEY
 from lightning_mm.data.tokenizer import decode_prompt
 from lightning_mm.distributed.fsdp2 import unsharded
 from lightning_mm.evaluation import GeneratedAnswers, generate_last_answers
@@ -290,6 +292,7 @@ class MultimodalModule(L.LightningModule):
                 logger.experiment.add_text("placement", text, global_step=self.global_step)
 
     def on_fit_start(self) -> None:
+        use_atomic_checkpoint_io(self.trainer)  # a run killed while writing never leaves a truncated last.ckpt
         self.log_placements()
 
     def component(self, name: str) -> nn.Module:
@@ -420,6 +423,8 @@ class MultimodalModule(L.LightningModule):
             (:class:`~lightning_mm.evaluation.GeneratedAnswers`), for callbacks.
         """
         hidden = self(batch)
+        if batch.get(EMPTY_KEY):  # every record of the batch was dropped: nothing to score (the forward kept step)
+            return
         labels = batch["labels"]
         loss_sum, n_items = self.compute_loss(hidden, labels)
         if int(n_items) > 0:
@@ -484,6 +489,8 @@ class MultimodalModule(L.LightningModule):
             eos_token_id=self.stop_token_ids,
             pad_token_id=tok.pad_token_id,
         )
+        if batch.get(EMPTY_KEY):  # every record of the batch was dropped: no prompt to answer
+            return []
         texts = tok.batch_decode(out, skip_special_tokens=True)
         n = len(texts)
         prompts = [
@@ -596,9 +603,25 @@ class MultimodalModule(L.LightningModule):
             raise RuntimeError("No trainable parameters: every component is frozen.")
         return groups
 
+    def _stepping_batches(self) -> int | float:
+        """The trainer's ``estimated_stepping_batches``, without keeping a train loader built before a resume.
+
+        The estimate builds the train loader when none is built yet, which (here, in ``configure_optimizers``)
+        happens before a checkpoint is restored: Lightning would then never hand that loader its saved position, and
+        a resumed run would start its epoch over. When a checkpoint is to be restored, the early loader is dropped, so
+        the fit loop builds it again after the restore and loads its state (the exact next batch comes first).
+        """
+        trainer = self.trainer
+        fit_loop = trainer.fit_loop
+        built = fit_loop._combined_loader is not None
+        total = trainer.estimated_stepping_batches
+        if not built and trainer.ckpt_path is not None and fit_loop._combined_loader is not None:
+            fit_loop._combined_loader = None
+        return total
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.param_groups())
-        total = self.trainer.estimated_stepping_batches
+        total = self._stepping_batches()
         fn = warmup_schedule(total, self.warmup_ratio, self.schedule, self.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lightning_mm import MultimodalModule
 from lightning_mm.callbacks import FreezeComponent, FullComponent, LoRAComponent, Placement
 from lightning_mm.callbacks.checkpointing import CHECKPOINT_KEY
-from lightning_mm.data import SyntheticVQADataModule
+from lightning_mm.data import SyntheticVQADataModule, VLMCollator
 
 
 class RecordingStrategy(SingleDeviceStrategy):
@@ -143,3 +143,14 @@ def test_activation_checkpointing_changes_no_number():
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7)
+
+
+def test_a_batch_of_dropped_records_trains_nothing_and_scores_nothing(tiny_module):
+    collate = VLMCollator(tiny_module.tokenizer.pad_token_id, "right")
+    empty = collate([{"id": "a", "skipped": ["image_missing"]}])
+    loss_sum, n_items = tiny_module.compute_loss(tiny_module(empty), empty["labels"])
+    assert float(loss_sum.detach()) == 0 and int(n_items) == 0  # no target: the step adds nothing
+    tiny_module.validation_step(empty, 0)
+    assert int(tiny_module.val_answer_accuracy.weight) == 0  # not a wrong answer either
+    prompt = VLMCollator(tiny_module.tokenizer.pad_token_id, "left")([{"id": "a", "skipped": ["prompt_too_long"]}])
+    assert tiny_module.predict_step(prompt, 0) == []

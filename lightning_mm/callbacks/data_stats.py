@@ -10,7 +10,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lightning_mm.data.llava import BAD_INPUT_REASONS, DROP_REASONS, SKIPPED_KEY
+from lightning_mm.data.collate import EMPTY_KEY, SKIPPED_KEY
+from lightning_mm.data.llava import BAD_INPUT_REASONS, DROP_REASONS
 from lightning_mm.data.templates import IGNORE_INDEX
 
 __all__ = ["DataStatsCallback"]
@@ -21,21 +22,22 @@ REASONS = (*BAD_INPUT_REASONS, *DROP_REASONS, "other")
 
 
 class _Tally:
-    """Counts of one stage's epoch: samples delivered, tokens, supervised tokens, skips by reason."""
+    """Counts of one stage's epoch: samples delivered, tokens, supervised tokens, records dropped by reason."""
 
     def __init__(self) -> None:
         self.values = torch.zeros(3 + len(REASONS), dtype=torch.float64)  # (3 + R,)
 
     def update(self, batch: Mapping[str, Any]) -> None:
         v = self.values
-        v[0] += int(batch["input_ids"].shape[0])
-        mask = batch.get("attention_mask")
-        v[1] += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-        labels = batch.get("labels")
-        if labels is not None:
-            v[2] += int((labels != IGNORE_INDEX).sum())
-        for reasons in batch.get(SKIPPED_KEY) or ():
-            for r in reasons or ():
+        if not batch.get(EMPTY_KEY):  # a batch whose every record was dropped delivers nothing
+            v[0] += int(batch["input_ids"].shape[0])
+            mask = batch.get("attention_mask")
+            v[1] += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+            labels = batch.get("labels")
+            if labels is not None:
+                v[2] += int((labels != IGNORE_INDEX).sum())
+        for entry in batch.get(SKIPPED_KEY) or ():  # one reason per dropped record (or a list per sample)
+            for r in [entry] if isinstance(entry, str) else entry or ():
                 v[3 + (REASONS.index(r) if r in REASONS else len(REASONS) - 1)] += 1
 
 
@@ -51,15 +53,16 @@ class DataStatsCallback(Callback):
     Logged through the trainer's logger (keys under ``{prefix}/{stage}/``):
 
     * ``dropped_fraction``: records dropped over records seen. Dropped are the records left out when the files were
-      read (bad input with ``on_bad_sample="skip"``; pro rata for a partial epoch) and the samples replaced while
-      loading (unreadable images, too long for ``max_length``).
+      read (bad input with ``on_bad_sample="skip"``; pro rata for a partial epoch) and the records dropped while
+      loading (unreadable images, too long for ``max_length``); each counts once per epoch.
     * ``skipped``: records dropped in total, and ``skipped/{reason}`` for each reason that occurred (see
       :data:`~lightning_mm.data.llava.BAD_INPUT_REASONS` and :data:`~lightning_mm.data.llava.DROP_REASONS`).
     * ``supervised_fraction``: supervised label tokens over non-padding tokens (image tokens included).
 
     Counts are summed over data-parallel ranks. Works with any dataset; the file-level counts come from a
     ``skip_counts`` mapping on the dataset (as :class:`~lightning_mm.data.LlavaDataset` has), the load-time ones from
-    the batch key ``skipped``.
+    the batch key ``skipped`` (one reason per record left out of the batch, see
+    :class:`~lightning_mm.data.VLMCollator`).
 
     Args:
         prefix: Prefix of the logged keys.
@@ -108,11 +111,12 @@ class DataStatsCallback(Callback):
         runtime = dict(zip(REASONS, (float(x) for x in values[3:]), strict=True))
         file_counts = dict(getattr(dataset, "skip_counts", None) or {})
         size = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else 0
-        coverage = min(1.0, delivered / size) if size else 1.0
+        loaded = delivered + sum(runtime.values())  # records drawn this epoch: delivered or dropped while loading
+        coverage = min(1.0, loaded / size) if size else 1.0
         file_dropped = sum(file_counts.values()) * coverage
         dropped = file_dropped + sum(runtime.values())
         out = {
-            "dropped_fraction": dropped / max(file_dropped + delivered, 1.0),
+            "dropped_fraction": dropped / max(file_dropped + loaded, 1.0),
             "skipped": sum(file_counts.values()) + sum(runtime.values()),
             "supervised_fraction": supervised / max(tokens, 1.0),
         }

@@ -84,6 +84,8 @@ class PredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         rows = list(prediction or [])
+        if batch_indices is not None and len(rows) < len(batch_indices):  # records dropped while loading
+            batch_indices = self._indices_of_kept(trainer, rows, batch_indices, dataloader_idx)
         if batch_indices is None or len(batch_indices) != len(rows):
             raise RuntimeError(
                 f"PredictionWriter: batch {batch_idx} gave {len(rows)} rows for "
@@ -95,6 +97,20 @@ class PredictionWriter(BasePredictionWriter):
             if not isinstance(row, dict):
                 raise TypeError(f"PredictionWriter: predict_step returned a {type(row).__name__}; rows must be dicts.")
             self._rows.append({"index": int(index), "dataloader": dataloader_idx, **_jsonable(row)})
+
+    @staticmethod
+    def _indices_of_kept(
+        trainer: L.Trainer, rows: list[dict[str, Any]], indices: Sequence[int], dataloader_idx: int
+    ) -> Sequence[int] | None:
+        """The dataset indices of the rows left after the collator dropped records, matched by record id."""
+        loaders = trainer.predict_dataloaders
+        loader = loaders[dataloader_idx] if isinstance(loaders, list | tuple) else loaders
+        record_id = getattr(getattr(loader, "dataset", None), "record_id", None)
+        if record_id is None:
+            return None
+        by_id = {str(record_id(int(i))): int(i) for i in indices}
+        kept = [by_id.get(str(r.get("id"))) for r in rows]
+        return None if None in kept else kept
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         rows = self._gather(trainer)

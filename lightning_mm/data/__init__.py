@@ -1,10 +1,11 @@
 """Data: chat templates, LLaVA-format files, images, collation, sampling, the built-in synthetic task, datamodules."""
 
-from lightning_mm.data.collate import VLMCollator
+from lightning_mm.data.collate import EMPTY_KEY, SKIPPED_KEY, VLMCollator
 from lightning_mm.data.datamodule import VLMDataModule
 from lightning_mm.data.images import ASPECT_MODES, ImageLoadError, ImageProcessor
 from lightning_mm.data.llava import BadSampleError, LlavaDataset, SampleDropped, parse_record, read_records
 from lightning_mm.data.llava_datamodule import LlavaDataModule
+from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
 from lightning_mm.data.sampler import LengthGroupedSampler
 from lightning_mm.data.synthetic import SyntheticVQADataModule, SyntheticVQADataset, build_synthetic_tokenizer
 from lightning_mm.data.templates import (
@@ -20,6 +21,7 @@ from lightning_mm.data.tokenizer import build_word_tokenizer, decode_prompt
 
 __all__ = [
     "ASPECT_MODES",
+    "EMPTY_KEY",
     "IGNORE_INDEX",
     "BadSampleError",
     "ChatTemplate",
@@ -28,8 +30,11 @@ __all__ = [
     "LengthGroupedSampler",
     "LlavaDataModule",
     "LlavaDataset",
+    "ResumableDataLoader",
+    "SKIPPED_KEY",
     "SampleDropped",
     "Segment",
+    "ShuffleSampler",
     "SyntheticVQADataModule",
     "SyntheticVQADataset",
     "VLMCollator",

@@ -18,9 +18,15 @@ from torch.utils.data import get_worker_info
 
 from lightning_mm.data.templates import IGNORE_INDEX
 
-__all__ = ["INLINE_TENSOR_BYTES", "VLMCollator", "WorkerBatch"]
+__all__ = ["EMPTY_KEY", "INLINE_TENSOR_BYTES", "SKIPPED_KEY", "VLMCollator", "WorkerBatch"]
 
 _TENSOR_KEYS = ("input_ids", "labels", "pixel_values")
+
+#: Sample key: reasons the record was dropped (a dropped record has no ``input_ids``); batch key: the reasons of the
+#: records left out of this batch, one entry per record.
+SKIPPED_KEY = "skipped"
+#: Batch key, True on a batch whose every record was dropped: one padding token, nothing supervised, no sample.
+EMPTY_KEY = "empty"
 
 #: Batch tensors up to this size leave a DataLoader worker as bytes inside the pickle, larger ones in shared memory.
 INLINE_TENSOR_BYTES = 1 << 20
@@ -75,6 +81,11 @@ class VLMCollator:
     :class:`~lightning_mm.data.ImageProcessor`; never upcast). Called in a DataLoader worker, the batch is returned as a
     :class:`WorkerBatch` (see the module docstring); the main process receives a plain ``dict``.
 
+    Dropped records (samples without ``input_ids``, see :class:`~lightning_mm.data.LlavaDataset`) are left out, and
+    the batch key ``skipped`` lists their reasons, one per record. When every record of a batch was dropped, the
+    batch is one padding token with nothing supervised and ``empty=True``, so every rank still runs its step (the
+    loss over zero targets is zero, and the per-sample lists are empty).
+
     Args:
         pad_token_id: Id written into padded positions of ``input_ids``.
         padding_side: ``right`` for training, ``left`` for generation.
@@ -109,7 +120,28 @@ class VLMCollator:
             out = torch.nn.functional.pad(out, pad, value=value)
         return out
 
+    def _empty(self, training: bool) -> dict[str, Any]:
+        """The batch of a micro-batch whose every record was dropped: one padding token, no target, no image."""
+        batch: dict[str, Any] = {
+            "input_ids": torch.full((1, 1), self.pad_token_id, dtype=torch.long),  # (1, 1)
+            "attention_mask": torch.ones(1, 1, dtype=torch.long),  # (1, 1)
+            "image_counts": torch.zeros(1, dtype=torch.long),  # (1,)
+            "pixel_values": None,
+            EMPTY_KEY: True,
+        }
+        if training:
+            batch["labels"] = torch.full((1, 1), IGNORE_INDEX, dtype=torch.long)  # (1, 1)
+        return batch
+
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        skipped = [r for s in samples for r in (s.get(SKIPPED_KEY) or ())]
+        has_skip_key = any(SKIPPED_KEY in s for s in samples)
+        samples = [s for s in samples if "input_ids" in s]  # dropped records yield nothing
+        if not samples:
+            batch = self._empty(self.padding_side == "right")
+            batch["id"] = []
+            batch[SKIPPED_KEY] = skipped
+            return WorkerBatch(batch) if get_worker_info() is not None else batch
         ids = [s["input_ids"] for s in samples]
         batch: dict[str, Any] = {
             "input_ids": self._pad(ids, self.pad_token_id),  # (B, T)
@@ -146,6 +178,8 @@ class VLMCollator:
                     f"{self.num_image_tokens} tokens = {int(expected[b])} expected."
                 )
         for key in samples[0]:
-            if key not in _TENSOR_KEYS and key not in batch:
+            if key not in _TENSOR_KEYS and key not in batch and key != SKIPPED_KEY:
                 batch[key] = [s.get(key) for s in samples]
+        if has_skip_key:
+            batch[SKIPPED_KEY] = skipped
         return WorkerBatch(batch) if get_worker_info() is not None else batch

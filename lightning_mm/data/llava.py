@@ -5,10 +5,12 @@ the images), and kept as compact JSON bytes in one numpy buffer, so DataLoader w
 Tokenization and image decoding happen lazily in ``__getitem__``; ``input_ids`` and ``labels`` come from the same
 chat-template segments, and anything that does not add up raises an error that names the file, line and record id.
 
-With ``on_bad_sample="skip"`` a bad record is skipped and counted by reason instead: records that fail validation
-are left out when the dataset is built (:attr:`LlavaDataset.skip_counts`); samples that fail while loading (an image
-that cannot be read) are replaced by the next sample and their reasons travel with the batch (key ``skipped``), where
-:class:`~lightning_mm.callbacks.data_stats.DataStatsCallback` counts them. Samples too long for ``max_length`` whose
+With ``on_bad_sample="skip"`` a bad record is skipped and counted by reason instead, once per record and epoch:
+records that fail validation are left out when the dataset is built (:attr:`LlavaDataset.skip_counts`); a record that
+fails while loading (an image that cannot be read) yields a dropped-record marker instead of a sample (no neighbour
+stands in for it, so every good record is delivered exactly once per epoch), which the collator leaves out of the
+batch while passing its reason on (batch key ``skipped``), where
+:class:`~lightning_mm.callbacks.data_stats.DataStatsCallback` counts it. Samples too long for ``max_length`` whose
 cut would fall inside an image span (or leave no supervised token) are always dropped this way.
 """
 
@@ -27,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from lightning_mm.data.collate import SKIPPED_KEY
 from lightning_mm.data.images import ImageLoadError, ImageProcessor
 from lightning_mm.data.templates import (
     IGNORE_INDEX,
@@ -63,8 +66,6 @@ BAD_INPUT_REASONS = (
 )
 #: Reasons a valid sample is dropped (always, and counted): it does not fit ``max_length``.
 DROP_REASONS = ("truncated_image_span", "truncated_no_targets", "prompt_too_long")
-#: Batch key (one list of reasons per sample) of the samples replaced while loading.
-SKIPPED_KEY = "skipped"
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _WS = re.compile(r"\s*")
@@ -230,9 +231,11 @@ class LlavaDataset(Dataset):
     ``pixel_values`` (n_images, 3, H, W) uint8 (see :class:`~lightning_mm.data.ImageProcessor`; the vision tower
     normalises them) or None for text-only records, ``answers`` and ``category`` (the record's optional fields of
     those names, else None: reference answers of the last question, e.g. VQAv2's ten human answers, and a group to
-    report metrics by) and ``skipped`` (reasons of samples replaced by this one). With ``generation=True`` it
-    returns the prompt up to the last answer (no ``labels``), that answer as ``answer`` and the image paths as
-    ``images``.
+    report metrics by) and ``skipped`` (an empty list). A record dropped while loading (``on_bad_sample="skip"``, or
+    too long for ``max_length``) returns ``{"id": ..., "skipped": [reason]}`` instead, without ``input_ids``:
+    :class:`~lightning_mm.data.VLMCollator` leaves it out of the batch and passes its reason on. With
+    ``generation=True`` it returns the prompt up to the last answer (no ``labels``), that answer as ``answer`` and
+    the image paths as ``images``.
 
     Args:
         data_path: One file or several (``.json`` list or ``.jsonl``).
@@ -248,7 +251,7 @@ class LlavaDataset(Dataset):
         on_bad_sample: ``error`` (raise, naming file, line and id) or ``skip`` (skip and count by reason).
         generation: Render prompts for generation (``predict``) instead of training samples.
         template_kwargs: Constructor arguments of the template (e.g. ``system_prompt``).
-        max_consecutive_drops: Give up (raise) after this many dropped samples in a row.
+        max_consecutive_drops: Give up (raise) after this many dropped records in a row (in one process).
     """
 
     def __init__(
@@ -288,6 +291,7 @@ class LlavaDataset(Dataset):
         self.skip_counts: Counter[str] = Counter()  # bad records left out when reading the files
         self._warned: set[str] = set()
         self._lengths: np.ndarray | None = None
+        self._drops_in_a_row = 0
         self._load()
 
     # ------------------------------------------------------------------ reading the files once
@@ -457,24 +461,28 @@ class LlavaDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        skipped: list[str] = []
-        i = index
-        for _ in range(self.max_consecutive_drops):
-            try:
-                sample = self.build(i)
-            except SampleDropped as e:
-                err = e
-            except BadSampleError as e:
-                if self.on_bad_sample == "error":
-                    raise
-                err = e
-            else:
-                sample[SKIPPED_KEY] = skipped
-                return sample
-            skipped.append(err.reason)
-            self._note(err)
-            i = (i + 1) % len(self)
-        raise RuntimeError(
-            f"{len(skipped)} samples in a row were dropped from index {index} ({dict(Counter(skipped))}); "
-            f"last: {err}. Check max_length and the data."
-        )
+        try:
+            sample = self.build(index)
+        except SampleDropped as e:
+            err = e
+        except BadSampleError as e:
+            if self.on_bad_sample == "error":
+                raise
+            err = e
+        else:
+            self._drops_in_a_row = 0
+            sample[SKIPPED_KEY] = []
+            return sample
+        self._note(err)
+        self._drops_in_a_row += 1
+        if self._drops_in_a_row >= self.max_consecutive_drops:
+            raise RuntimeError(
+                f"{self._drops_in_a_row} records in a row were dropped, up to index {index} ({self.where(index)}); "
+                f"last: {err}. Check max_length and the data."
+            )
+        return {"id": self.record_id(index), SKIPPED_KEY: [err.reason]}
+
+    def record_id(self, index: int) -> str:
+        """The id of record ``index``."""
+        rid = json.loads(self._payload[self._offsets[index] : self._offsets[index + 1]].tobytes())[0]
+        return rid

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from lightning_mm.data.collate import VLMCollator
 from lightning_mm.data.datamodule import VLMDataModule
 from lightning_mm.data.llava import LlavaDataset
+from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
 from lightning_mm.data.sampler import LengthGroupedSampler
 
 __all__ = ["LlavaDataModule"]
@@ -37,7 +38,7 @@ class LlavaDataModule(VLMDataModule):
         val_batch_size: Validation/prediction batch size (None: ``batch_size``).
         num_workers: DataLoader worker processes.
         pad_to_multiple_of: Round padded lengths up to a multiple of this.
-        seed: Seed of the length-grouped order (the epoch is added).
+        seed: Seed of the training order (the epoch is added).
     """
 
     def __init__(
@@ -119,8 +120,8 @@ class LlavaDataModule(VLMDataModule):
         ds: LlavaDataset,
         batch_size: int,
         padding_side: str = "right",
-        shuffle: bool = False,
-        sampler: LengthGroupedSampler | None = None,
+        sampler: Sampler | None = None,
+        resumable: bool = False,
     ) -> DataLoader:
         collate = VLMCollator(
             self.tokenizer.pad_token_id,
@@ -129,28 +130,30 @@ class LlavaDataModule(VLMDataModule):
             self.num_image_tokens,
             pad_to_multiple_of=self.pad_to_multiple_of,
         )
-        return DataLoader(
+        loader_cls = ResumableDataLoader if resumable else DataLoader
+        return loader_cls(
             ds,
             batch_size=batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableDataLoader:
+        """Training batches in a seeded order; the loader saves its position in checkpoints (exact resume)."""
         ds = self.train_dataset
         if not self.group_by_length:
-            return self._loader(ds, self.batch_size, shuffle=True)
-        sampler = LengthGroupedSampler(
-            ds.lengths,
-            self.batch_size,
-            world_size=self.trainer.world_size if self.trainer is not None else 1,
-            modalities=ds.has_images if self.group_by_modality else None,
-            seed=self.seed,
-        )
-        return self._loader(ds, self.batch_size, sampler=sampler)
+            sampler = ShuffleSampler(len(ds), seed=self.seed)
+        else:
+            sampler = LengthGroupedSampler(
+                ds.lengths,
+                self.batch_size,
+                world_size=self.trainer.world_size if self.trainer is not None else 1,
+                modalities=ds.has_images if self.group_by_modality else None,
+                seed=self.seed,
+            )
+        return self._loader(ds, self.batch_size, sampler=sampler, resumable=True)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_dataset is None:

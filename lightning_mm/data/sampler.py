@@ -21,7 +21,8 @@ class LengthGroupedSampler(Sampler[int]):
     mixed groups, and the one partial group, if any, comes last.
 
     Under data parallelism, Lightning wraps this sampler and hands rank ``r`` the indices ``r, r + world_size, ...``,
-    so each rank's micro-batch comes from one group.
+    so each rank's micro-batch comes from one group. The order depends only on ``(seed, epoch)``, so a
+    :class:`~lightning_mm.data.ResumableDataLoader` resumes it at the exact next batch.
 
     Args:
         lengths: Per-sample length (tokens, image tokens included; an estimate is fine).
@@ -97,3 +98,12 @@ class LengthGroupedSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.order().tolist())
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"seed", "epoch"}``: what the order depends on (the position in it is the loader's, see
+        :class:`~lightning_mm.data.ResumableDataLoader`)."""
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore the seed and epoch of :meth:`state_dict`."""
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])

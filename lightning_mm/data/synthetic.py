@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_mm.data.collate import VLMCollator
 from lightning_mm.data.datamodule import VLMDataModule
+from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
 from lightning_mm.data.templates import encode_segments, get_template
 from lightning_mm.data.tokenizer import build_word_tokenizer
 
@@ -322,7 +323,8 @@ class SyntheticVQADataModule(VLMDataModule):
         val_samples: Number of held-out samples (a different seed from training).
         batch_size: Per-device micro-batch size.
         num_workers: DataLoader worker processes.
-        seed: Base seed (validation uses ``seed + 1``, prediction ``seed + 2``).
+        seed: Base seed of the samples and of the training order (validation uses ``seed + 1``, prediction
+            ``seed + 2``).
         blind_images: Blank every image (image-blind control).
         question_types: Which question types to ask: ``color``, ``shape``, ``position``.
         template: Chat template name.
@@ -383,10 +385,18 @@ class SyntheticVQADataModule(VLMDataModule):
 
     def _loader(self, ds: Dataset, shuffle: bool, padding_side: str = "right") -> DataLoader:
         collate = VLMCollator(self.tokenizer.pad_token_id, padding_side, self.image_token_id, self.num_image_tokens)
+        if shuffle:  # training: a seeded order and a loader that saves its position (exact resume)
+            return ResumableDataLoader(
+                ds,
+                batch_size=self.batch_size,
+                sampler=ShuffleSampler(len(ds), seed=self.seed),
+                num_workers=self.num_workers,
+                collate_fn=collate,
+                persistent_workers=self.num_workers > 0,
+            )
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,

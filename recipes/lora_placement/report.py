@@ -1,25 +1,26 @@
-"""The experiment's report: per-placement statistics, the results table, the plot and the README block."""
+"""The experiment's report: ``results.json`` (every run, the analysis), the plot, and the README's results block."""
 
 from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lora_placement.analysis import choose_lr, claim_verdicts, evaluate_contrasts, summarise
+from lora_placement.plot import write_plot
+
 __all__ = [
     "BEGIN",
     "END",
+    "PLOT_FILE",
     "README_FILE",
     "RESULTS_FILE",
-    "PLOT_FILE",
+    "build_result",
     "render_block",
-    "separation",
-    "summarise",
-    "write_plot",
     "write_report",
+    "write_results",
 ]
 
 RESULTS_FILE = "results.json"
@@ -27,158 +28,240 @@ PLOT_FILE = "placement_accuracy.png"
 README_FILE = "README.md"
 BEGIN = "<!-- results:begin (written by run.py from results.json; edits inside are overwritten) -->"
 END = "<!-- results:end -->"
-LABELS = {"color": "colour"}  # metric name -> column title (the task's own word is ``color``)
+CLAIM_PARTS = {
+    1: "V+P+L together give basically no gain",
+    2: "V+L give no gain",
+    3: "the other combinations help",
+}
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+def build_result(
+    records: Sequence[Mapping[str, Any]], placements: Sequence[str], meta: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``results.json``'s content: meta, LR sweep, per-placement summary, contrasts, claim verdicts, every run."""
+    config = meta.get("config") or {}
+    section, analysis = config.get("stage2") or {}, config.get("analysis") or {}
+    lrs = [float(x) for x in section.get("lrs", [])]
+    selection = analysis.get("selection", ["val_seen", "val_unseen"])
+    result: dict[str, Any] = {
+        "meta": dict(meta),
+        "sweep": {p: choose_lr(records, p, lrs, selection) for p in placements if p != "none"},
+        "summary": summarise(records, placements, lrs, selection),
+        "contrasts": {},
+        "claims": {},
+    }
+    if analysis.get("contrasts"):
+        for split in [analysis["endpoint"], *analysis.get("secondary", [])]:
+            result["contrasts"][split] = evaluate_contrasts(records, analysis, split)
+        result["claims"] = claim_verdicts(result["contrasts"][analysis["endpoint"]])
+    result["runs"] = list(records)
+    return result
 
 
-def summarise(records: Sequence[Mapping[str, Any]], placements: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per placement (in ``placements`` order): modes, trainable params, mean and std of every metric.
-
-    Std is the sample standard deviation over seeds (0 for a single run).
-    """
-    rows = []
-    for placement in placements:
-        runs = [r for r in records if r["placement"] == placement]
-        if not runs:
-            continue
-        metrics = {}
-        for name in runs[0]["metrics"]:
-            values = [r["metrics"][name] for r in runs if r["metrics"].get(name) is not None]
-            if values:
-                metrics[name] = _mean_std(values)
-        losses = [r["val_loss"] for r in runs if r.get("val_loss") is not None]
-        rows.append(
-            {
-                "placement": placement,
-                "modes": runs[0]["modes"],
-                "trainable_params": sum(runs[0]["trainable_params"].values()),
-                "seeds": sorted(r["seed"] for r in runs),
-                "metrics": metrics,
-                "val_loss": _mean_std(losses) if losses else None,
-                "fit_seconds": statistics.fmean(r["fit_seconds"] for r in runs),
-                "cpu_seconds": statistics.fmean(r.get("cpu_seconds", 0.0) for r in runs),
-            }
-        )
-    return rows
+def write_results(
+    report_dir: str | Path, records: Sequence[Mapping[str, Any]], placements: Sequence[str], meta: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Write ``results.json`` alone (after every finished run, so a stopped experiment keeps what it did)."""
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = build_result(records, placements, meta)
+    tmp = out / (RESULTS_FILE + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    tmp.replace(out / RESULTS_FILE)
+    return result
 
 
-def separation(a: Mapping[str, Any], b: Mapping[str, Any], metric: str = "overall") -> dict[str, Any]:
-    """Gap between two placements' means and whether it exceeds their seed-to-seed spread (sum of the two stds)."""
-    (ma, sa), (mb, sb) = a["metrics"][metric], b["metrics"][metric]
-    gap, spread = abs(ma - mb), sa + sb
-    return {"gap": gap, "spread": spread, "separated": gap > spread}
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _trains(modes: Mapping[str, str]) -> str:
-    parts = [f"{c} {m}" for c, m in modes.items() if m != "frozen"]
-    return ", ".join(parts) or "nothing (stage-1 model)"
-
-
-def _pct(mean_std: tuple[float, float] | None, runs: int) -> str:
-    if mean_std is None:
+# ---------------------------------------------------------------------------------------------------- text
+def _pct_ci(ci: Mapping[str, float] | None) -> str:
+    if not ci:
         return "-"
-    mean, std = mean_std
-    return f"{100 * mean:.1f}" if runs == 1 else f"{100 * mean:.1f} ± {100 * std:.1f}"
+    if ci["n"] < 2 or math.isnan(ci["low"]):
+        return f"{100 * ci['mean']:.1f}"
+    return f"{100 * ci['mean']:.1f} [{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]"
 
 
-def _loss(mean_std: Sequence[float] | None, runs: int) -> str:
-    if mean_std is None:
+def _delta(ci: Mapping[str, float] | None, unchanged: bool | None = None) -> str:
+    if not ci:
         return "-"
-    mean, std = mean_std
-    return f"{mean:.3g}" if runs == 1 else f"{mean:.3g} ± {std:.2g}"
+    if unchanged:
+        return "0 (identical)"
+    if ci["n"] < 2 or math.isnan(ci["low"]):
+        return f"{100 * ci['mean']:+.1f}"
+    return f"{100 * ci['mean']:+.1f} [{100 * ci['low']:+.1f}, {100 * ci['high']:+.1f}]"
 
 
-def table(rows: Sequence[Mapping[str, Any]], metric_names: Sequence[str]) -> str:
-    """The Markdown results table."""
-    cols = [LABELS.get(n, n) for n in metric_names]
-    head = ["placement", "trains", "trainable params", *cols, "held-out loss", "seeds", "fit wall (s)", "fit CPU (s)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(cols) + 4)]
+def _lr(row: Mapping[str, Any]) -> str:
+    if row["lr"] is None:
+        return "-"
+    return f"{row['lr']:g}" + (" (edge)" if row["sweep"].get("edge") else "")
+
+
+def main_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Placement, LR, params, seen / unseen test accuracy with 95 % CI, fit of the training set, forgetting, cost."""
+    head = [
+        "placement",
+        "LR chosen",
+        "trainable params",
+        "test seen % [95% CI]",
+        "test unseen % [95% CI]",
+        "unseen describe %",
+        "training set %",
+        "text task Δ (pts)",
+        "probe shape Δ",
+        "probe colour Δ",
+        "seeds",
+        "CPU s / run",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|" + "---:|" * (len(head) - 3)]
     for r in rows:
-        n = len(r["seeds"])
-        cells = [f"`{r['placement']}`", _trains(r["modes"]), f"{r['trainable_params']:,}"]
-        cells += [_pct(r["metrics"].get(name), n) for name in metric_names]
-        cells += [_loss(r.get("val_loss"), n), str(n), f"{r['fit_seconds']:.0f}", f"{r['cpu_seconds']:.0f}"]
+        acc = r["accuracy"]
+        probe = r.get("probe_forgetting") or {}
+        frozen_llm, frozen_tower = r["modes"].get("llm") == "frozen", r["modes"].get("vision") == "frozen"
+        unchanged_text = frozen_llm and r.get("text_unchanged")
+        unchanged_probe = frozen_tower and r.get("probe_unchanged")
+        cells = [
+            f"`{r['placement']}`",
+            _lr(r),
+            f"{r['trainable_params']:,}",
+            _pct_ci(acc.get("test_seen")),
+            _pct_ci(acc.get("test_unseen")),
+            "-" if "describe" not in r["unseen_by_type"] else f"{100 * r['unseen_by_type']['describe']:.1f}",
+            _pct_ci(acc.get("train")),
+            "(before: " + f"{100 * r['text_task']['mean']:.1f} %)"
+            if r["placement"] == "none" and r.get("text_task")
+            else _delta(r.get("text_forgetting"), unchanged_text),
+            "(before: " + f"{100 * r['probe']['shape']['mean']:.1f} %)"
+            if r["placement"] == "none" and r.get("probe")
+            else _delta(probe.get("shape"), unchanged_probe),
+            "(before: " + f"{100 * r['probe']['color']['mean']:.1f} %)"
+            if r["placement"] == "none" and r.get("probe")
+            else _delta(probe.get("color"), unchanged_probe),
+            str(len(r["seeds"])),
+            f"{r['cpu_seconds']:.0f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_plot(rows: Sequence[Mapping[str, Any]], metric_names: Sequence[str], path: Path, title: str) -> None:
-    """Left: per placement, each metric's mean accuracy with its seed std as error bar. Right: held-out loss (log)."""
-    import matplotlib
+def contrast_table(contrasts: Sequence[Mapping[str, Any]], margin: float) -> str:
+    """One row per declared contrast: difference with its 95 % CI, Holm p, 90 % CI and Holm TOST p, verdict."""
+    head = [
+        "contrast (a - b)",
+        "claim",
+        "diff (pts) [95% CI]",
+        "p (Holm)",
+        "90% CI (pts)",
+        f"TOST ±{100 * margin:g} p (Holm)",
+        "verdict",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---:|---:|---:|---:|---|"]
+    for c in contrasts:
+        if c["missing"]:
+            lines.append(f"| `{c['a']}` - `{c['b']}` | {c['claim'].replace('_', ' ')} | not run | | | | |")
+            continue
+        t, e = c["test"], c["tost"]
+        lines.append(
+            f"| `{c['a']}` - `{c['b']}` | {c['claim'].replace('_', ' ')} | {100 * t['mean']:+.2f} "
+            f"[{100 * t['low']:+.2f}, {100 * t['high']:+.2f}] | {c['p_diff']:.3g} | "
+            f"[{100 * e['low90']:+.2f}, {100 * e['high90']:+.2f}] | {c['p_tost']:.3g} | {c['verdict']} |"
+        )
+    return "\n".join(lines)
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
 
-    fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(13, 4.6), width_ratios=(3, 1.2))
-    width = 0.8 / len(metric_names)
-    for k, name in enumerate(metric_names):
-        xs = [i + (k - (len(metric_names) - 1) / 2) * width for i in range(len(rows))]
-        means = [100 * r["metrics"][name][0] if name in r["metrics"] else math.nan for r in rows]
-        stds = [100 * r["metrics"][name][1] if name in r["metrics"] else 0.0 for r in rows]
-        ax.bar(xs, means, width, yerr=stds, capsize=2, label=LABELS.get(name, name), edgecolor="black", linewidth=0.4)
-    labels = [f"{r['placement']}\n{r['trainable_params'] / 1000:.1f}K" for r in rows]
-    ax.set_xticks(range(len(rows)), labels, fontsize=8)
-    ax.set_ylabel("held-out answer accuracy (%)")
-    ax.set_ylim(0, 115)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title, fontsize=10)
-    ax.legend(ncol=len(metric_names), fontsize=8, loc="upper left")
-    losses = [r.get("val_loss") or (math.nan, 0.0) for r in rows]
-    ax_loss.errorbar(range(len(rows)), [m for m, _ in losses], yerr=[s for _, s in losses], fmt="o", capsize=3)
-    ax_loss.set_yscale("log")
-    ax_loss.set_xticks(range(len(rows)), [r["placement"] for r in rows], fontsize=8, rotation=60)
-    ax_loss.set_ylabel("held-out loss per answer token")
-    ax_loss.grid(alpha=0.3)
-    ax_loss.set_title("loss (log scale; separates the runs near 100 %)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def sweep_table(sweep: Mapping[str, Mapping[str, Any]], lrs: Sequence[float]) -> str:
+    """Validation score (mean of the selection splits) per placement and LR; the chosen LR in bold."""
+    lines = ["| placement | " + " | ".join(f"{lr:g}" for lr in lrs) + " |", "|---|" + "---:|" * len(lrs)]
+    for placement, s in sweep.items():
+        cells = []
+        for lr in lrs:
+            score = s["scores"].get(lr)
+            text = "-" if score is None else f"{100 * score:.1f}"
+            cells.append(f"**{text}**" if lr == s["lr"] else text)
+        lines.append(f"| `{placement}`{' (edge)' if s['edge'] else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _checks(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Whether every placement that leaves the LLM (tower) frozen scored exactly as before on the text task (probe)."""
+    parts = []
+    for key, component, letter in (("text_unchanged", "llm", "L"), ("probe_unchanged", "vision", "V")):
+        frozen = [r for r in rows if r["modes"].get(component) == "frozen" and r["placement"] != "none" and key in r]
+        if frozen:
+            bad = [r["placement"] for r in frozen if not r[key]]
+            what = "text task" if letter == "L" else "tower probe"
+            parts.append(
+                f"{what} identical to before in every run of the {len(frozen)} placements without {letter}: "
+                + ("yes" if not bad else f"**NO** ({', '.join(bad)})")
+            )
+    return ("Check (a frozen component must not change): " + "; ".join(parts) + ".") if parts else ""
 
 
 def render_block(result: Mapping[str, Any]) -> str:
-    """The generated part of the README: command, date, table, plot, and the spread check."""
-    meta, rows, names = result["meta"], result["summary"], result["metric_names"]
-    trained = [r for r in rows if any(m != "frozen" for m in r["modes"].values()) and "overall" in r["metrics"]]
+    """The generated part of the README."""
+    meta, rows = result["meta"], result["summary"]
+    config = meta.get("config") or {}
+    analysis = config.get("analysis") or {}
+    lrs = [float(x) for x in (config.get("stage2") or {}).get("lrs", [])]
+    wall = meta.get("wall_minutes")
+    status = "complete" if meta.get("complete") else "**PARTIAL: the run had not finished when this was written**"
     lines = [
         BEGIN,
         "",
-        f"Command: `{meta['command']}`, started {meta['started']} (UTC), finished in {meta['wall_minutes']:.1f} min "
-        f"(wall clock, all stages) on {meta['cpus']} CPU cores shared with other work, "
-        f"{meta['workers']} worker process(es) x {meta['threads_per_worker']} thread(s).",
+        f"Command: `{meta['command']}`, started {meta['started']} (UTC), "
+        + (f"{wall:.1f} min wall clock (all stages) " if wall is not None else "")
+        + f"on {meta['cpus']} CPU cores shared with other work, {meta['workers']} worker process(es) x "
+        f"{meta['threads_per_worker']} thread(s); {status}.",
         "",
     ]
     lines += [f"- {line}" for line in meta.get("stages", [])]
-    lines += ["", table(rows, names), "", f"![accuracy per placement]({PLOT_FILE})", ""]
-    count = meta.get("val_questions")
-    held_out = f" ({count} questions, one per image, about a third per type)" if count else ""
+    lines += ["", main_table(rows), "", f"![results]({PLOT_FILE})", "", _checks(rows), ""]
     lines.append(
-        f"Accuracy: held-out answer exact match in %{held_out}, mean ± sample std over seeds; the same held-out set "
-        "for every run. Fit wall / CPU: mean wall "
-        f"time and process CPU time of one run's training ({meta['workers']} run(s) at a time on the shared CPU; "
-        "the CPU time is the fairer measure of cost)."
+        "Test accuracy: exact match of the whole answer, in %, over the test questions of seen combinations (new "
+        "images) and of the held-out test combinations; mean over the final seeds with its 95 % t interval. "
+        "Training set: the share of the finite training set's samples (two questions each) with every answer right "
+        "(how far a run fits what it saw). Forgetting: "
+        "accuracy after stage 2 minus before (`none`), in points: the LLM's text-only task, and a linear probe "
+        "(ridge, fixed images) of the tower's output features for shape and colour; `0 (identical)`: every run scored "
+        "exactly as before, as a component that did not train must. CPU s: process CPU time of one run's training."
     )
-    if len(trained) >= 2:
-        best = max(trained, key=lambda r: r["metrics"]["overall"][0])
-        worst = min((r for r in trained if r is not best), key=lambda r: r["metrics"]["overall"][0])
-        sep = separation(best, worst)
-        verdict = "larger" if sep["separated"] else "NOT larger"
+    if result.get("contrasts"):
+        margin = float(analysis["margin"])
+        endpoint = analysis["endpoint"]
         lines += [
             "",
-            f"Best vs worst trained placement (overall): `{best['placement']}` vs `{worst['placement']}`, a gap of "
-            f"{100 * sep['gap']:.1f} points, {verdict} than their seed-to-seed spread (sum of the two stds, "
-            f"{100 * sep['spread']:.1f} points).",
+            f"**Declared contrasts, primary endpoint `{endpoint}`** (paired by seed; Holm over the family):",
+            "",
+            contrast_table(result["contrasts"][endpoint], margin),
         ]
-    base = next((r for r in rows if r["placement"] == "none" and "overall" in r["metrics"]), None)
-    if base is not None and trained:
-        deltas = ", ".join(
-            f"`{r['placement']}` {100 * (r['metrics']['overall'][0] - base['metrics']['overall'][0]):+.1f}"
-            for r in trained
-        )
-        lines += ["", f"Change of overall accuracy over the stage-1 model (`none`), in points: {deltas}."]
+        for split in analysis.get("secondary", []):
+            lines += [
+                "",
+                f"Secondary endpoint `{split}` (own Holm family):",
+                "",
+                contrast_table(result["contrasts"][split], margin),
+            ]
+        lines += ["", "**Verdict per part of the claim** (primary endpoint):", ""]
+        for part, entry in result.get("claims", {}).items():
+            lines.append(
+                f'- Part {part}, "{CLAIM_PARTS.get(int(part), part)}": **{entry["verdict"]}** '
+                f"({'; '.join(entry['contrasts'])})."
+            )
+    if result.get("sweep"):
+        selection = " and ".join(f"`{s}`" for s in analysis.get("selection", []))
+        lines += [
+            "",
+            f"LR sweep (one run per LR, seed {(config.get('stage2') or {}).get('sweep_seed')}): mean "
+            f"validation accuracy over {selection} in %, the chosen LR in bold; `(edge)`: chosen at the end of "
+            "the grid.",
+            "",
+            sweep_table(result["sweep"], lrs),
+        ]
     return "\n".join([*lines, "", END])
 
 
@@ -193,31 +276,19 @@ def _update_readme(path: Path, block: str) -> None:
 
 
 def write_report(
-    report_dir: str | Path,
-    records: Sequence[Mapping[str, Any]],
-    placements: Sequence[str],
-    meta: Mapping[str, Any],
+    report_dir: str | Path, records: Sequence[Mapping[str, Any]], placements: Sequence[str], meta: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Write ``results.json``, the plot and the README block into ``report_dir``.
+    """Write ``results.json``, the plot and the README block into ``report_dir``; returns ``results.json``'s content.
 
     Args:
         report_dir: Directory of the report (created if missing).
-        records: Stage-2 run records (:func:`~lora_placement.stages.run_stage2`).
+        records: Stage-2 run records (:func:`~lora_placement.stage2.run_stage2`).
         placements: Placements in table order.
-        meta: Run facts shown above the table (``command``, ``started``, ``wall_minutes``, ``cpus``, ``workers``,
-            ``threads_per_worker``, ``val_questions``, ``stages``: lines about stages 0-1).
-
-    Returns:
-        The content of ``results.json``.
+        meta: Run facts (``command``, ``started``, ``wall_minutes``, ``complete``, ``cpus``, ``workers``,
+            ``threads_per_worker``, ``stages``, ``config``).
     """
-    out = Path(report_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = summarise(records, placements)
-    names = list(records[0]["metrics"]) if records else []
-    result = {"meta": dict(meta), "metric_names": names, "summary": rows, "runs": list(records)}
-    (out / RESULTS_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    if rows:
-        title = f"LoRA placement, {meta.get('model', '')}: held-out accuracy, mean ± std over seeds"
-        write_plot(rows, names, out / PLOT_FILE, title)
-    _update_readme(out / README_FILE, render_block(result))
+    result = write_results(report_dir, records, placements, meta)
+    if result["summary"]:
+        write_plot(result, Path(report_dir) / PLOT_FILE)
+    _update_readme(Path(report_dir) / README_FILE, render_block(result))
     return result

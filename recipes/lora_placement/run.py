@@ -28,7 +28,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the recipe importable as the package `lora_placement`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lora_placement import report, stages  # noqa: E402
+from lora_placement import analysis, report, stage2, stages  # noqa: E402
 from lora_placement.config import (  # noqa: E402
     DEFAULT_CONFIG,
     apply_overrides,
@@ -41,6 +41,26 @@ from lora_placement.config import (  # noqa: E402
 __all__ = ["main", "run_experiment"]
 
 STAGES = ("stage0", "stage1", "stage2")
+# --quick: the whole pipeline in miniature (a few steps per stage, three placements, two LRs, two seeds), written
+# under runs/ so the committed report stays as it is; it proves the experiment runs, its numbers mean nothing.
+QUICK: dict[str, Any] = {
+    "output_dir": "runs/lora_placement_quick",
+    "report_dir": "runs/lora_placement_quick/report",
+    "workers": 1,
+    "stage0": {
+        "vision": {"steps": 4, "batch_size": 16, "val_samples": 32},
+        "llm": {"trainer": {"max_steps": 4}, "data": {"init_args": {"batch_size": 8, "val_samples": 16}}},
+    },
+    "stage1": {"trainer": {"max_steps": 4}, "data": {"init_args": {"batch_size": 8, "val_samples": 16}}},
+    "stage2": {
+        "placements": ["none", "P", "V+L"],
+        "seeds": [0, 1],
+        "lrs": [1.0e-3, 3.0e-3],
+        "trainer": {"max_steps": 4},
+        "data": {"init_args": {"train_images": 16, "batch_size": 8, "val_samples": 16, "test_samples": 16}},
+        "measure": {"text_task": {"samples": 16}, "probe": {"train_images": 32, "test_images": 32}},
+    },
+}
 
 
 class InlineExecutor:
@@ -67,13 +87,21 @@ def _cached(path: Path, fp: str) -> dict[str, Any] | None:
 
 
 def _stage2_settings(section: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in section.items() if k not in ("seeds", "placements", "components")}
+    """What every stage-2 run depends on (not which runs there are: seeds, placements, LR grid)."""
+    skip = ("seeds", "placements", "components", "lrs", "sweep_seed")
+    return {k: v for k, v in section.items() if k not in skip}
 
 
 class Experiment:
     """Runs the stages in order, reusing cached outputs; see :func:`run_experiment`."""
 
-    def __init__(self, config: Mapping[str, Any], force: str | None, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        force: str | None,
+        log: Callable[[str], None],
+        on_record: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.config = config
         self.out = Path(config.get("output_dir", "runs/lora_placement")).resolve()
         self.force_from = STAGES.index(force) if force else len(STAGES)
@@ -83,6 +111,7 @@ class Experiment:
         self.ran: list[str] = []
         self.cached: list[str] = []
         self.stage_lines: list[str] = []
+        self.on_record = on_record or (lambda record: None)
 
     def _reuse(self, name: str, stage: str, path: Path, fp: str) -> dict[str, Any] | None:
         info = None if STAGES.index(stage) >= self.force_from else _cached(path, fp)
@@ -140,39 +169,53 @@ class Experiment:
         return sources, fp1
 
     # -------------------------------------------------------------------------------- stage 2
-    def stage2(self, pool: Any, sources: Mapping[str, Any], fp1: str) -> list[dict[str, Any]]:
-        """Every (placement, seed) run, cached ones reused; ``none`` runs once (nothing random in it)."""
+    def _run_all(self, pool: Any, tasks: list[tuple[str, int, float | None, str]], sources, fp1) -> list[dict]:
+        """Run (or reuse) stage-2 tasks ``(placement, seed, lr, phase)``; each finished record is reported at once."""
         section = self.config["stage2"]
         settings = _stage2_settings(section)
-        tasks = []
-        for name in section["placements"]:
-            letters = parse_placement(name)
-            components = {x: section["components"][x] for x in letters}
-            for seed in section["seeds"] if letters else section["seeds"][:1]:
-                fp = fingerprint("stage2", self.config["model"], fp1, settings, components, letters, seed)
-                tasks.append((placement_label(letters), seed, fp))
-        tasks.sort(key=lambda t: -len(parse_placement(t[0])))  # the most expensive first, `none` last
-        records: list[dict[str, Any]] = []
         pending = []
-        for placement, seed, fp in tasks:
-            path = self.out / "stage2" / placement / f"seed{seed}.json"
-            record = self._reuse(f"stage 2 {placement} seed {seed}", "stage2", path, fp)
+        records = []
+        for placement, seed, lr, phase in tasks:
+            letters = parse_placement(placement)
+            components = {x: section["components"][x] for x in letters}
+            fp = fingerprint("stage2", self.config["model"], fp1, settings, components, letters, seed, lr, phase)
+            lr_tag = "" if lr is None else f"_lr{lr:g}"
+            path = self.out / "stage2" / placement / f"{phase}_seed{seed}{lr_tag}.json"
+            record = self._reuse(f"stage 2 {phase} {placement} lr {lr} seed {seed}", "stage2", path, fp)
             if record is not None:
                 records.append(record)
+                self.on_record(record)
                 continue
-            args = (self.config, sources, placement, seed, str(path), fp, self.threads)
-            pending.append(pool.submit(stages.run_stage2, *args))
+            args = (self.config, sources, placement, seed, lr, phase, str(path), fp, self.threads)
+            pending.append(pool.submit(stage2.run_stage2, *args))
         for k, future in enumerate(_as_completed(pending), 1):
             record = future.result()
             records.append(record)
-            m = record["metrics"]
-            scores = ", ".join(f"{n} {v:.3f}" for n, v in m.items() if v is not None)
+            self.on_record(record)
+            acc = record["accuracy"]
+            scores = ", ".join(f"{split} {acc[split]['all']:.3f}" for split in acc)
             self.log(
-                f"stage 2 {record['placement']} seed {record['seed']}: {scores}; {record['steps']} steps in "
-                f"{record['fit_seconds']:.0f} s ({k}/{len(pending)})"
+                f"stage 2 {record['phase']} {record['placement']} lr {record['lr']} seed {record['seed']}: {scores}; "
+                f"{record['steps']} steps, {record['cpu_seconds']:.0f} CPU s ({k}/{len(pending)})"
             )
-        order = {name: i for i, name in enumerate(placement_label(parse_placement(p)) for p in section["placements"])}
-        return sorted(records, key=lambda r: (order.get(r["placement"], len(order)), r["seed"]))
+        return records
+
+    def stage2(self, pool: Any, sources: Mapping[str, Any], fp1: str) -> list[dict[str, Any]]:
+        """The baseline (``none``), the LR sweep (one seed per LR), then the final seeds at each chosen LR."""
+        section = self.config["stage2"]
+        names = [placement_label(parse_placement(p)) for p in section["placements"]]
+        trained = sorted((p for p in names if p != "none"), key=lambda p: -len(parse_placement(p)))  # costly first
+        lrs = [float(x) for x in section["lrs"]]
+        first = [(p, int(section["sweep_seed"]), lr, "sweep") for p in trained for lr in lrs]
+        if "none" in names:
+            first.append(("none", int(section["seeds"][0]), None, "baseline"))
+        records = self._run_all(pool, first, sources, fp1)
+        selection = (self.config.get("analysis") or {}).get("selection", ["val_seen", "val_unseen"])
+        chosen = {p: analysis.choose_lr(records, p, lrs, selection)["lr"] for p in trained}
+        self.log("chosen learning rates: " + ", ".join(f"{p} {lr:g}" for p, lr in chosen.items()))
+        # seed-major: should the run be stopped, every placement has the same seeds done (the tests are paired)
+        final = [(p, int(seed), chosen[p], "final") for seed in section["seeds"] for p in trained]
+        return records + self._run_all(pool, final, sources, fp1)
 
 
 def _done(value: Any) -> Future:
@@ -229,7 +272,30 @@ def run_experiment(
     """
     log = log or (lambda msg: print(f"[{datetime.now():%H:%M:%S}] {msg}", flush=True))
     started, start = _now(), time.perf_counter()
-    experiment = Experiment(config, force, log)
+    report_dir = config.get("report_dir", "recipes/lora_placement")
+    placements = [placement_label(parse_placement(p)) for p in config["stage2"]["placements"]]
+    meta: dict[str, Any] = _previous_meta(config) if report_only else {}
+    meta = meta or {
+        "command": command,
+        "started": started,
+        "wall_minutes": None,
+        "complete": False,
+        "cpus": os.cpu_count(),
+        "workers": int(config.get("workers", 1)),
+        "threads_per_worker": int(config.get("threads_per_worker", 1)),
+        "model": config["model"]["name"],
+        "stages": [],
+        "versions": _versions(),
+        "config": config,
+    }
+    done: list[dict[str, Any]] = []
+
+    def on_record(record: dict[str, Any]) -> None:  # a partial results.json after every run: nothing is lost
+        done.append(record)
+        meta["wall_minutes"] = (time.perf_counter() - start) / 60
+        report.write_results(report_dir, done, placements, meta)
+
+    experiment = Experiment(config, force, log, on_record)
     sources: dict[str, Any] = {}
     if report_only:
         records = _cached_records(experiment)
@@ -237,41 +303,42 @@ def run_experiment(
         with _executor(experiment.workers) as pool:
             try:
                 sources, fp1 = experiment.sources(pool)
+                meta["stages"] = experiment.stage_lines
                 records = experiment.stage2(pool, sources, fp1)
-            except BaseException:  # a failed run stops the queue; finished runs stay cached
+            except BaseException:  # a failed run stops the queue; finished runs stay cached and in results.json
                 if isinstance(pool, ProcessPoolExecutor):
                     pool.shutdown(wait=False, cancel_futures=True)
                 raise
-    previous = _previous_meta(config) if report_only else {}
-    meta = previous or {
-        "command": command,
-        "started": started,
-        "wall_minutes": (time.perf_counter() - start) / 60,
-        "cpus": os.cpu_count(),
-        "workers": experiment.workers,
-        "threads_per_worker": experiment.threads,
-        "model": config["model"]["name"],
-        "val_questions": (config["stage2"]["data"].get("init_args") or {}).get("val_samples"),
-        "stages": experiment.stage_lines,
-        "versions": _versions(),
-        "config": config,
-    }
-    placements = [placement_label(parse_placement(p)) for p in config["stage2"]["placements"]]
-    result = report.write_report(config.get("report_dir", "recipes/lora_placement"), records, placements, meta)
-    log(f"report written to {config.get('report_dir')} ({len(records)} runs)")
+        meta["wall_minutes"] = (time.perf_counter() - start) / 60
+        meta["complete"] = True
+    result = report.write_report(report_dir, records, placements, meta)
+    log(f"report written to {report_dir} ({len(records)} runs)")
     return {"ran": experiment.ran, "cached": experiment.cached, "sources": sources, "result": result}
 
 
 def _cached_records(experiment: Experiment) -> list[dict[str, Any]]:
+    """The stored stage-2 records of the configured runs: baseline, sweep, and the final runs at the chosen LR."""
     section = experiment.config["stage2"]
+    lrs = [float(x) for x in section["lrs"]]
     records = []
     for name in section["placements"]:
         label = placement_label(parse_placement(name))
-        for path in sorted((experiment.out / "stage2" / label).glob("seed*.json")):
+        for path in sorted((experiment.out / "stage2" / label).glob("*.json")):
             record = json.loads(path.read_text())
-            if record["seed"] in section["seeds"]:
+            keep = {
+                "baseline": record["seed"] == section["seeds"][0],
+                "sweep": record["seed"] == section["sweep_seed"] and record["lr"] in lrs,
+                "final": record["seed"] in section["seeds"],
+            }
+            if keep.get(record.get("phase"), False):
                 records.append(record)
-    return records
+    selection = (experiment.config.get("analysis") or {}).get("selection", ["val_seen", "val_unseen"])
+    chosen = {
+        r["placement"]: analysis.choose_lr(records, r["placement"], lrs, selection)["lr"]
+        for r in records
+        if r["phase"] == "sweep"
+    }
+    return [r for r in records if r["phase"] != "final" or r["lr"] == chosen.get(r["placement"])]
 
 
 def _previous_meta(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -289,8 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="parallel worker processes (default: the config's)")
     parser.add_argument("--force", choices=STAGES, help="rerun this stage and all later ones even if cached")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from cached stage-2 runs")
+    parser.add_argument("--quick", action="store_true", help="a miniature run that proves the pipeline works (CI)")
     args = parser.parse_args(argv)
-    config = apply_overrides(load_config(args.config), args.set)
+    config = apply_overrides(load_config(args.config, QUICK if args.quick else None), args.set)
     if args.placements:
         config["stage2"]["placements"] = args.placements
     if args.seeds:

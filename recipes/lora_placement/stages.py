@@ -3,9 +3,9 @@
 * stage 0, vision: the tower trained as an image classifier on one attribute (timm state dict, ``model.safetensors``);
 * stage 0, LLM: the language model trained on text alone (transformers ``save_pretrained`` directory);
 * stage 1: the projector aligned alone on image -> caption (LLaVA's ``mm_projector.bin`` layout);
-* stage 2: one placement, one seed: fine-tuning on question answering, then held-out accuracy.
+* stage 2 (:mod:`lora_placement.stage2`): one placement, LR and seed: fine-tuning on the held-out task, then measures.
 
-Stages 1 and 2 are :class:`~lightning_mm.MultimodalModule` + placement callbacks + a Lightning ``Trainer``; the stage-0
+Stage 1 (and stage 2) are :class:`~lightning_mm.MultimodalModule` + placement callbacks + a Lightning ``Trainer``; the stage-0
 outputs enter them the way a user would load pretrained weights: ``vision_kwargs.pretrained_cfg_overlay.file`` for
 timm, ``llm=<dir>`` for transformers, ``projector_weights=<file>`` for the projector, all with ``pretrained=True``.
 """
@@ -30,11 +30,11 @@ from lora_placement.config import accepts, deep_merge, import_object, instantiat
 __all__ = [
     "STAGE_FILE",
     "build_stage_module",
+    "make_trainer",
     "placement_callbacks",
     "run_stage0_llm",
     "run_stage0_vision",
     "run_stage1",
-    "run_stage2",
 ]
 
 STAGE_FILE = "stage.json"  # written last: a stage directory without it is incomplete
@@ -75,7 +75,8 @@ def init_process(threads: int) -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def _trainer(section: Mapping[str, Any], **fixed: Any) -> L.Trainer:
+def make_trainer(section: Mapping[str, Any], **fixed: Any) -> L.Trainer:
+    """A quiet single-device ``Trainer`` from a stage section's ``trainer`` settings (``fixed`` wins)."""
     return L.Trainer(**{**TRAINER_DEFAULTS, **(section.get("trainer") or {}), **fixed})
 
 
@@ -98,7 +99,7 @@ def _write_stage(directory: Path, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _validate(section: Mapping[str, Any], module: L.LightningModule, data: L.LightningDataModule) -> dict[str, float]:
-    results = _trainer(section, limit_val_batches=1.0).validate(module, datamodule=data, verbose=False)
+    results = make_trainer(section, limit_val_batches=1.0).validate(module, datamodule=data, verbose=False)
     return {k: float(v) for k, v in (results[0] if results else {}).items()}
 
 
@@ -106,7 +107,7 @@ def _fit(
     section: Mapping[str, Any], module: L.LightningModule, data: L.LightningDataModule, callbacks=()
 ) -> tuple[float, float]:
     """Train (no validation during the run); returns the wall time and this process's CPU time of ``fit``, in s."""
-    trainer = _trainer(section, limit_val_batches=0, callbacks=list(callbacks))
+    trainer = make_trainer(section, limit_val_batches=0, callbacks=list(callbacks))
     start, cpu = time.perf_counter(), time.process_time()
     trainer.fit(module, datamodule=data)
     return time.perf_counter() - start, time.process_time() - cpu
@@ -226,10 +227,10 @@ def run_stage0_vision(config: Mapping[str, Any], out_dir: str, fp: str, threads:
     )
     trainer_section = {"trainer": {"max_steps": steps, **(section.get("trainer") or {})}}
     start, cpu = time.perf_counter(), time.process_time()
-    _trainer(trainer_section, limit_val_batches=0).fit(module, DataLoader(train, batch_size=batch, shuffle=True))
+    make_trainer(trainer_section, limit_val_batches=0).fit(module, DataLoader(train, batch_size=batch, shuffle=True))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     val_loader = DataLoader(val, batch_size=256)
-    results = _trainer(trainer_section).validate(module, val_loader, verbose=False)
+    results = make_trainer(trainer_section).validate(module, val_loader, verbose=False)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in module.model.state_dict().items()}, out / "model.safetensors")
@@ -295,53 +296,3 @@ def run_stage1(
         "cpu_seconds": round(cpu, 1),
     }
     return _write_stage(out, info)
-
-
-# ---------------------------------------------------------------------------------------------------- stage 2
-def run_stage2(
-    config: Mapping[str, Any],
-    sources: Mapping[str, Any],
-    placement: str,
-    seed: int,
-    out_file: str,
-    fp: str,
-    threads: int = 1,
-) -> dict[str, Any]:
-    """Fine-tune one placement with one seed (``none``: no training) and measure held-out accuracy.
-
-    Returns:
-        The run's record (also written to ``out_file``): placement, seed, per-component mode and trainable
-        parameters, the metrics named in ``stage2.metrics``, fit wall time.
-    """
-    init_process(threads)
-    section = config["stage2"]
-    L.seed_everything(seed, verbose=False)
-    module = build_stage_module(config, section, sources, pretrained=True)
-    data = _datamodule(section)
-    callbacks = placement_callbacks(section["components"], placement)
-    seconds = cpu = 0.0
-    if parse_placement(placement):
-        seconds, cpu = _fit(section, module, data, callbacks)
-        steps = int(module.global_step)
-    else:  # the stage-1 model as it is: declare the (all-frozen) placement without training
-        module.configure_model()
-        for cb in callbacks:
-            module.set_placement(cb.component, cb.placement)
-        steps = 0
-    metrics = _validate(section, module, data)
-    rows = module.placement_table()
-    record = {
-        "placement": placement,
-        "seed": seed,
-        "fingerprint": fp,
-        "modes": {r["component"]: r["mode"] for r in rows},
-        "trainable_params": {r["component"]: int(r["trainable"]) for r in rows},
-        "metrics": {name: metrics.get(key) for name, key in section["metrics"].items()},
-        "val_loss": metrics.get("val/loss"),
-        "steps": steps,
-        "fit_seconds": round(seconds, 2),
-        "cpu_seconds": round(cpu, 2),
-    }
-    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-    Path(out_file).write_text(json.dumps(record, indent=2) + "\n")
-    return record

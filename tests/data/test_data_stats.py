@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from lightning_mm.callbacks.data_stats import DataStatsCallback
+
+LLAVA_DIR = Path(__file__).resolve().parents[1] / "assets" / "llava"
 
 
 class _Dataset:
@@ -45,7 +49,7 @@ def test_epoch_statistics():
     assert stats["skipped/other"] == 1 and stats["skipped/unknown_role"] == 2
     assert "skipped/bad_turn_order" not in stats
     assert stats["skipped"] == 5
-    assert stats["dropped_fraction"] == pytest.approx((2 + 3) / (2 + 4))
+    assert stats["dropped_fraction"] == pytest.approx((2 + 3) / (2 + 4 + 3))  # 4 delivered, 3 dropped loading
     assert stats["supervised_fraction"] == pytest.approx(6 / 28)
 
 
@@ -63,4 +67,27 @@ def test_counts_are_summed_over_ranks():
     trainer = SimpleNamespace(world_size=2, strategy=strategy)
     stats = cb.stats("train", trainer=trainer, dataset=_Dataset(4, {}))
     assert stats["skipped/image_unreadable"] == 2
-    assert stats["dropped_fraction"] == pytest.approx(2 / 4)
+    assert stats["dropped_fraction"] == pytest.approx(2 / (4 + 2))
+
+
+@pytest.mark.distributed
+def test_two_ranks_with_workers_count_each_bad_record_once(tmp_path, launch_worker):
+    # 6 image records and 3 bad ones (2 with a missing image, dropped while loading; 1 left out when read): 8 usable
+    # records, one batch of 4 per rank (never all dropped), 2 workers per rank
+    records = [r for r in json.loads((LLAVA_DIR / "llava_tiny.json").read_text()) if r.get("image")]
+    missing = {"image": "images/nope.png", "conversations": [{"from": "human", "value": "<image>\nWhat?"}]}
+    missing["conversations"].append({"from": "gpt", "value": "Nothing."})
+    bad_role = {"id": "bad-role", "conversations": [{"from": "bot", "value": "a"}, {"from": "gpt", "value": "b"}]}
+    rows = [*records[:3], {"id": "missing-1", **missing}, bad_role, *records[3:], {"id": "missing-2", **missing}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    launch_worker("skip", str(tmp_path), "--ddp", "--steps", "1")
+    delivered = [i for rank in (0, 1) for row in _rows(tmp_path / f"steps-{rank}.jsonl") for i in row["ids"]]
+    assert sorted(delivered) == sorted(str(r["id"]) for r in records)  # each good record once, over both ranks
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["data/train/skipped"] == 3
+    assert stats["data/train/skipped/image_missing"] == 2 and stats["data/train/skipped/unknown_role"] == 1
+    assert stats["data/train/dropped_fraction"] == pytest.approx(3 / 9)
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

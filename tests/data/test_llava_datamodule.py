@@ -10,12 +10,11 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import RandomSampler
 
 from lightning_mm import MultimodalModule
 from lightning_mm.callbacks.data_stats import DataStatsCallback
 from lightning_mm.cli import main
-from lightning_mm.data import IGNORE_INDEX, LengthGroupedSampler, LlavaDataModule
+from lightning_mm.data import IGNORE_INDEX, LengthGroupedSampler, LlavaDataModule, ShuffleSampler
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "tests" / "assets"
@@ -52,7 +51,7 @@ def test_datamodule_binds_to_the_model_and_groups_by_length(asset_module):
         assert n_tokens == feats.shape[0] * feats.shape[1]  # one image token per feature row the tower emits
     assert dm.val_dataloader() == []
     dm.group_by_length = False
-    assert isinstance(dm.train_dataloader().sampler, RandomSampler)
+    assert isinstance(dm.train_dataloader().sampler, ShuffleSampler)
 
 
 def test_fit_logs_dropped_fraction_skip_counts_and_supervised_fraction(tmp_path, records_with_bad_rows):
@@ -82,8 +81,8 @@ def test_fit_logs_dropped_fraction_skip_counts_and_supervised_fraction(tmp_path,
     assert m["data/train/skipped/unknown_role"] == 1 and m["data/train/skipped/image_missing"] == 1
     assert m["data/train/skipped"] == 2
     assert m["data/train/dropped_fraction"] == pytest.approx(2 / n_records)
-    ds = dm.train_dataset  # every index is drawn once per epoch; a replaced one delivers its stand-in
-    samples = [ds[i] for i in range(len(ds))]
+    ds = dm.train_dataset  # every index is drawn once per epoch; a dropped one delivers nothing
+    samples = [s for s in (ds[i] for i in range(len(ds))) if "input_ids" in s]
     supervised = sum(int((s["labels"] != IGNORE_INDEX).sum()) for s in samples)
     tokens = sum(len(s["input_ids"]) for s in samples)
     assert m["data/train/supervised_fraction"] == pytest.approx(supervised / tokens)

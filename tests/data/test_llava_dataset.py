@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from lightning_mm.callbacks.data_stats import DataStatsCallback
 from lightning_mm.data import IGNORE_INDEX, BadSampleError, VLMCollator
 
 LLAVA_DIR = Path(__file__).resolve().parents[1] / "assets" / "llava"
@@ -97,7 +98,7 @@ def image_folder(tmp_path) -> Path:
 
 
 def _by_id(ds) -> dict[str, dict]:
-    return {s["id"]: s for s in (ds[i] for i in range(len(ds)))}
+    return {s["id"]: s for s in (ds[i] for i in range(len(ds))) if "input_ids" in s}
 
 
 def test_json_and_jsonl_give_the_same_samples(make_dataset, records):
@@ -158,7 +159,7 @@ def test_unloadable_image_is_an_error_naming_the_sample(reason, image, make_data
 
 
 @pytest.mark.parametrize(("reason", "image"), BAD_IMAGES)
-def test_unloadable_image_is_replaced_and_counted_with_skip(
+def test_unloadable_image_is_dropped_and_counted_with_skip(
     reason, image, make_dataset, write_jsonl, image_folder, records
 ):
     rows = [*records[:2], _image_record("bad-image", image), *records[2:]]
@@ -166,9 +167,10 @@ def test_unloadable_image_is_replaced_and_counted_with_skip(
     clean = _by_id(make_dataset(write_jsonl(records, "clean.jsonl"), image_folder=str(image_folder)))
     samples = [ds[i] for i in range(len(ds))]
     assert [r for s in samples for r in s["skipped"]] == [reason]
-    assert samples[2]["id"] == str(records[2]["id"])  # the next record stands in for the bad one
-    assert samples[2]["skipped"] == [reason]
-    for s in samples:
+    assert samples[2] == {"id": "bad-image", "skipped": [reason]}  # the bad record yields nothing, no stand-in
+    delivered = [s for s in samples if "input_ids" in s]
+    assert [s["id"] for s in delivered] == [str(r["id"]) for r in records]  # each good record once
+    for s in delivered:
         assert torch.equal(s["labels"], clean[s["id"]]["labels"])
         assert torch.equal(s["input_ids"], clean[s["id"]]["input_ids"])
 
@@ -204,10 +206,7 @@ def test_truncation_inside_an_image_span_drops_and_counts(mode, make_dataset, re
     positions = (full["input_ids"] == image_id).nonzero().flatten().tolist()
     cut = positions[5]  # inside the second image's span
     ds = make_dataset(max_length=cut, on_bad_sample=mode)
-    sample = ds[index]
-    assert sample["skipped"][0] == "truncated_image_span"  # then maybe more: the next samples may be too long too
-    assert sample["id"] != full["id"]
-    assert len(sample["input_ids"]) <= cut
+    assert ds[index] == {"id": full["id"], "skipped": ["truncated_image_span"]}
 
 
 def test_truncation_after_the_images_keeps_the_sample(make_dataset, records, tokenizer):
@@ -227,14 +226,13 @@ def test_truncation_that_leaves_no_target_drops_and_counts(make_dataset, records
     index, full = _full(make_dataset, records, "text-only")
     first_target = int((full["labels"] != IGNORE_INDEX).nonzero()[0])
     sample = make_dataset(max_length=first_target)[index]
-    assert sample["skipped"][0] == "truncated_no_targets"
-    assert sample["id"] != "text-only"
+    assert sample == {"id": "text-only", "skipped": ["truncated_no_targets"]}
 
 
 def test_every_sample_too_long_is_a_clear_error(make_dataset, records):
     ds = make_dataset(max_length=3, max_consecutive_drops=len(records))
-    with pytest.raises(RuntimeError, match="samples in a row were dropped.*max_length"):
-        ds[0]
+    with pytest.raises(RuntimeError, match="records in a row were dropped.*max_length"):
+        [ds[i] for i in range(len(ds))]
 
 
 def test_text_only_and_image_samples_share_a_batch(make_dataset, records, tokenizer):
@@ -269,7 +267,8 @@ def test_workers_deliver_the_same_batches_with_skip_reasons(make_dataset, write_
     serial = list(DataLoader(ds, batch_size=4, collate_fn=collate))
     parallel = list(DataLoader(ds, batch_size=4, collate_fn=collate, num_workers=1))
     assert [b["id"] for b in serial] == [b["id"] for b in parallel]
-    assert [r for b in parallel for rs in b["skipped"] for r in rs] == ["image_missing"]
+    assert [r for b in parallel for r in b["skipped"]] == ["image_missing"]
+    assert sorted(i for b in parallel for i in b["id"]) == sorted(str(r["id"]) for r in records)
     for a, b in zip(serial, parallel, strict=True):
         assert torch.equal(a["labels"], b["labels"])
 
@@ -291,3 +290,47 @@ def test_estimated_lengths_follow_the_real_ones(make_dataset, records):
     assert float(((est - real).abs() / real).max()) < 0.25
     order_real, order_est = real.argsort(), est.argsort()
     assert int(order_real[-1]) == int(order_est[-1])  # the longest sample is recognised
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_skip_counts_each_bad_record_once_and_delivers_each_good_record_once(
+    workers, make_dataset, tmp_path, write_jsonl, image_folder, records
+):
+    good = records[:5]
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    bad = [  # runs of bad records, the last one at the end of the data (the old stand-in wrapped around)
+        _image_record("missing-1", "images/does_not_exist.png"),
+        _image_record("missing-2", "images/does_not_exist.png"),
+        BAD_RECORDS[1][1],  # unknown role: left out when the file is read
+        _image_record("unreadable", "images/garbage.png"),
+        _image_record("missing-3", "images/does_not_exist.png"),
+    ]
+    bad_path = write_jsonl(bad, "bad.jsonl")
+    ds = make_dataset(
+        [str(tmp_path / "good.json"), str(bad_path)], image_folder=str(image_folder), on_bad_sample="skip"
+    )
+    collate = VLMCollator(0, "right", ds.image_token_id, ds.num_image_tokens)
+    stats = DataStatsCallback()
+    stats.on_train_epoch_start(None, None)
+    ids = []
+    for k, batch in enumerate(DataLoader(ds, batch_size=2, collate_fn=collate, num_workers=workers)):
+        stats.on_train_batch_end(None, None, None, batch, k)
+        ids += batch["id"]
+    assert sorted(ids) == sorted(str(r["id"]) for r in good)  # each good record exactly once
+    out = stats.stats("train", dataset=ds)
+    assert out["skipped"] == 5  # each bad record once
+    assert out["skipped/image_missing"] == 3 and out["skipped/image_unreadable"] == 1
+    assert out["skipped/unknown_role"] == 1
+    assert out["dropped_fraction"] == pytest.approx(0.5)
+
+
+def test_a_batch_of_dropped_records_is_one_padding_token_with_nothing_supervised(
+    make_dataset, write_jsonl, image_folder
+):
+    rows = [_image_record("missing-1", "images/nope.png"), _image_record("missing-2", "images/nope.png"), GOOD_TEXT]
+    ds = make_dataset(write_jsonl(rows), image_folder=str(image_folder), on_bad_sample="skip")
+    batches = list(DataLoader(ds, batch_size=2, collate_fn=VLMCollator(0, "right")))
+    assert batches[0]["empty"] is True and batches[0]["id"] == []
+    assert batches[0]["skipped"] == ["image_missing", "image_missing"]
+    assert batches[0]["input_ids"].tolist() == [[0]] and batches[0]["labels"].tolist() == [[IGNORE_INDEX]]
+    assert batches[1]["id"] == ["good-text"] and "empty" not in batches[1] and batches[1]["skipped"] == []
