@@ -103,7 +103,7 @@ class PredictionWriter(BasePredictionWriter):
         trainer: L.Trainer, rows: list[dict[str, Any]], indices: Sequence[int], dataloader_idx: int
     ) -> Sequence[int] | None:
         """The dataset indices of the rows left after the collator dropped records, matched by record id."""
-        loaders = trainer.predict_dataloaders
+        loaders = getattr(trainer, "predict_dataloaders", None)
         loader = loaders[dataloader_idx] if isinstance(loaders, list | tuple) else loaders
         record_id = getattr(getattr(loader, "dataset", None), "record_id", None)
         if record_id is None:

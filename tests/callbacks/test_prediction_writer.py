@@ -148,3 +148,37 @@ def test_two_ddp_ranks_write_one_file_in_the_order_of_the_data(tmp_path):
     assert [r["index"] for r in ddp] == list(range(worker.NUM_SAMPLES))
     assert ddp == single
     assert [r["id"] for r in ddp] == [f"synthetic-2-{i}" for i in range(worker.NUM_SAMPLES)]
+
+
+def test_rows_keep_their_dataset_index_when_records_are_dropped(tmp_path):
+    lines = (ASSETS / "llava" / "llava_tiny.jsonl").read_text().splitlines()
+    missing = {
+        "id": "missing-image",
+        "image": "images/nope.png",
+        "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "Nothing."}],
+    }
+    data_file = tmp_path / "data.jsonl"
+    data_file.write_text("\n".join([lines[0], json.dumps(missing), *lines[1:3]]) + "\n")
+    overrides = {"tokenizer": str(ASSETS / "tokenizer"), "template": "vicuna_v1"}
+    torch.manual_seed(0)
+    module = MultimodalModule(model="tiny", model_overrides=overrides, max_new_tokens=2)
+    dm = LlavaDataModule(
+        train_path=str(data_file),
+        val_path=str(data_file),
+        image_folder=str(ASSETS / "llava"),
+        on_bad_sample="skip",
+        val_batch_size=2,
+    )
+    out = tmp_path / "preds.jsonl"
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        callbacks=[PredictionWriter(output_path=str(out))],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.predict(module, datamodule=dm, return_predictions=False)
+    rows = read_predictions(out)
+    ids = [str(json.loads(line)["id"]) for line in [lines[0], json.dumps(missing), *lines[1:3]]]
+    assert [r["id"] for r in rows] == [i for i in ids if i != "missing-image"]
+    assert [r["index"] for r in rows] == [ids.index(r["id"]) for r in rows] == [0, 2, 3]
