@@ -17,6 +17,7 @@ from transformers.initialization import no_init_weights
 
 from lightning_mm.callbacks.lora import merge_lora
 from lightning_mm.interop.converters import converter_for_network
+from lightning_mm.interop.llava import TEMPLATE_KEY
 from lightning_mm.interop.processor import hf_image_processor, hf_processor
 
 __all__ = ["export_hf", "to_hf_model"]
@@ -82,6 +83,8 @@ def export_hf(
     model = to_hf_model(network, family)
     if dtype is not None:
         model = model.to(dtype)
+    # our chat template by name (transformers keeps unknown config keys): import renders prompts as training did
+    setattr(model.config, TEMPLATE_KEY, module.spec.template)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tower = network.vision

@@ -42,6 +42,7 @@ PROJECTOR_RULES = (
 )
 # chat format of the data per LM family (what the released LLaVA checkpoints were trained with)
 TEMPLATES = {"llama": "vicuna_v1", "qwen2": "chatml"}
+TEMPLATE_KEY = "lightning_mm_template"  # config.json key: the chat template an exported model was trained with
 _NOT_ARCHITECTURE = ("architectures", "_name_or_path", "transformers_version", "dtype", "torch_dtype")
 _TIMM_RESAMPLING = ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")  # PIL's modes timm resizes with
 
@@ -147,7 +148,8 @@ class LlavaConverter:
             "llm_config": llm_config,
             "tokenizer": source,
             "checkpoint": source,
-            "template": TEMPLATES.get(text.model_type, "tokenizer"),
+            # a folder written by export_hf names the template it was trained with; else the family's usual one
+            "template": getattr(config, TEMPLATE_KEY, None) or TEMPLATES.get(text.model_type, "tokenizer"),
             "image_token_id": int(config.image_token_index),
             "description": f"transformers LLaVA checkpoint {source} ({family.name} + {text.model_type})",
         }

@@ -249,3 +249,12 @@ def test_cli_hf_options_are_refused_with_the_parts_format(tmp_path, capsys):
     assert "--image-aspect and --dtype apply to --format hf only" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "x.ckpt"), str(tmp_path / "out"), "--format", "hf"]) == 2
     assert "x.ckpt" in capsys.readouterr().err  # a missing checkpoint is named, without a traceback
+
+
+@pytest.mark.parametrize("template", ["chatml", "vicuna_v1"])
+def test_the_trained_chat_template_travels_with_the_export(template, tmp_path):
+    torch.manual_seed(0)
+    module = lightning_mm.create_model("tiny-llava", template=template)
+    out = lightning_mm.export_hf(module, tmp_path / "hf")
+    # a Llama-based LLaVA would otherwise be read as vicuna_v1, whatever it was trained with
+    assert lightning_mm.get_spec(f"hf:{out}").template == template
