@@ -17,7 +17,23 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["hf_llava_config", "image_tokens", "llama_config", "ours_overrides"]
+__all__ = ["add_size_args", "hf_llava_config", "image_tokens", "llama_config", "ours_overrides"]
+
+
+def add_size_args(parser: argparse.ArgumentParser, batch: int, text_tokens: int, text_help: str) -> None:
+    """Add the model and input size options shared by the benchmarks (LLaVA-1.5's geometry at a small width)."""
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--image-size", type=int, default=336)
+    parser.add_argument("--patch-size", type=int, default=14)
+    parser.add_argument("--vision-dim", type=int, default=384, help="ViT width (MLP: 4x)")
+    parser.add_argument("--vision-depth", type=int, default=6)
+    parser.add_argument("--vision-heads", type=int, default=6)
+    parser.add_argument("--hidden", type=int, default=512, help="LLM width")
+    parser.add_argument("--layers", type=int, default=4, help="LLM decoder layers")
+    parser.add_argument("--heads", type=int, default=8, help="LLM attention heads (= key/value heads)")
+    parser.add_argument("--intermediate", type=int, default=1376, help="LLM MLP width")
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--text-tokens", type=int, default=text_tokens, help=text_help)
 
 
 def image_tokens(args: argparse.Namespace) -> int:

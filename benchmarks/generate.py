@@ -39,7 +39,7 @@ import sys
 import time
 
 import torch
-from _llava import image_tokens, ours_overrides
+from _llava import add_size_args, image_tokens, ours_overrides
 
 TARGET = 1.0  # tokens/s ours/hf: ours must not be slower
 TINY = {
@@ -64,18 +64,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--image-size", type=int, default=336)
-    parser.add_argument("--patch-size", type=int, default=14)
-    parser.add_argument("--vision-dim", type=int, default=384, help="ViT width (MLP: 4x)")
-    parser.add_argument("--vision-depth", type=int, default=6)
-    parser.add_argument("--vision-heads", type=int, default=6)
-    parser.add_argument("--hidden", type=int, default=512, help="LLM width")
-    parser.add_argument("--layers", type=int, default=4, help="LLM decoder layers")
-    parser.add_argument("--heads", type=int, default=8, help="LLM attention heads (= key/value heads)")
-    parser.add_argument("--intermediate", type=int, default=1376, help="LLM MLP width")
-    parser.add_argument("--vocab", type=int, default=32000)
-    parser.add_argument("--text-tokens", type=int, default=48, help="text tokens per prompt (besides the image)")
+    add_size_args(parser, batch=8, text_tokens=48, text_help="text tokens per prompt (besides the image)")
     parser.add_argument("--prompt-tokens", type=int, default=4, help="text tokens before the image")
     parser.add_argument("--pad", type=int, default=8, help="left padding of every other prompt")
     parser.add_argument("--new-tokens", type=int, default=64)

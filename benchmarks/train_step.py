@@ -55,7 +55,7 @@ import subprocess
 import sys
 import time
 
-from _llava import hf_llava_config, image_tokens, ours_overrides
+from _llava import add_size_args, hf_llava_config, image_tokens, ours_overrides
 from _memory import current_rss_mib, malloc_trim, maxrss_mib, nan_to_none, none_to_nan, reset_peak_rss
 
 TIME_TARGET = 1 / 1.5  # ours/hf step time (ours >= 1.5x faster)
@@ -126,18 +126,7 @@ PATCHES = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--image-size", type=int, default=336)
-    parser.add_argument("--patch-size", type=int, default=14)
-    parser.add_argument("--vision-dim", type=int, default=384, help="ViT width (MLP: 4x)")
-    parser.add_argument("--vision-depth", type=int, default=6)
-    parser.add_argument("--vision-heads", type=int, default=6)
-    parser.add_argument("--hidden", type=int, default=512, help="LLM width")
-    parser.add_argument("--layers", type=int, default=4, help="LLM decoder layers")
-    parser.add_argument("--heads", type=int, default=8, help="LLM attention heads (= key/value heads)")
-    parser.add_argument("--intermediate", type=int, default=1376, help="LLM MLP width")
-    parser.add_argument("--vocab", type=int, default=32000)
-    parser.add_argument("--text-tokens", type=int, default=128, help="text tokens per sample (besides the image)")
+    add_size_args(parser, batch=4, text_tokens=128, text_help="text tokens per sample (besides the image)")
     parser.add_argument("--answer-tokens", type=int, default=96, help="supervised answer tokens per sample")
     parser.add_argument("--prompt-tokens", type=int, default=4, help="text tokens before the image")
     parser.add_argument("--lora-r", type=int, default=128)
