@@ -52,7 +52,7 @@ def test_subclass_from_the_cli(tmp_path, monkeypatch):
             "--trainer.fast_dev_run=1",
             "--trainer.accelerator=cpu",
             f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.logger=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",  # the recipe's monitors need a logger
             "--data.init_args.train_samples=16",
             "--data.init_args.val_samples=8",
         ]
