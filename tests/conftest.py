@@ -35,6 +35,35 @@ def tiny_batch(tiny_module):
     return next(iter(dm.train_dataloader()))
 
 
+@pytest.fixture(scope="session")
+def vqa_batch() -> dict:
+    """One collated training batch (4 samples) of the synthetic task for the ``tiny`` model."""
+    from lightning_mm import MultimodalModule
+    from lightning_mm.data import SyntheticVQADataModule
+
+    module = MultimodalModule(model="tiny")
+    dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4)
+    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    return next(iter(dm.train_dataloader()))
+
+
+@pytest.fixture(scope="session")
+def build_module():
+    """Factory: a built ``tiny`` MultimodalModule with the given placements (``{component: Placement}``)."""
+
+    from lightning_mm import MultimodalModule
+
+    def build(placements: dict | None = None, seed: int = 0, **kwargs) -> MultimodalModule:
+        torch.manual_seed(seed)
+        module = MultimodalModule(model=kwargs.pop("model", "tiny"), **kwargs)
+        for component, placement in (placements or {}).items():
+            module.set_placement(component, placement)
+        module.configure_model()
+        return module
+
+    return build
+
+
 #: A shortened quickstart (colour questions only, 60 steps, 64 held-out samples): ``lightning-mm fit`` arguments.
 QUICKSTART_SHORT = (
     "--data.init_args.train_samples=1920",

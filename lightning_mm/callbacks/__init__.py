@@ -4,10 +4,10 @@ throughput in tokens, held-out samples with generated answers in TensorBoard, pr
 from lightning_mm.callbacks.checkpointing import AdapterOnlyCheckpoint
 from lightning_mm.callbacks.component import ComponentPlacement, FreezeComponent, FullComponent, LoRAComponent
 from lightning_mm.callbacks.data_stats import DataStatsCallback
-from lightning_mm.callbacks.placement import Placement
 from lightning_mm.callbacks.prediction_writer import PredictionWriter
 from lightning_mm.callbacks.throughput import SupervisedTokenThroughput
 from lightning_mm.callbacks.validation_samples import ValidationSamples
+from lightning_mm.placement import Placement
 
 __all__ = [
     "AdapterOnlyCheckpoint",

@@ -1,4 +1,4 @@
-"""Shared fixtures of the placement / checkpoint / export tests: tiny modules, a batch, short deterministic fits."""
+"""Shared fixtures of the checkpoint / export tests: short deterministic fits."""
 
 from __future__ import annotations
 
@@ -26,30 +26,6 @@ class LossRecorder(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.losses.append(float(outputs["loss"]))
-
-
-@pytest.fixture(scope="session")
-def vqa_batch() -> dict:
-    """One collated training batch (4 samples) of the synthetic task for the ``tiny`` model."""
-    module = MultimodalModule(model="tiny")
-    dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4)
-    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
-    return next(iter(dm.train_dataloader()))
-
-
-@pytest.fixture(scope="session")
-def build_module():
-    """Factory: a built ``tiny`` MultimodalModule with the given placements (``{component: Placement}``)."""
-
-    def build(placements: dict | None = None, seed: int = 0, **kwargs) -> MultimodalModule:
-        torch.manual_seed(seed)
-        module = MultimodalModule(model=kwargs.pop("model", "tiny"), **kwargs)
-        for component, placement in (placements or {}).items():
-            module.set_placement(component, placement)
-        module.configure_model()
-        return module
-
-    return build
 
 
 @pytest.fixture(scope="session")

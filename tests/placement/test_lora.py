@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lightning_mm.callbacks import Placement
 from lightning_mm.errors import ConfigError
+from lightning_mm.placement import Placement
 
 
 def test_a_misspelt_target_names_itself_and_the_close_layer_names(build_module):

@@ -7,9 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_mm.callbacks import Placement
-from lightning_mm.callbacks.lora import lora_layers, merge_lora
-from lightning_mm.callbacks.lora_dropout import DropoutLinear, dropout_linear
+from lightning_mm.placement import DropoutLinear, Placement, dropout_linear, lora_layers, merge_lora
 
 
 def saved_during(fn):

@@ -12,10 +12,10 @@ from lightning.pytorch.callbacks import Callback
 from peft.tuners.lora import LoraLayer
 
 from lightning_mm import MultimodalModule
-from lightning_mm.callbacks import ComponentPlacement, Placement
-from lightning_mm.callbacks.placement import format_placement_table
+from lightning_mm.callbacks import ComponentPlacement
 from lightning_mm.cli import MultimodalCLI
 from lightning_mm.data.datamodule import VLMDataModule
+from lightning_mm.placement import Placement, format_placement_table
 
 FROZEN = Placement("frozen")
 FULL = Placement("full")
