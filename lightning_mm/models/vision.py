@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import timm
 import torch
 from torch import nn
+
+from lightning_mm.models.component import TimmTowerComponent
 
 __all__ = ["VisionTower", "check_timm_model_name"]
 
@@ -43,6 +44,11 @@ class VisionTower(nn.Module):
         feature_layer: Index of the block whose output is used (negative counts from the end).
         drop_prefix_tokens: Drop CLS/register tokens and keep patch tokens only.
         model_kwargs: Extra keyword arguments for ``timm.create_model`` (e.g. ``img_size``, ``depth``).
+
+    Its blocks, unused parameters, sharding and checkpointing units are those of a
+    :class:`~lightning_mm.models.component.TimmTowerComponent` (:meth:`component_interface`): timm's ``blocks``, or
+    its ``stages`` for a model built from stages (``feature_layer`` then counts stages, as in timm's
+    ``forward_intermediates``).
     """
 
     def __init__(
@@ -59,7 +65,7 @@ class VisionTower(nn.Module):
         self.model = timm.create_model(model_name, pretrained=pretrained, num_classes=0, **kwargs)
         if not hasattr(self.model, "forward_intermediates"):
             raise ValueError(f"timm model {model_name!r} has no `forward_intermediates`; it cannot be a vision tower.")
-        depth = len(getattr(self.model, "blocks", []) or [])
+        depth = len(TimmTowerComponent(self).blocks())
         if depth and not -depth <= feature_layer < depth:
             raise ValueError(f"feature_layer={feature_layer} is out of range for {model_name!r} with {depth} blocks.")
         self.model_name = model_name
@@ -74,21 +80,17 @@ class VisionTower(nn.Module):
         self.pixel_std: tuple[float, ...] = tuple(float(s) for s in cfg["std"])
         self._affine: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # device -> (scale, shift)
 
+    def component_interface(self) -> TimmTowerComponent:
+        """This tower's answers as a component: blocks, unused parameters, LoRA targets, sharding units."""
+        return TimmTowerComponent(self, "vision")
+
     def unused_parameter_names(self) -> list[str]:
         """Names (relative to this module) of parameters that never take part in ``forward``.
 
         The blocks after ``feature_layer`` and the final norm are kept so that released checkpoints load unchanged and
         parameter counts match them, but they receive no gradient: placements never make them trainable.
         """
-        if not self.depth:
-            return []
-        unused = []
-        for name, _ in self.named_parameters():
-            rel = name.removeprefix("model.")
-            m = re.match(r"blocks\.(\d+)\.", rel)
-            if (m and int(m.group(1)) > self.block_index) or rel.startswith(("norm.", "fc_norm.", "head", "attn_pool")):
-                unused.append(name)
-        return unused
+        return self.component_interface().unused_parameter_names()
 
     @property
     def hidden_size(self) -> int:

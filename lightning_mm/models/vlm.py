@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import types
-
 import torch
 import torch.distributed as dist
-import torch.utils.checkpoint
 from torch import nn
 from transformers import PreTrainedModel
 
+from lightning_mm.models.component import COMPONENTS, Component, as_component, checkpoint_activations
 from lightning_mm.models.language import decoder_of
 from lightning_mm.models.vision import VisionTower
 
@@ -77,24 +75,6 @@ def splice_image_features(
     return inputs_embeds.masked_scatter(mask.unsqueeze(-1), feats.to(inputs_embeds.dtype))  # (B, T, D)
 
 
-def _checkpointed_forward(self: nn.Module, *args, **kwargs):
-    forward = type(self).forward  # the class's own forward (a sharding wrapper class inherits it)
-    if self.training and torch.is_grad_enabled():
-        return torch.utils.checkpoint.checkpoint(forward, self, *args, use_reentrant=False, **kwargs)
-    return forward(self, *args, **kwargs)
-
-
-def checkpoint_activations(module: nn.Module) -> None:
-    """Recompute ``module``'s activations in backward instead of keeping them (non-reentrant checkpointing).
-
-    The module keeps its class, names and state dict (its ``forward`` is rebound on the instance), so placements,
-    adapters and sharding address it as before. Non-reentrant checkpointing gives gradients to parameters inside the
-    module (e.g. LoRA in a frozen tower) even when its input does not require grad.
-    """
-    if getattr(module.forward, "__func__", None) is not _checkpointed_forward:
-        module.forward = types.MethodType(_checkpointed_forward, module)
-
-
 class VisionLanguageModel(nn.Module):
     """LLaVA-style network in plain torch: ``vision`` -> ``projector`` -> splice -> ``llm`` decoder.
 
@@ -120,23 +100,21 @@ class VisionLanguageModel(nn.Module):
         """The LM's output projection (V, H)."""
         return self.llm.get_output_embeddings()
 
-    def enable_activation_checkpointing(self) -> None:
-        """Non-reentrant activation checkpointing of the vision tower's blocks and the LLM's decoder layers.
+    def component(self, name: str) -> Component:
+        """The interface of component ``name`` (``vision``, ``projector``, ``llm``): its blocks, unused parameters,
+        default LoRA targets, sharding and checkpointing units (:mod:`lightning_mm.models.component`)."""
+        if name not in COMPONENTS:
+            raise ValueError(f"Unknown component {name!r}; components are {COMPONENTS}")
+        return as_component(getattr(self, name), name)
 
-        Only active in training mode with grad enabled; a tower that runs under ``no_grad`` keeps nothing anyway.
+    def enable_activation_checkpointing(self) -> None:
+        """Non-reentrant activation checkpointing of each component's checkpointing units.
+
+        The vision tower's blocks and the LLM's decoder layers (a projector has none). Only active in training mode
+        with grad enabled; a tower that runs under ``no_grad`` keeps nothing anyway.
         """
-        tower = self.vision.model
-        blocks = getattr(tower, "blocks", None)
-        if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks):
-            for block in blocks:
-                checkpoint_activations(block)
-        elif hasattr(tower, "set_grad_checkpointing"):
-            tower.set_grad_checkpointing(True)  # timm's own (non-reentrant unless TIMM_REENTRANT_CKPT is set)
-        kwargs = {"use_reentrant": False}
-        if hasattr(self.llm, "activation_checkpointing_enable"):  # transformers >= 5
-            self.llm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        for name in COMPONENTS:
+            self.component(name).enable_activation_checkpointing()
 
     def _vision_trains(self) -> bool:
         return any(p.requires_grad for p in self.vision.parameters())

@@ -16,6 +16,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from lightning_mm.errors import ConfigError, close_matches
+from lightning_mm.models.component import ALL_LINEAR, DEFAULT_LORA_TARGETS, as_component
 from lightning_mm.placement.lora_dropout import DropoutLinear
 
 __all__ = [
@@ -31,17 +32,10 @@ __all__ = [
 ]
 
 ADAPTER_NAME = "default"
-ALL_LINEAR = "all-linear"
 REGEX_PREFIX = "re:"
 
-# Default targets per component. Suffix names match the last parts of a module path; ``all-linear`` means every
-# linear layer of the component (the LLM's output projection excluded). The vision names cover timm ViTs (fused
-# ``qkv``) and the timm families that split q/k/v or gate the MLP (EVA: ``q_proj``..., ``fc1_g``/``fc1_x``).
-DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
-    "vision": ("qkv", "q_proj", "k_proj", "v_proj", "proj", "fc1", "fc1_g", "fc1_x", "fc2"),
-    "projector": (ALL_LINEAR,),
-    "llm": (ALL_LINEAR,),
-}
+# Default targets of the built-in components, by name; a component's own are its interface's ``lora_targets()``.
+DEFAULT_TARGETS = DEFAULT_LORA_TARGETS
 _LINEAR_TYPES = (nn.Linear, Conv1D)
 
 
@@ -93,11 +87,12 @@ def resolve_lora_targets(
 
     Args:
         module: The component's own module.
-        component: ``vision``, ``projector`` or ``llm`` (chooses the default targets).
+        component: ``vision``, ``projector`` or ``llm`` (names it in errors; with the module, chooses its interface).
         target_modules: Each entry matches module paths relative to the component: a name or dotted suffix
             (``qkv``, ``attn.proj``) or ``all-linear`` selects linear layers (so ``proj`` never selects timm's
             ``patch_embed.proj`` convolution); ``re:<regex>``, matched against the whole relative path, selects any
-            layer type peft supports (``re:.*patch_embed\\.proj``). None: :data:`DEFAULT_TARGETS` of the component.
+            layer type peft supports (``re:.*patch_embed\\.proj``). None: the component's defaults, its interface's
+            ``lora_targets()`` (:mod:`lightning_mm.models.component`).
         unused_parameters: Parameter names (relative to ``module``) that never take part in ``forward``; the layers
             that own them get no adapter (it would never receive a gradient).
 
@@ -108,7 +103,8 @@ def resolve_lora_targets(
         ConfigError: if nothing matches, or (for a given ``target_modules``) an entry matches no layer: the message
             lists the unmatched entries with close candidates (a ``ValueError``).
     """
-    targets = tuple(DEFAULT_TARGETS[component] if target_modules is None else target_modules)
+    defaults = target_modules is None
+    targets = tuple(as_component(module, component).lora_targets() if defaults else target_modules)
     unused_owners = {p.rsplit(".", 1)[0] for p in unused_parameters}
     lm_head = _output_embeddings(module)
     if isinstance(lm_head, LoraLayer):
@@ -121,7 +117,7 @@ def resolve_lora_targets(
         if hits:
             found.append(name)
             matched |= hits
-    if target_modules is not None:  # a given list must match entry by entry (the defaults cover several families)
+    if not defaults:  # a given list must match entry by entry (the defaults cover several families)
         unmatched = [t for t in targets if t not in matched]
         if unmatched:
             raise ConfigError(_unmatched_message(module, component, targets, unmatched, unused_owners))

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from lightning_mm.models.component import COMPONENTS, as_component
 from lightning_mm.placement.lora import (
     adapter_settings,
     inject_lora,
@@ -35,7 +36,6 @@ __all__ = [
 ]
 
 MODES = ("frozen", "full", "lora")
-COMPONENTS = ("vision", "projector", "llm")  # the order in which placements are applied
 
 
 @dataclass(frozen=True)
@@ -107,15 +107,20 @@ class Placement:
         apply_placement(module.component(component), component, self)
 
 
-def unused_parameter_names(module: nn.Module) -> set[str]:
-    """Parameters of ``module`` that never take part in ``forward`` (a vision tower's blocks after its feature layer)."""
-    fn = getattr(module, "unused_parameter_names", None)
-    return set(fn()) if callable(fn) else set()
+def unused_parameter_names(module: nn.Module, component: str | None = None) -> set[str]:
+    """Parameters of ``module`` that never take part in ``forward`` (a vision tower's blocks after its feature layer).
+
+    Args:
+        module: A component's module.
+        component: Its name (None: its interface is chosen from the module alone,
+            :func:`~lightning_mm.models.component.as_component`).
+    """
+    return set(as_component(module, component).unused_parameter_names())
 
 
-def freeze_unused(module: nn.Module) -> None:
+def freeze_unused(module: nn.Module, component: str | None = None) -> None:
     """Freeze the parameters that never take part in ``forward``: no placement may make them trainable."""
-    unused = unused_parameter_names(module)
+    unused = unused_parameter_names(module, component)
     for name, p in module.named_parameters():
         if name in unused:
             p.requires_grad_(False)
@@ -151,7 +156,7 @@ def apply_placement(module: nn.Module, component: str, placement: Placement) -> 
     Raises:
         ValueError: if the component already carries LoRA adapters that the placement does not describe.
     """
-    unused = unused_parameter_names(module)
+    unused = unused_parameter_names(module, component)
     if lora_layers(module):
         _check_existing_lora(module, component, placement, unused)
     elif placement.mode == "lora":
@@ -189,7 +194,7 @@ def apply_placements(network: nn.Module, placements: Mapping[str, Placement]) ->
         if component in placements:
             apply_placement(getattr(network, component), component, placements[component])
     for component in COMPONENTS:
-        freeze_unused(getattr(network, component))
+        freeze_unused(getattr(network, component), component)
 
 
 def placement_rows(components: Mapping[str, nn.Module], placements: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -200,7 +205,7 @@ def placement_rows(components: Mapping[str, nn.Module], placements: Mapping[str,
     """
     rows = []
     for name, module in components.items():
-        unused = unused_parameter_names(module)
+        unused = unused_parameter_names(module, name)
         params = dict(module.named_parameters())  # tied weights counted once
         total = sum(p.numel() for p in params.values())
         trainable = sum(p.numel() for p in params.values() if p.requires_grad)
