@@ -2,37 +2,39 @@
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 __all__ = ["moved_module"]
 
 
-def moved_module(old: str, new: str, public: str | None = None) -> tuple[list[str], Callable[[str], Any]]:
+def moved_module(old: str, new: ModuleType, public: str | None = None) -> tuple[list[str], Callable[[str], Any]]:
     """``__all__`` and a module ``__getattr__`` for the alias ``old`` of the module ``new``.
 
     Each name read from the alias comes from ``new`` and raises a ``DeprecationWarning`` naming the new path::
 
-        __all__, __getattr__ = moved_module(__name__, "lightning_mm.placement.lora", public="lightning_mm.placement")
+        from lightning_mm.placement import lora
+
+        __all__, __getattr__ = moved_module(__name__, lora, public="lightning_mm.placement")
 
     Args:
         old: Dotted path of the alias module (its ``__name__``).
-        new: Dotted path of the module that holds the code now (its ``__all__`` is the alias's).
-        public: The path the warning recommends (default: ``new``), e.g. the package that re-exports the names.
+        new: The module that holds the code now (its ``__all__`` is the alias's).
+        public: The path the warning recommends (default: ``new``'s), e.g. the package that re-exports the names.
     """
-    target = importlib.import_module(new)
-    names = list(getattr(target, "__all__", []))
+    names = list(getattr(new, "__all__", []))
+    where = public or new.__name__
 
     def getattr_(name: str) -> Any:
         if name not in names:
             raise AttributeError(f"module {old!r} has no attribute {name!r}")
         warnings.warn(
-            f"{old}.{name} moved: import it from {public or new}; the old path will be removed in the next release.",
+            f"{old}.{name} moved: import it from {where}; the old path will be removed in the next release.",
             DeprecationWarning,
             stacklevel=2,
         )
-        return getattr(target, name)
+        return getattr(new, name)
 
     return names, getattr_
