@@ -101,8 +101,14 @@ class VisionLanguageModel(nn.Module):
         return self.llm.get_output_embeddings()
 
     def component(self, name: str) -> Component:
-        """The interface of component ``name`` (``vision``, ``projector``, ``llm``): its blocks, unused parameters,
-        default LoRA targets, sharding and checkpointing units (:mod:`lightning_mm.models.component`)."""
+        """The interface of component ``name``: its blocks, unused parameters, LoRA targets, sharding units.
+
+        Args:
+            name: ``vision``, ``projector`` or ``llm``.
+
+        Returns:
+            A :class:`~lightning_mm.models.component.Component` (its ``module`` is ``getattr(self, name)``).
+        """
         if name not in COMPONENTS:
             raise ValueError(f"Unknown component {name!r}; components are {COMPONENTS}")
         return as_component(getattr(self, name), name)
