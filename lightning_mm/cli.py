@@ -15,10 +15,7 @@ from lightning_mm.module import MultimodalModule
 
 __all__ = ["MultimodalCLI", "main"]
 
-__getattr__ = moved(
-    __name__,
-    {"register_command": "lightning_mm.commands.registry", "EXTRA_COMMANDS": "lightning_mm.commands.registry"},
-)
+__getattr__ = moved(__name__, {"register_command": "lightning_mm.commands.registry"})
 
 
 class MultimodalCLI(LightningCLI):

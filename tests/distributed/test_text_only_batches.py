@@ -14,6 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lightning_mm import MultimodalModule
+
 pytestmark = pytest.mark.distributed
 
 
@@ -23,8 +25,6 @@ def one_process(worker, tmp_path_factory) -> list[dict[str, torch.Tensor]]:
 
 
 def test_step_1_is_text_only_and_step_2_text_only_on_rank_0(worker):
-    from lightning_mm import MultimodalModule
-
     module = MultimodalModule(model="tiny")
     dm = worker.MixedModalities(batch_size=1)
     dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_mm.data import ImageProcessor
+from lightning_mm.callbacks import Placement
+from lightning_mm.data import ImageProcessor, SyntheticVQADataModule
 from lightning_mm.loss import shifted_cross_entropy
 
 
@@ -78,7 +79,6 @@ def test_uint8_images_give_the_output_of_images_normalised_on_the_cpu(tiny_modul
 @pytest.fixture()
 def text_batch(tiny_module):
     """4 text-only synthetic samples (no image)."""
-    from lightning_mm.data import SyntheticVQADataModule
 
     dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4, mode="text")
     dm.bind(
@@ -100,7 +100,6 @@ def test_text_only_training_batch_runs_a_zero_weight_image_through_the_frozen_to
     tiny_module, text_batch, checkpointing
 ):
     """LLaVA's placement: the projector gets zero gradients (not none), the hidden states are those of the text."""
-    from lightning_mm.callbacks import Placement
 
     tiny_module.set_placement("vision", Placement("frozen"))
     tiny_module.set_placement("llm", Placement("lora", r=2))

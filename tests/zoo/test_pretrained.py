@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning
 import pytest
+import timm
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -45,7 +46,6 @@ def llm_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tower_file(tmp_path_factory):
     """timm weights of the tiny tower in a local file (timm's ``pretrained_cfg_overlay=dict(file=...)``)."""
-    import timm
 
     torch.manual_seed(0)
     tower = timm.create_model("vit_tiny_patch16_224", num_classes=0, **TOWER)
