@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from lightning_mm.callbacks.placement import (
-    Placement,
-    apply_placement,
-    format_placement_table,
-    freeze_unused,
-    placement_rows,
-)
 from lightning_mm.checkpoint_file import check_checkpoint_file
-from lightning_mm.checkpoint_format import PLACEMENTS_HPARAM
 from lightning_mm.checkpoint_io import use_atomic_checkpoint_io
 from lightning_mm.checkpoint_state import load_module_state, save_module_state
 from lightning_mm.data.templates import get_template
+from lightning_mm.declared_placements import COMPONENTS, DeclaredPlacements
 from lightning_mm.distributed.setup import check_strategy, shard_for_strategy
 from lightning_mm.evaluation_steps import EvaluationSteps
 from lightning_mm.loss import count_supervised
@@ -35,11 +26,10 @@ from lightning_mm.zoo.hf import absolute_hf_name
 
 __all__ = ["COMPONENTS", "MultimodalModule"]
 
-COMPONENTS = ("vision", "projector", "llm")
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 
 
-class MultimodalModule(EvaluationSteps, L.LightningModule):
+class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
     """Trains a LLaVA-style vision-language model with the shifted, masked causal-LM loss.
 
     The network is built in ``configure_model`` (lazily and once), so strategies that shard (FSDP) build it where it
@@ -119,11 +109,7 @@ class MultimodalModule(EvaluationSteps, L.LightningModule):
         self.activation_checkpointing = activation_checkpointing
         self.eval_generate = eval_generate
         self.network: VisionLanguageModel | None = None
-        self.hparams[PLACEMENTS_HPARAM] = {}  # the one record of what trains: component -> placement (dict form)
-        for component, placement in (placements or {}).items():
-            self.set_placement(
-                component, placement if isinstance(placement, Placement) else Placement.from_dict(placement)
-            )
+        self.declare_placements(placements)
         self.base_mismatch: list[str] = []  # components whose base differed from an adapter-only checkpoint's
         self._tokenizer = None
         self._image_geometry: tuple[int, dict[str, Any]] | None = None
@@ -207,53 +193,6 @@ class MultimodalModule(EvaluationSteps, L.LightningModule):
         if self._trainer is not None:
             check_strategy(self, self.trainer)
             shard_for_strategy(self)
-
-    @property
-    def placements(self) -> dict[str, Placement]:
-        """Component -> declared :class:`~lightning_mm.callbacks.Placement` (read from ``hparams.placements``)."""
-        return {c: Placement.from_dict(d) for c, d in self.hparams[PLACEMENTS_HPARAM].items()}
-
-    def set_placement(self, component: str, placement: Placement) -> None:
-        """Declare how ``component`` trains; applied at once if the network exists, else by ``configure_model``.
-
-        Args:
-            component: ``vision``, ``projector`` or ``llm``.
-            placement: A :class:`~lightning_mm.callbacks.Placement` (frozen / full / LoRA, optional ``lr``).
-        """
-        if component not in COMPONENTS:
-            raise ValueError(f"Unknown component {component!r}; components are {COMPONENTS}")
-        declared: dict[str, Any] = self.hparams[PLACEMENTS_HPARAM]
-        previous = declared.get(component)
-        declared[component] = placement.to_dict()
-        if self.network is None:
-            return
-        try:
-            self.apply_placements()
-        except Exception:
-            if previous is None:
-                del declared[component]
-            else:
-                declared[component] = previous
-            raise
-
-    def apply_placements(self) -> None:
-        """Apply each declared placement to its component, idempotently (:func:`apply_placements`)."""
-        apply_placements(self.network, self.placements)
-
-    def placement_table(self) -> list[dict[str, Any]]:
-        """Per component: ``component``, ``mode``, ``trainable`` and ``total`` parameter counts, ``unused`` count."""
-        return placement_rows({c: self.component(c) for c in COMPONENTS}, self.placements)
-
-    def log_placements(self) -> None:
-        """Print the placement table (component, mode, trainable / total params) and add it to TensorBoard."""
-        rows = self.placement_table()
-        rank_zero_info("Trainable parameters per component:\n" + format_placement_table(rows))
-        if self._trainer is None or not self.trainer.is_global_zero:
-            return
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                text = format_placement_table(rows, markdown=True)
-                logger.experiment.add_text("placement", text, global_step=self.global_step)
 
     def on_fit_start(self) -> None:
         use_atomic_checkpoint_io(self.trainer)  # a run killed while writing never leaves a truncated last.ckpt
@@ -373,16 +312,3 @@ class MultimodalModule(EvaluationSteps, L.LightningModule):
         fn = warmup_schedule(total, self.warmup_ratio, self.schedule, self.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def apply_placements(network: nn.Module, placements: Mapping[str, Placement]) -> None:
-    """Apply each placement to its component of ``network`` (in the order vision, projector, llm), idempotently.
-
-    Parameters that never take part in ``forward`` (a vision tower's blocks after its feature layer) are then frozen
-    in every component, declared or not.
-    """
-    for component in COMPONENTS:
-        if component in placements:
-            apply_placement(getattr(network, component), component, placements[component])
-    for component in COMPONENTS:
-        freeze_unused(getattr(network, component))
