@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
 __all__ = ["add_size_args", "hf_llava_config", "image_tokens", "llama_config", "ours_overrides"]
 
 
@@ -77,8 +79,6 @@ def ours_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def hf_llava_config(args: argparse.Namespace, image_token_id: int):
     """transformers' ``LlavaConfig`` of the same architecture."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
     vision = CLIPVisionConfig(
         hidden_size=args.vision_dim,
         intermediate_size=4 * args.vision_dim,

@@ -32,6 +32,9 @@ from pathlib import Path
 
 import torch
 
+from lightning_mm import MultimodalModule
+from lightning_mm.data import LlavaDataModule, SyntheticVQADataModule
+
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "tests" / "assets"
 RECORDS = ASSETS / "llava" / "llava_tiny.json"
@@ -54,9 +57,6 @@ def write_records(path: Path, n: int) -> Path:
 
 
 def _datamodule(data_path: Path, workers: int, batch_size: int):
-    from lightning_mm import MultimodalModule
-    from lightning_mm.data import LlavaDataModule
-
     module = MultimodalModule(
         model="tiny", model_overrides={"tokenizer": str(ASSETS / "tokenizer"), "template": "vicuna_v1"}
     )
@@ -122,8 +122,6 @@ def stage_split(samples: int, batch_size: int, data_path: Path) -> dict[str, flo
 
 def consumer_rate(steps: int, batch_size: int, repeats: int) -> float:
     """Samples/s the quickstart model trains at (median over repeats)."""
-    from lightning_mm import MultimodalModule
-    from lightning_mm.data import SyntheticVQADataModule
 
     torch.manual_seed(0)
     module = MultimodalModule(model="tiny")

@@ -41,6 +41,9 @@ import time
 import torch
 from _llava import add_size_args, image_tokens, ours_overrides
 
+from lightning_mm import MultimodalModule
+from lightning_mm.interop.export import to_hf_model
+
 TARGET = 1.0  # tokens/s ours/hf: ours must not be slower
 TINY = {
     "batch": 2,
@@ -100,8 +103,6 @@ def build_pair(args: argparse.Namespace):
     transformers' side is :func:`lightning_mm.interop.to_hf_model` of our network: the project's converter renames (and
     splits) the weights into ``LlavaForConditionalGeneration``'s, which holds them (shared, not copied).
     """
-    from lightning_mm import MultimodalModule
-    from lightning_mm.interop.export import to_hf_model
 
     torch.manual_seed(args.seed)
     module = MultimodalModule(model="tiny", model_overrides=ours_overrides(args))

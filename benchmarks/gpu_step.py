@@ -48,6 +48,10 @@ from typing import Any
 
 import torch
 
+from lightning_mm import MultimodalModule
+from lightning_mm.callbacks import Placement
+from lightning_mm.distributed import decoder_layers, vision_blocks
+
 # bf16 dense tensor-core peaks (no sparsity), FLOP/s, by a substring of torch.cuda.get_device_name().
 PEAK_BF16 = {
     "H200": 989e12,
@@ -90,8 +94,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build(args: argparse.Namespace, device: torch.device):
     """The module (network built on ``device``), its optimiser, and a random LLaVA-shaped batch."""
-    from lightning_mm import MultimodalModule
-    from lightning_mm.callbacks import Placement
 
     module = MultimodalModule(model=args.model, activation_checkpointing=args.activation_checkpointing)
     module.set_placement("vision", Placement("frozen"))
@@ -137,7 +139,6 @@ def _linear_params(module: torch.nn.Module) -> tuple[int, int]:
 
 def model_flops(module: Any, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     """Model FLOPs of one step, per part (see the module docstring for the formulas)."""
-    from lightning_mm.distributed import decoder_layers, vision_blocks
 
     net = module.network
     tower = net.vision

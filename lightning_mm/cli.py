@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 from lightning.pytorch.cli import LightningCLI
 
+from lightning_mm._deprecated import moved
 from lightning_mm.checkpoint_file import check_checkpoint_file
+from lightning_mm.commands import EXTRA_COMMANDS
 from lightning_mm.data.datamodule import VLMDataModule
 from lightning_mm.errors import find_config_error
 from lightning_mm.module import MultimodalModule
 
 __all__ = ["MultimodalCLI", "main"]
 
-# Subcommands that are not Trainer entry points: name -> (help, runner(argv)).
-EXTRA_COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {}
-
-
-def register_command(name: str, help: str) -> Callable:
-    """Decorator adding a ``lightning-mm <name>`` subcommand; the runner receives the remaining argv."""
-
-    def wrap(fn: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
-        EXTRA_COMMANDS[name] = (help, fn)
-        return fn
-
-    return wrap
+__getattr__ = moved(__name__, {"register_command": "lightning_mm.commands.registry"})
 
 
 class MultimodalCLI(LightningCLI):
@@ -72,8 +62,6 @@ def main(argv: list[str] | None = None) -> int | None:
 def _main(argv: list[str] | None) -> int | None:
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    from lightning_mm import commands  # noqa: F401  (registers the extra subcommands)
-
     if argv and argv[0] in EXTRA_COMMANDS:
         return EXTRA_COMMANDS[argv[0]][1](argv[1:])
     if argv and argv[0] in ("-h", "--help"):
@@ -91,7 +79,4 @@ def _main(argv: list[str] | None) -> int | None:
 
 
 if __name__ == "__main__":
-    # run the package's module object, where the extra subcommands register (not this __main__ copy)
-    from lightning_mm.cli import main as package_main
-
-    sys.exit(package_main())
+    sys.exit(main())

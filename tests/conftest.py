@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,12 +12,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# imported once the offline switches above are set
+from lightning_mm import MultimodalModule  # noqa: E402
+from lightning_mm.cli import main  # noqa: E402
+from lightning_mm.data import SyntheticVQADataModule  # noqa: E402
+
 
 @pytest.fixture()
 def tiny_module():
     """A built tiny MultimodalModule (random init, seed 0)."""
-    from lightning_mm import MultimodalModule
-
     torch.manual_seed(0)
     module = MultimodalModule(model="tiny")
     module.configure_model()
@@ -26,8 +30,6 @@ def tiny_module():
 @pytest.fixture()
 def tiny_batch(tiny_module):
     """A collated batch of 4 synthetic VQA samples bound to the tiny module."""
-    from lightning_mm.data import SyntheticVQADataModule
-
     dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4)
     dm.bind(
         tiny_module.tokenizer, tiny_module.num_image_tokens, tiny_module.image_data_config, tiny_module.image_token_id
@@ -38,9 +40,6 @@ def tiny_batch(tiny_module):
 @pytest.fixture(scope="session")
 def vqa_batch() -> dict:
     """One collated training batch (4 samples) of the synthetic task for the ``tiny`` model."""
-    from lightning_mm import MultimodalModule
-    from lightning_mm.data import SyntheticVQADataModule
-
     module = MultimodalModule(model="tiny")
     dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4)
     dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
@@ -50,8 +49,6 @@ def vqa_batch() -> dict:
 @pytest.fixture(scope="session")
 def build_module():
     """Factory: a built ``tiny`` MultimodalModule with the given placements (``{component: Placement}``)."""
-
-    from lightning_mm import MultimodalModule
 
     def build(placements: dict | None = None, seed: int = 0, **kwargs) -> MultimodalModule:
         torch.manual_seed(seed)
@@ -83,10 +80,6 @@ def quickstart_run(tmp_path_factory):
     Returns a dict: ``args`` (the recipe and overrides, for further commands on the same run), ``root`` (the logger's
     save_dir) and ``ckpt`` (the run's ``last.ckpt``).
     """
-    from pathlib import Path
-
-    from lightning_mm.cli import main
-
     root = tmp_path_factory.mktemp("quickstart")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
     args = ["--config", str(recipe), *QUICKSTART_SHORT, f"--trainer.logger.init_args.save_dir={root}"]

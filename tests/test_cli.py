@@ -1,5 +1,8 @@
+import pathlib
+
 import pytest
 
+from lightning_mm import MultimodalModule
 from lightning_mm.cli import main
 
 
@@ -10,7 +13,6 @@ def test_zoo_lists_tiny(capsys):
 
 def test_fit_from_quickstart_recipe_fast_dev_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    import pathlib
 
     recipe = pathlib.Path(__file__).parents[1] / "recipes" / "quickstart.yaml"
     main(
@@ -27,7 +29,5 @@ def test_fit_from_quickstart_recipe_fast_dev_run(tmp_path, monkeypatch):
 
 
 def test_unknown_model_name_is_a_clear_error():
-    from lightning_mm import MultimodalModule
-
     with pytest.raises(ValueError, match="Unknown model 'tinyy'"):
         MultimodalModule(model="tinyy")

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lightning_mm import MultimodalModule
-from lightning_mm.data import LlavaDataset, SyntheticVQADataModule, VLMCollator
+from lightning_mm.data import LlavaDataModule, LlavaDataset, SyntheticVQADataModule, VLMCollator
 from lightning_mm.evaluation import last_answer_spans, left_pad_prompts, until_stop
 from lightning_mm.metrics import VQAExactMatch
 
@@ -122,7 +122,6 @@ def test_llava_references_give_soft_accuracy_overall_and_per_category(tmp_path):
 
     A first pass finds what the (untrained, deterministic) model answers; the references then hold that answer 2, 3
     and 0 times out of 10, so the soft accuracies are 0.6, 0.9 and 0 by hand."""
-    from lightning_mm.data import LlavaDataModule
 
     records = json.loads((ASSETS / "llava" / "llava_tiny.json").read_text())[:4]
     for k, record in enumerate(records):

@@ -9,6 +9,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from examples.subclass import NormedProjector, NormedProjectorModule  # noqa: E402
+from lightning_mm.cli import main
 from lightning_mm.data import SyntheticVQADataModule  # noqa: E402
 
 
@@ -36,8 +37,6 @@ def test_subclass_with_custom_projector_and_auxiliary_loss_trains():
 
 
 def test_subclass_from_the_cli(tmp_path, monkeypatch):
-    from lightning_mm.cli import main
-
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)
     main(

@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_mm import MultimodalModule
 from lightning_mm.callbacks import FreezeComponent, FullComponent, LoRAComponent, Placement
-from lightning_mm.callbacks.checkpointing import CHECKPOINT_KEY
+from lightning_mm.checkpoint_format import CHECKPOINT_KEY
 from lightning_mm.data import SyntheticVQADataModule, VLMCollator
 
 
@@ -94,7 +94,12 @@ def test_unknown_component_is_refused():
 
 
 def _checkpoint(module: MultimodalModule) -> dict:
-    checkpoint = {"state_dict": module.state_dict()}
+    """What Lightning's ``save_checkpoint`` writes for the module: state dict, hyperparameters, the module's own."""
+    checkpoint = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": L.__version__,
+    }
     module.on_save_checkpoint(checkpoint)
     return checkpoint
 
@@ -106,7 +111,7 @@ def test_checkpoint_placement_is_taken_when_none_is_declared_and_conflicts_raise
     source.set_placement("vision", Placement("frozen"))
     source.configure_model()
     checkpoint = _checkpoint(source)
-    assert checkpoint[CHECKPOINT_KEY]["placements"]["llm"]["r"] == 2
+    assert checkpoint["hyper_parameters"]["placements"]["llm"]["r"] == 2  # what trains: a hyperparameter
 
     fresh = MultimodalModule(model="tiny")
     fresh.configure_model()  # Lightning's load_from_checkpoint builds before on_load_checkpoint
@@ -120,6 +125,40 @@ def test_checkpoint_placement_is_taken_when_none_is_declared_and_conflicts_raise
     other.configure_model()
     with pytest.raises(ValueError, match="trained the llm as 'lora r=2 a=4'"):
         other.on_load_checkpoint(checkpoint)
+
+
+def test_placements_are_hyperparameters_and_rebuild_the_adapters(tmp_path):
+    torch.manual_seed(0)
+    source = MultimodalModule(model="tiny", placements={"llm": {"mode": "lora", "r": 2, "alpha": 4.0}})
+    source.set_placement("vision", Placement("frozen"))
+    assert source.hparams.placements == {c: p.to_dict() for c, p in source.placements.items()}
+    source.configure_model()
+    assert any(".lora_A." in n for n, _ in source.named_parameters())
+    torch.save(_checkpoint(source), tmp_path / "m.ckpt")
+    loaded = MultimodalModule.load_from_checkpoint(tmp_path / "m.ckpt")
+    assert loaded.placements == source.placements
+    assert loaded.state_dict().keys() == source.state_dict().keys()
+
+
+def test_a_checkpoint_of_the_earlier_format_still_loads(tmp_path):
+    """Placements under the checkpoint key only (no ``placements`` hyperparameter), as earlier versions wrote them."""
+    torch.manual_seed(0)
+    source = MultimodalModule(model="tiny")
+    source.set_placement("llm", Placement("lora", r=2, alpha=4.0))
+    source.configure_model()
+    hparams = {k: v for k, v in source.hparams.items() if k != "placements"}
+    placements = {c: p.to_dict() for c, p in source.placements.items()}
+    old = {
+        "state_dict": source.state_dict(),
+        "hyper_parameters": hparams,
+        CHECKPOINT_KEY: {"placements": placements, "adapter_only": False},
+        "pytorch-lightning_version": L.__version__,
+    }
+    torch.save(old, tmp_path / "old.ckpt")
+    loaded = MultimodalModule.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert loaded.placements == source.placements
+    for name, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
 
 
 def test_activation_checkpointing_changes_no_number():

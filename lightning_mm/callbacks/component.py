@@ -23,7 +23,7 @@ from typing import Literal, get_args
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from lightning_mm.callbacks.placement import Placement
+from lightning_mm.placement import Placement
 
 __all__ = ["ComponentPlacement", "FreezeComponent", "FullComponent", "LoRAComponent"]
 

@@ -19,12 +19,12 @@ from typing import Any, TextIO
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, TextStreamer
 
-from lightning_mm.cli import register_command
 from lightning_mm.commands.export import SPEC_FILE, load_exported, load_module
+from lightning_mm.commands.registry import register_command
 from lightning_mm.data.images import ASPECT_MODES, ImageLoadError, ImageProcessor
 from lightning_mm.data.templates import IMAGE_PLACEHOLDER, ChatTemplate, Message, encode_segments, get_template
+from lightning_mm.factory import create_model
 from lightning_mm.models import VisionLanguageModel
-from lightning_mm.zoo import create_model
 
 __all__ = ["ChatModel", "ChatSession", "load_chat_model", "run"]
 

@@ -25,11 +25,15 @@ from typing import Any
 import lightning as L
 import torch
 from safetensors.torch import load_file, save_file
+from timm.models import save_for_hf
 
 from lightning_mm.checkpoint_file import check_checkpoint_file
-from lightning_mm.cli import register_command
+from lightning_mm.checkpoint_format import is_adapter_only
+from lightning_mm.commands.registry import register_command
 from lightning_mm.data.images import ASPECT_MODES
 from lightning_mm.interop.export import export_hf
+from lightning_mm.placement import merge_lora
+from lightning_mm.zoo import ModelSpec, build_network, load_tokenizer
 
 __all__ = ["export_model", "load_exported", "load_module", "run"]
 
@@ -55,8 +59,6 @@ def load_module(
         seed: Seed set before the base is built: an adapter-only checkpoint of a randomly initialised base needs the
             run's seed (``seed_everything``) to rebuild the same base.
     """
-    from lightning_mm.callbacks.checkpointing import CHECKPOINT_KEY
-
     check_checkpoint_file(checkpoint_path)  # missing, empty or truncated: a short error naming the file
     if seed is not None:
         L.seed_everything(seed, verbose=False)
@@ -64,7 +66,7 @@ def load_module(
     module_path, _, name = module_class.rpartition(".")
     cls = getattr(importlib.import_module(module_path), name)
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    overrides = {} if (checkpoint.get(CHECKPOINT_KEY) or {}).get("adapter_only") else {"pretrained": False}
+    overrides = {} if is_adapter_only(checkpoint) else {"pretrained": False}
     module = cls.load_from_checkpoint(checkpoint_path, map_location="cpu", **overrides)
     if getattr(module, "base_mismatch", None):
         raise ValueError(
@@ -92,10 +94,6 @@ def export_model(
     Returns:
         The output directory.
     """
-    from timm.models import save_for_hf
-
-    from lightning_mm.callbacks.lora import merge_lora
-
     if module.network is None:
         raise RuntimeError("The network is not built yet: call configure_model() first.")
     out = Path(output_dir)
@@ -136,8 +134,6 @@ def load_exported(export_dir: str | Path, torch_dtype: torch.dtype | None = None
     Returns:
         A :class:`~lightning_mm.models.VisionLanguageModel` in eval mode.
     """
-    from lightning_mm.zoo import ModelSpec, build_network, load_tokenizer
-
     root = Path(export_dir)
     meta = json.loads((root / SPEC_FILE).read_text())
     if meta.get("format_version") != FORMAT_VERSION:

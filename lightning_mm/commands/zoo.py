@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from lightning_mm.cli import register_command
+from lightning_mm.commands.registry import register_command
+from lightning_mm.zoo import count_image_tokens, get_spec, list_models, parameter_counts
 
 HEADER = ("name", "vision", "llm", "params", "img tokens", "template")
 
@@ -18,8 +19,6 @@ def format_count(n: int) -> str:
 
 
 def _row(name: str, exact: bool, describe: bool) -> tuple[str, ...]:
-    from lightning_mm.zoo import count_image_tokens, get_spec, parameter_counts
-
     spec = get_spec(name)
     try:
         total = parameter_counts(spec)["total"]
@@ -42,8 +41,6 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--exact", action="store_true", help="print exact parameter counts")
     parser.add_argument("-v", "--verbose", action="store_true", help="add each model's description")
     args = parser.parse_args(argv)
-    from lightning_mm.zoo import list_models
-
     names = list_models(args.pattern)
     if not names:
         print(f"No model matches {args.pattern!r}.")

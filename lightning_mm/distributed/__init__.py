@@ -1,10 +1,9 @@
-"""Scale-out: FSDP2 sharding in ``configure_model``, FSDP1 wrapping, the project's strategies and their checks.
+"""Scale-out: FSDP2 sharding in ``configure_model``, the project's strategy and its checks.
 
 * FSDP2 (``ModelParallelStrategy`` / :class:`VLMModelParallelStrategy`): ``MultimodalModule.configure_model`` shards
   each vision block, the projector and each LLM decoder layer with ``fully_shard``, then the network as root.
-* FSDP1 (``FSDPStrategy`` / :class:`VLMFSDPStrategy`): :class:`VLMBlockPolicy` wraps the same units,
-  ``use_orig_params=True``.
 * DDP: Lightning's ``DDPStrategy`` as it is (``find_unused_parameters`` stays off).
+* FSDP1 (``FSDPStrategy``, the former ``VLMFSDPStrategy``) is not supported: a clear error names FSDP2.
 
 Every strategy relies on two things the module and the network do for it: the token-exact loss normalisation
 (``MultimodalModule.on_before_optimizer_step`` sums the supervised targets over all ranks), and the same collectives on
@@ -14,15 +13,9 @@ DDP's gradient reduction of the projector happen on every rank, in the same orde
 text-only batches (LLaVA's instruction mix has such samples, and modality grouping puts them in batches of their own).
 """
 
+from lightning_mm._deprecated import moved
 from lightning_mm.distributed.checkpoint import PlacementAwareLoading, check_placements, consolidate_checkpoint
-from lightning_mm.distributed.fsdp1 import (
-    VLMBlockPolicy,
-    VLMFSDPStrategy,
-    clean_name,
-    mixed_requires_grad_units,
-    parameter_ndims,
-    split_decay_by_ndim,
-)
+from lightning_mm.distributed.fsdp1 import VLMFSDPStrategy
 from lightning_mm.distributed.fsdp2 import (
     fsdp_owner,
     fully_shard_network,
@@ -31,35 +24,26 @@ from lightning_mm.distributed.fsdp2 import (
     unsharded,
 )
 from lightning_mm.distributed.model_parallel import VLMModelParallelStrategy
-from lightning_mm.distributed.setup import (
-    check_strategy,
-    evaluate_without_inference_mode,
-    flattens_parameters,
-    shard_for_strategy,
-)
+from lightning_mm.distributed.setup import check_strategy, evaluate_without_inference_mode, shard_for_strategy
 from lightning_mm.distributed.units import decoder_layers, shard_units, vision_blocks
 
 __all__ = [
     "PlacementAwareLoading",
-    "VLMBlockPolicy",
     "VLMFSDPStrategy",
     "VLMModelParallelStrategy",
     "check_placements",
     "check_strategy",
-    "clean_name",
     "consolidate_checkpoint",
     "decoder_layers",
     "evaluate_without_inference_mode",
-    "flattens_parameters",
     "fsdp_owner",
     "fully_shard_network",
     "is_fully_sharded",
     "mixed_precision_dtypes",
-    "mixed_requires_grad_units",
-    "parameter_ndims",
     "shard_for_strategy",
     "shard_units",
-    "split_decay_by_ndim",
     "unsharded",
     "vision_blocks",
 ]
+
+__getattr__ = moved(__name__, {"clean_name": "lightning_mm.checkpoint_format"})

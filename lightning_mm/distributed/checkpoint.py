@@ -13,9 +13,13 @@ from typing import Any
 
 import torch
 from lightning.fabric.utilities.load import _METADATA_FILENAME, _load_distributed_checkpoint
+from lightning.pytorch.utilities.consolidate_checkpoint import _format_checkpoint
 from torch import nn
+from torch.distributed.checkpoint import FileSystemReader
 
 from lightning_mm.checkpoint_file import check_checkpoint_file
+from lightning_mm.checkpoint_format import clean_name, is_adapter_only, saved_placements
+from lightning_mm.placement import Placement
 
 __all__ = [
     "PlacementAwareLoading",
@@ -27,17 +31,15 @@ __all__ = [
 
 
 def read_module_state(path: Path, weights_only: bool | None = None) -> dict[str, Any]:
-    """The module's own entry (``checkpoint["lightning_mm"]``: placements, adapter-only flag) of a checkpoint.
+    """What a checkpoint says of the module: ``placements`` (component -> dict form) and ``adapter_only``.
 
     Args:
         path: A checkpoint file, or a sharded checkpoint folder (its ``meta.pt`` is read).
         weights_only: Passed to ``torch.load``.
     """
-    from lightning_mm.callbacks.checkpointing import CHECKPOINT_KEY
-
     file = path / _METADATA_FILENAME if path.is_dir() else path
     checkpoint = torch.load(file, mmap=not path.is_dir(), map_location="cpu", weights_only=weights_only)
-    return dict(checkpoint.get(CHECKPOINT_KEY) or {})
+    return {"placements": saved_placements(checkpoint), "adapter_only": is_adapter_only(checkpoint)}
 
 
 def check_placements(module: Any, saved: Mapping[str, Mapping[str, Any]]) -> None:
@@ -49,8 +51,6 @@ def check_placements(module: Any, saved: Mapping[str, Mapping[str, Any]]) -> Non
     Raises:
         ValueError: naming the first component whose placement differs, and the callback that declares the saved one.
     """
-    from lightning_mm.callbacks.placement import Placement
-
     current: dict[str, Placement] = dict(module.placements)
     stored = {c: Placement.from_dict(d) for c, d in saved.items()}
     for component in sorted(set(current) | set(stored)):
@@ -78,8 +78,6 @@ def check_adapter_only_keys(module: nn.Module, saved_keys: set[str]) -> None:
         module: The LightningModule (parameter names may carry FSDP1 wrapper prefixes).
         saved_keys: The state-dict keys the checkpoint holds.
     """
-    from lightning_mm.distributed.fsdp1 import clean_name
-
     trainable = {clean_name(n) for n, p in module.named_parameters() if p.requires_grad}
     missing = sorted(trainable - saved_keys)
     if missing:
@@ -90,11 +88,12 @@ def check_adapter_only_keys(module: nn.Module, saved_keys: set[str]) -> None:
 
 
 def consolidate_checkpoint(folder: str | Path, output: str | Path | None = None) -> Path:
-    """Gather a sharded checkpoint folder (FSDP2 or FSDP1) into one Lightning checkpoint file, in one process.
+    """Gather a sharded checkpoint folder (FSDP2, or FSDP1 of earlier versions) into one Lightning checkpoint file.
 
-    Its weights load like a single-device checkpoint's (``MultimodalModule.load_from_checkpoint``, ``lightning-mm
-    export``); an adapter-only folder gives an adapter-only file. Optimiser states stay as the strategy saved them
-    (resume training from the folder itself).
+    Lightning's own consolidation (``python -m lightning.pytorch.utilities.consolidate_checkpoint``) in one process,
+    which also reads the folders of ``ModelParallelStrategy``. Its weights load like a single-device checkpoint's
+    (``MultimodalModule.load_from_checkpoint``, ``lightning-mm export``); an adapter-only folder gives an adapter-only
+    file. Optimiser states stay as the strategy saved them (resume training from the folder itself).
 
     Args:
         folder: The checkpoint folder (one ``.distcp`` file per rank and ``meta.pt``).
@@ -106,24 +105,19 @@ def consolidate_checkpoint(folder: str | Path, output: str | Path | None = None)
     folder = Path(folder)
     output = Path(output) if output is not None else folder.with_name(folder.name + ".consolidated.ckpt")
     checkpoint = _load_distributed_checkpoint(folder)  # the shards' tensors, whole, nested as they were saved
-    weights = checkpoint.pop("state_dict", None)  # FSDP2 (ModelParallelStrategy) key
-    checkpoint["state_dict"] = weights if weights is not None else checkpoint.pop("model")  # else FSDP1's
-    n_optimizers = sum(1 for key in checkpoint if key.startswith("optimizer_"))
-    if n_optimizers:
-        checkpoint["optimizer_states"] = [checkpoint.pop(f"optimizer_{i}") for i in range(n_optimizers)]
-    torch.save(checkpoint, output)
+    if "model" not in checkpoint:  # ModelParallelStrategy names the weights as a Lightning file does
+        checkpoint["model"] = checkpoint.pop("state_dict")
+    torch.save(_format_checkpoint(checkpoint), output)
     return output
 
 
 def _dcp_keys(path: Path, prefix: str) -> set[str]:
-    from torch.distributed.checkpoint import FileSystemReader
-
     keys = FileSystemReader(str(path)).read_metadata().state_dict_metadata
     return {k.removeprefix(prefix + ".") for k in keys if k.startswith(prefix + ".")}
 
 
 class PlacementAwareLoading:
-    """Mixin for Lightning's sharding strategies (``FSDPStrategy``, ``ModelParallelStrategy``).
+    """Mixin for Lightning's sharding strategies (``ModelParallelStrategy``).
 
     Before the weights load: checks the checkpoint's placements against the run's (:func:`check_placements`). For an
     adapter-only checkpoint: checks that every trained parameter is in it, then loads only what it holds (the frozen
@@ -140,8 +134,8 @@ class PlacementAwareLoading:
         check_checkpoint_file(path)  # missing, empty or truncated: a short error naming it, not torch's
         module = self.lightning_module
         state = read_module_state(path, weights_only)
-        check_placements(module, state.get("placements") or {})
-        if not state.get("adapter_only"):
+        check_placements(module, state["placements"])
+        if not state["adapter_only"]:
             return super().load_checkpoint(path, weights_only)
         if path.is_dir():
             keys = _dcp_keys(path, self._dcp_model_key)

@@ -16,25 +16,27 @@ from torch import nn
 
 from lightning_mm.distributed.units import shard_units
 
+try:
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+    from torch.distributed.tensor import DTensor
+except ImportError:  # torch 2.5
+    from torch.distributed._composable.fsdp import (
+        FSDPModule,
+        MixedPrecisionPolicy,
+        fully_shard,
+        register_fsdp_forward_method,
+    )
+    from torch.distributed._tensor import DTensor
+
+# methods of the network that use the root's parameters outside ``forward`` (generation, the loss on lm_head)
+FORWARD_METHODS = ("generate", "lm_loss", "target_predictions")
+
 __all__ = ["fsdp_owner", "fully_shard_network", "is_fully_sharded", "mixed_precision_dtypes", "unsharded"]
-
-
-def _fsdp2():
-    try:
-        from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
-    except ImportError:  # torch 2.5
-        from torch.distributed._composable.fsdp import (
-            FSDPModule,
-            MixedPrecisionPolicy,
-            fully_shard,
-            register_fsdp_forward_method,
-        )
-    return FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
 
 def is_fully_sharded(module: nn.Module) -> bool:
     """Whether ``module`` is an FSDP2 (``fully_shard``) module."""
-    return isinstance(module, _fsdp2()[0])
+    return isinstance(module, FSDPModule)
 
 
 def mixed_precision_dtypes(precision: str | None) -> tuple[torch.dtype | None, torch.dtype | None]:
@@ -68,7 +70,8 @@ def fully_shard_network(
 
     The root (embeddings, ``lm_head``, final norms, the tower's patch embedding) keeps its parameters unsharded from
     its forward until its backward (FSDP2's default for a root), which is what lets the loss read ``lm_head.weight``
-    after ``network(...)`` returns; :func:`unsharded` covers calls outside that window.
+    after ``network(...)`` returns. The network's ``generate``, ``lm_loss`` and ``target_predictions`` are registered
+    as forward methods (:data:`FORWARD_METHODS`), so they gather the root too; :func:`unsharded` covers other calls.
 
     Args:
         network: The :class:`~lightning_mm.models.VisionLanguageModel`, placements and activation checkpointing
@@ -80,17 +83,16 @@ def fully_shard_network(
             backward (ZeRO-3); False keeps them until backward (more memory, one all-gather less per unit).
 
     Returns:
-        ``network``, sharded in place (its class becomes an ``FSDP...`` subclass of its own); its ``generate`` runs
-        through FSDP's forward hooks too.
+        ``network``, sharded in place (its class becomes an ``FSDP...`` subclass of its own).
     """
-    _, MixedPrecisionPolicy, fully_shard, register_forward_method = _fsdp2()  # noqa: N806
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     for unit in shard_units(network).values():
         unit.register_forward_hook(_output_not_a_view)  # runs before FSDP2's own post-forward hook
         fully_shard(unit, mesh=mesh, reshard_after_forward=reshard_after_forward, mp_policy=policy)
     fully_shard(network, mesh=mesh, mp_policy=policy)  # root: reshard_after_forward=None keeps it until backward
-    if callable(getattr(network, "generate", None)):
-        register_forward_method(network, "generate")  # generation gathers the root like forward does
+    for name in FORWARD_METHODS:  # they gather the root like forward does
+        if callable(getattr(network, name, None)):
+            register_fsdp_forward_method(network, name)
     return network
 
 
@@ -109,10 +111,6 @@ def fsdp_owner(root: nn.Module, module: nn.Module) -> nn.Module | None:
 
 
 def _is_dtensor(t: torch.Tensor) -> bool:
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # torch 2.5
-        from torch.distributed._tensor import DTensor
     return isinstance(t, DTensor)
 
 

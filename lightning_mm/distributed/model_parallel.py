@@ -9,6 +9,14 @@ import torch
 from lightning.fabric.utilities.load import _METADATA_FILENAME
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
+from torch.distributed.checkpoint import load
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 from lightning_mm.distributed.checkpoint import PlacementAwareLoading
 from lightning_mm.distributed.setup import evaluate_without_inference_mode
@@ -61,15 +69,6 @@ class VLMModelParallelStrategy(PlacementAwareLoading, ModelParallelStrategy):
         super().setup(trainer)
 
     def _load_partial_sharded(self, path: Path, keys: set[str], weights_only: bool | None) -> dict[str, Any]:
-        from torch.distributed.checkpoint import load
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_model_state_dict,
-            get_optimizer_state_dict,
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
-
         model_state = {k: v for k, v in get_model_state_dict(self.model).items() if k in keys}
         load({self._dcp_model_key: model_state}, checkpoint_id=path)
         set_model_state_dict(self.model, model_state, options=StateDictOptions(strict=False))

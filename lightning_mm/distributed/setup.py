@@ -5,18 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from lightning_mm.distributed.checkpoint import PlacementAwareLoading
-from lightning_mm.distributed.fsdp1 import mixed_requires_grad_units
+from lightning_mm.distributed.fsdp1 import FSDP1_REMOVED
 from lightning_mm.distributed.fsdp2 import fully_shard_network, is_fully_sharded, mixed_precision_dtypes
 
-__all__ = ["check_strategy", "evaluate_without_inference_mode", "flattens_parameters", "shard_for_strategy"]
-
-
-def flattens_parameters(strategy: Any) -> bool:
-    """Whether the strategy is FSDP1, whose wrapping turns the original parameters into flat 1-D views."""
-    return isinstance(strategy, FSDPStrategy)
+__all__ = ["check_strategy", "evaluate_without_inference_mode", "shard_for_strategy"]
 
 
 def evaluate_without_inference_mode(trainer: Any) -> None:
@@ -38,23 +32,23 @@ def _tensor_parallel_size(strategy: ModelParallelStrategy) -> int:
 def check_strategy(module: Any, trainer: Any) -> None:
     """Raise early, with the fix, for strategy settings that cannot train a :class:`~lightning_mm.MultimodalModule`.
 
-    Checked (after the placements are applied, before anything is wrapped):
+    Checked (after the placements are applied, before anything is sharded):
 
+    * ``FSDPStrategy`` (FSDP1): not supported, use :class:`~lightning_mm.distributed.VLMModelParallelStrategy`.
     * ``ModelParallelStrategy`` with a tensor-parallel dimension > 1: the module only shards with FSDP2, and every
       rank of a tensor-parallel group would get the same batches.
     * ``ModelParallelStrategy`` with fp16 mixed precision (no sharded gradient scaler): use bf16.
-    * ``FSDPStrategy`` without ``use_orig_params=True``: per-component optimiser groups and units holding frozen and
-      trainable parameters (LoRA) need it.
-    * ``FSDPStrategy`` with its own activation checkpointing while the module checkpoints too.
-    * Adapter-only checkpoints under a Lightning sharding strategy that cannot resume them (use the project's).
-
-    A plain ``FSDPStrategy`` without a wrap policy only gets a warning (it works, as one unit).
+    * Adapter-only checkpoints (a callback of the trainer with ``adapter_only = True``, as
+      :class:`~lightning_mm.callbacks.AdapterOnlyCheckpoint`) under a Lightning sharding strategy that cannot resume
+      them (use the project's).
 
     Raises:
         ValueError: for the combinations above.
     """
     strategy = trainer.strategy
     name = type(strategy).__name__
+    if isinstance(strategy, FSDPStrategy):
+        raise ValueError(f"{name}: {FSDP1_REMOVED}")
     if isinstance(strategy, ModelParallelStrategy):
         tp = _tensor_parallel_size(strategy)
         if tp > 1:
@@ -69,32 +63,13 @@ def check_strategy(module: Any, trainer: Any) -> None:
                 f"precision={trainer.precision!r} needs a gradient scaler for sharded gradients, which {name} does "
                 "not provide: use 'bf16-mixed' or 'bf16-true'."
             )
-    if isinstance(strategy, FSDPStrategy):
-        if not strategy.kwargs.get("use_orig_params", False):
-            mixed = mixed_requires_grad_units(module.network)
-            detail = f" Units holding frozen and trainable parameters: {', '.join(sorted(mixed))}." if mixed else ""
+        adapter_only = any(getattr(cb, "adapter_only", False) for cb in getattr(trainer, "callbacks", ()))
+        if adapter_only and not isinstance(strategy, PlacementAwareLoading):
             raise ValueError(
-                f"{name} needs use_orig_params=True for MultimodalModule: its optimiser groups hold the original "
-                "parameters per component, and FSDP1 without it flattens every unit into one parameter that must be "
-                f"all frozen or all trainable (LoRA never is).{detail} Use lightning_mm.distributed.VLMFSDPStrategy."
+                f"Adapter-only checkpoints cannot be resumed under {name}: it loads the weights into the sharded "
+                "model before the module can complete the missing frozen base. Use "
+                "lightning_mm.distributed.VLMModelParallelStrategy."
             )
-        if module.activation_checkpointing and strategy._activation_checkpointing_kwargs:
-            raise ValueError(
-                f"Both {name}(activation_checkpointing_policy=...) and MultimodalModule(activation_checkpointing=True) "
-                "are set: the layers would be recomputed twice. Keep the module's."
-            )
-        if strategy.kwargs.get("auto_wrap_policy") is None:
-            rank_zero_warn(
-                f"{name} has no auto_wrap_policy: the whole model is one FSDP unit, gathered at once (no memory "
-                "saving over DDP). Use lightning_mm.distributed.VLMFSDPStrategy or auto_wrap_policy=VLMBlockPolicy()."
-            )
-    sharded = isinstance(strategy, FSDPStrategy | ModelParallelStrategy)
-    if module.adapter_only_checkpoints and sharded and not isinstance(strategy, PlacementAwareLoading):
-        raise ValueError(
-            f"Adapter-only checkpoints cannot be resumed under {name}: it loads the weights into the sharded model "
-            "before the module can complete the missing frozen base. Use lightning_mm.distributed.VLMFSDPStrategy "
-            "or VLMModelParallelStrategy."
-        )
 
 
 def shard_for_strategy(module: Any) -> None:

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from transformers.initialization import no_init_weights
 
-from lightning_mm.callbacks.lora import merge_lora
 from lightning_mm.interop.converters import converter_for_network
 from lightning_mm.interop.llava import TEMPLATE_KEY
 from lightning_mm.interop.processor import hf_image_processor, hf_processor
+from lightning_mm.placement import merge_lora
 
 __all__ = ["export_hf", "to_hf_model"]
 

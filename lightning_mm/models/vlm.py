@@ -7,6 +7,7 @@ import torch.distributed as dist
 from torch import nn
 from transformers import PreTrainedModel
 
+from lightning_mm.loss import linear_cross_entropy, shift_labels
 from lightning_mm.models.component import COMPONENTS, Component, as_component, checkpoint_activations
 from lightning_mm.models.language import decoder_of
 from lightning_mm.models.vision import VisionTower
@@ -219,6 +220,31 @@ class VisionLanguageModel(nn.Module):
         embeds = self.embed(input_ids, pixel_values)  # (B, T, D_t)
         out = decoder_of(self.llm)(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
         return out.last_hidden_state  # (B, T, H)
+
+    # The two methods below read ``lm_head`` outside ``forward``: FSDP2 runs them as forward methods of the root (see
+    # ``lightning_mm.distributed.fully_shard_network``), so its weight is whole while they run.
+    def lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+        """Shifted cross-entropy summed over the supervised targets, ``lm_head`` applied to those rows only.
+
+        Args:
+            hidden: (B, T, H) final hidden states (``forward``'s output).
+            labels: (B, T), -100 where nothing is supervised.
+            chunk_size: Rows of the output projection computed at once.
+
+        Returns:
+            0-dim loss sum (divide by :func:`~lightning_mm.loss.count_supervised` for the mean).
+        """
+        head = self.lm_head
+        return linear_cross_entropy(hidden, head.weight, labels, bias=head.bias, num_items=1, chunk_size=chunk_size)
+
+    def target_predictions(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Argmax predictions at the supervised targets, under teacher forcing.
+
+        Returns:
+            (N,) predicted ids and (N,) sample index of each supervised target (row-major order).
+        """
+        rows = (shift_labels(labels) != -100).nonzero(as_tuple=True)  # ((N,), (N,))
+        return self.lm_head(hidden[rows]).argmax(dim=-1), rows[0]
 
     @torch.no_grad()
     def generate(

@@ -1,7 +1,11 @@
-"""Model zoo: named specs (``list_models``), and ``create_model`` returning a ready MultimodalModule."""
+"""Model zoo: named specs (``list_models``), their builders and parameter counts.
 
+``create_model`` (a ready MultimodalModule) lives above the zoo and the module: :mod:`lightning_mm.factory`.
+"""
+
+from lightning_mm._deprecated import moved
 from lightning_mm.zoo import llava, small, tiny  # noqa: F401  (registers entries)
-from lightning_mm.zoo.factory import create_model, parameter_counts
+from lightning_mm.zoo.factory import parameter_counts
 from lightning_mm.zoo.registry import get_spec, list_models, register_model
 from lightning_mm.zoo.spec import ModelSpec, build_network, check_tokenizer, count_image_tokens, load_tokenizer
 
@@ -10,10 +14,11 @@ __all__ = [
     "build_network",
     "check_tokenizer",
     "count_image_tokens",
-    "create_model",
     "get_spec",
     "list_models",
     "load_tokenizer",
     "parameter_counts",
     "register_model",
 ]
+
+__getattr__ = moved(__name__, {"create_model": "lightning_mm.factory"})

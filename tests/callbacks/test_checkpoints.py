@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lightning_mm import MultimodalModule
 from lightning_mm.callbacks import AdapterOnlyCheckpoint, FullComponent, LoRAComponent
-from lightning_mm.callbacks.checkpointing import CHECKPOINT_KEY
+from lightning_mm.checkpoint_format import CHECKPOINT_KEY
 from lightning_mm.cli import main
 from lightning_mm.commands.export import load_exported
 
@@ -71,8 +71,9 @@ def interrupted(fit_tiny, tmp_path_factory):
 
 def test_full_checkpoint_reloads_adapters_and_weights(uninterrupted, vqa_batch):
     module, _, path = uninterrupted
-    saved = torch.load(path, map_location="cpu", weights_only=True)[CHECKPOINT_KEY]
-    assert set(saved["placements"]) == {"vision", "projector", "llm"} and saved["adapter_only"] is False
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(checkpoint["hyper_parameters"]["placements"]) == {"vision", "projector", "llm"}
+    assert checkpoint[CHECKPOINT_KEY]["adapter_only"] is False
     loaded = MultimodalModule.load_from_checkpoint(path)
     assert {c: p.to_dict() for c, p in loaded.placements.items()} == {
         c: p.to_dict() for c, p in module.placements.items()

@@ -12,10 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_mm.commands.chat import ChatSession, load_chat_model, run
+from lightning_mm import create_model
+from lightning_mm.commands.chat import ChatModel, ChatSession, load_chat_model, run
 from lightning_mm.commands.export import export_model, load_module
 from lightning_mm.data import SyntheticVQADataset
 from lightning_mm.data.synthetic import render_scene
+from lightning_mm.interop.export import export_hf
 
 REPO = Path(__file__).resolve().parents[2]
 QUESTION = "What color is the shape?"
@@ -121,10 +123,6 @@ def test_a_folder_that_is_not_an_export_and_a_missing_image_are_clear_errors(tmp
 
 
 def test_a_folder_in_transformers_format_answers_as_the_module(tmp_path, scene_images):
-    from lightning_mm import create_model
-    from lightning_mm.commands.chat import ChatModel
-    from lightning_mm.interop.export import export_hf
-
     torch.manual_seed(0)
     module = create_model("tiny-llava")
     folder = export_hf(module, tmp_path / "hf")

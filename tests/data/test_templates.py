@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lightning_mm.data import IGNORE_INDEX, Segment, VLMCollator, encode_segments, get_template, list_templates
+from lightning_mm.data.synthetic import build_synthetic_tokenizer
 from lightning_mm.data.templates import ChatMLTemplate, _direct_backend, _plain_fast_class, encode_texts
 from lightning_mm.data.tokenizer import build_word_tokenizer
 
@@ -226,8 +227,6 @@ TEXTS = [
 
 
 def _fast_and_word_tokenizers(tokenizer):
-    from lightning_mm.data.synthetic import build_synthetic_tokenizer
-
     return {"asset byte-level BPE": tokenizer, "synthetic word-level": build_synthetic_tokenizer()}
 
 

@@ -7,13 +7,12 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+from lightning.pytorch.strategies import ModelParallelStrategy
 
 from lightning_mm import MultimodalModule
-from lightning_mm.callbacks import Placement
+from lightning_mm.callbacks import AdapterOnlyCheckpoint, Placement
+from lightning_mm.data import SyntheticVQADataModule
 from lightning_mm.distributed import (
-    VLMFSDPStrategy,
     VLMModelParallelStrategy,
     check_placements,
     check_strategy,
@@ -35,20 +34,22 @@ class _Mesh:
         return SimpleNamespace(size=lambda: self.sizes[name])
 
 
-def _module(activation_checkpointing: bool = False, adapter_only: bool = False) -> MultimodalModule:
+def _module(activation_checkpointing: bool = False) -> MultimodalModule:
     torch.manual_seed(0)
     module = MultimodalModule(model="tiny", activation_checkpointing=activation_checkpointing)
     module.set_placement("vision", Placement("frozen"))
     module.set_placement("llm", Placement("lora", r=2))
     module.configure_model()
-    module.adapter_only_checkpoints = adapter_only
     return module
 
 
-def _trainer(strategy, precision: str = "32-true", mesh: _Mesh | None = None) -> SimpleNamespace:
+def _trainer(
+    strategy, precision: str = "32-true", mesh: _Mesh | None = None, adapter_only: bool = False
+) -> SimpleNamespace:
     if mesh is not None:
         strategy._device_mesh = mesh
-    return SimpleNamespace(strategy=strategy, precision=precision)
+    callbacks = [AdapterOnlyCheckpoint()] if adapter_only else []
+    return SimpleNamespace(strategy=strategy, precision=precision, callbacks=callbacks)
 
 
 def test_model_parallel_with_tensor_parallelism_is_refused():
@@ -63,32 +64,33 @@ def test_fp16_under_fsdp2_is_refused():
     check_strategy(_module(), _trainer(VLMModelParallelStrategy(), "bf16-mixed", _Mesh(2, 1)))
 
 
-def test_fsdp1_without_orig_params_is_refused_naming_the_mixed_units():
-    with pytest.raises(ValueError, match=r"use_orig_params=True.*llm\.model\.layers\.0, llm\.model\.layers\.1"):
-        check_strategy(_module(), _trainer(FSDPStrategy(use_orig_params=False)))
-
-
-@pytest.mark.filterwarnings("ignore:FSDPStrategy has no auto_wrap_policy")
-def test_fsdp1_checkpointing_twice_is_refused():
-    strategy = FSDPStrategy(activation_checkpointing_policy={LlamaDecoderLayer})
-    with pytest.raises(ValueError, match="recomputed twice"):
-        check_strategy(_module(activation_checkpointing=True), _trainer(strategy))
-    check_strategy(_module(activation_checkpointing=False), _trainer(strategy))
-
-
-def test_fsdp1_without_wrap_policy_warns():
-    with pytest.warns(UserWarning, match="whole model is one FSDP unit"):
-        check_strategy(_module(), _trainer(FSDPStrategy()))
-
-
-@pytest.mark.filterwarnings("ignore:FSDPStrategy has no auto_wrap_policy")
-@pytest.mark.parametrize("strategy", [FSDPStrategy, ModelParallelStrategy])
-def test_adapter_only_checkpoints_need_the_project_strategies(strategy):
-    mesh = _Mesh(2, 1) if strategy is ModelParallelStrategy else None
+def test_adapter_only_checkpoints_need_the_project_strategies():
     with pytest.raises(ValueError, match="Adapter-only checkpoints cannot be resumed"):
-        check_strategy(_module(adapter_only=True), _trainer(strategy(), mesh=mesh))
-    ours = VLMModelParallelStrategy() if mesh else VLMFSDPStrategy()
-    check_strategy(_module(adapter_only=True), _trainer(ours, mesh=mesh))
+        check_strategy(_module(), _trainer(ModelParallelStrategy(), mesh=_Mesh(2, 1), adapter_only=True))
+    check_strategy(_module(), _trainer(VLMModelParallelStrategy(), mesh=_Mesh(2, 1), adapter_only=True))
+    check_strategy(_module(), _trainer(ModelParallelStrategy(), mesh=_Mesh(2, 1)))  # whole checkpoints resume
+
+
+def test_the_adapter_only_callback_leaves_the_module_as_it_was(tmp_path):
+    module = _module()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[AdapterOnlyCheckpoint()],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, SyntheticVQADataModule(train_samples=2, batch_size=2))
+    trainer.save_checkpoint(tmp_path / "adapters.ckpt")
+    later = L.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, default_root_dir=tmp_path)
+    later.strategy.connect(module)
+    later.save_checkpoint(tmp_path / "whole.ckpt")
+    adapters = torch.load(tmp_path / "adapters.ckpt", weights_only=True)
+    whole = torch.load(tmp_path / "whole.ckpt", weights_only=True)
+    assert adapters["lightning_mm"]["adapter_only"] and not whole["lightning_mm"]["adapter_only"]
+    assert whole["state_dict"].keys() == module.state_dict().keys() != adapters["state_dict"].keys()
 
 
 def test_resume_needs_the_checkpoints_placements():
@@ -124,11 +126,9 @@ def test_fsdp2_evaluation_runs_without_inference_mode():
     assert not any(loop.inference_mode for loop in [*loops, trainer.fit_loop.epoch_loop.val_loop])
 
 
-@pytest.mark.parametrize("strategy", [VLMFSDPStrategy, VLMModelParallelStrategy])
+@pytest.mark.parametrize("strategy", [VLMModelParallelStrategy])
 def test_resuming_from_a_truncated_checkpoint_names_the_file(strategy, tmp_path):
-    """``Trainer.fit(ckpt_path=...)`` from Python under the project's strategies (the CLI checks before it starts)."""
-    from lightning_mm.data import SyntheticVQADataModule
-
+    """``Trainer.fit(ckpt_path=...)`` from Python under the project's strategy (the CLI checks before it starts)."""
     path = tmp_path / "last.ckpt"
     torch.save({"state_dict": {"w": torch.randn(64, 64)}}, path)
     path.write_bytes(path.read_bytes()[:1000])

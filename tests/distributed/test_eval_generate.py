@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,11 +24,9 @@ _LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_S
 
 def _expected() -> dict[str, float]:
     """Values when every generated answer is ``red``, from the held-out answers alone."""
-    sys.path.insert(0, str(WORKER.parent))
-    try:
-        import eval_generate_worker as worker
-    finally:
-        sys.path.pop(0)
+    spec = importlib.util.spec_from_file_location("lightning_mm_eval_generate_worker", WORKER)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
     module = MultimodalModule(model="tiny")
     dm = worker.data()
     dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)

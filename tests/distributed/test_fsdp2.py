@@ -15,6 +15,8 @@ import pytest
 import torch
 from torch.distributed.checkpoint import FileSystemReader
 
+from lightning_mm.distributed import consolidate_checkpoint
+
 pytestmark = pytest.mark.distributed
 
 EXACT = ["uninterrupted", "sharded", "full", "adapter_sharded", "adapter_full"]
@@ -110,8 +112,6 @@ def test_whole_file_checkpoints_load_in_one_process(variant, runs, worker):
 
 @pytest.mark.parametrize("variant", ["sharded", "adapter_sharded"])
 def test_sharded_checkpoints_consolidate_into_one_loadable_file(variant, runs, worker, tmp_path):
-    from lightning_mm.distributed import consolidate_checkpoint
-
     _, results = runs
     path = consolidate_checkpoint(results[variant]["checkpoint"], tmp_path / "one.ckpt")
     module = worker.SeededModule.load_from_checkpoint(path)

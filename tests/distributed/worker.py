@@ -3,11 +3,11 @@
 ``python tests/distributed/worker.py grads OUT``: one optimiser step on 2 CPU processes (gloo) x 4 samples: DDP with the
 token-exact and the naive mean, FSDP2 token-exact; rank 0 saves the gradients to OUT.
 
-``python tests/distributed/worker.py text_only OUT --strategy ddp`` (or ``fsdp2``, ``fsdp1``): two SGD steps of the
+``python tests/distributed/worker.py text_only OUT --strategy ddp`` (or ``fsdp2``): two SGD steps of the
 placed tiny model in float64 on 2 processes x 2 samples, both ranks text-only, then rank 0 text-only / rank 1 images;
 rank 0 saves each step's gradients of the trainable parameters to OUT.
 
-``python tests/distributed/worker.py fsdp2 OUT_DIR --variants ...`` (or ``fsdp1``): the tiny model (LLM LoRA, full
+``python tests/distributed/worker.py fsdp2 OUT_DIR --variants ...``: the tiny model (LLM LoRA, full
 projector, frozen tower) trained for 2 epochs of 2 steps on 2 CPU processes, per variant of :func:`run_sharded`;
 rank 0 saves the per-step global losses, the trained weights and, for ``uninterrupted``, metrics and predictions.
 
@@ -27,14 +27,16 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.plugins.precision import FSDPPrecision
+from lightning.pytorch.strategies import DDPStrategy
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_mm import MultimodalModule
 from lightning_mm.callbacks import AdapterOnlyCheckpoint, FreezeComponent, FullComponent, LoRAComponent
-from lightning_mm.callbacks.lora_dropout import DropoutLinear
 from lightning_mm.data import SyntheticVQADataModule, VLMCollator
+from lightning_mm.distributed import VLMModelParallelStrategy
 from lightning_mm.loss import count_supervised
+from lightning_mm.placement import DropoutLinear
 
 # Supervised targets kept per sample (of 6: three one-word answers + end-of-turn tokens). Unequal for every split the
 # test uses: micro-batches of 2 hold 3, 12, 4, 7 targets; the two DDP ranks (samples 0,2,4,6 / 1,3,5,7) 12 and 14.
@@ -200,16 +202,9 @@ def one_step_grads(
 
 
 def trainable_gradients(trainer: L.Trainer) -> dict[str, torch.Tensor]:
-    """Whole gradients of the trainable parameters, by clean name (every rank must call this under FSDP1)."""
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
-    from lightning_mm.distributed import clean_name
-
+    """Whole gradients of the trainable parameters, by name (every rank must call this under FSDP2)."""
     named = trainer.lightning_module.named_parameters
-    if not isinstance(trainer.model, FullyShardedDataParallel):
-        return {n: _full(p.grad).detach().clone() for n, p in named() if p.requires_grad and p.grad is not None}
-    with FullyShardedDataParallel.summon_full_params(trainer.model, with_grads=True):
-        return {clean_name(n): p.grad.detach().clone() for n, p in named() if p.requires_grad and p.grad is not None}
+    return {n: _full(p.grad).detach().clone() for n, p in named() if p.requires_grad and p.grad is not None}
 
 
 class StepGradients(Callback):
@@ -220,19 +215,6 @@ class StepGradients(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.steps.append(trainable_gradients(trainer))
-
-
-class Float64FSDPPrecision(FSDPPrecision):
-    """FSDP1 keeping and computing a float64 model (Lightning's FSDP1 settings cast to float32 at most)."""
-
-    def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module.to(torch.float64)
-
-    @property
-    def mixed_precision_config(self):
-        from torch.distributed.fsdp import MixedPrecision
-
-        return MixedPrecision(param_dtype=torch.float64, reduce_dtype=torch.float64, buffer_dtype=torch.float64)
 
 
 def text_only_grads(
@@ -331,31 +313,14 @@ def full_trained_state(trainer: L.Trainer) -> dict[str, torch.Tensor]:
     """The trained parameters, gathered whole (every rank must call this; rank 0 gets the tensors)."""
     module = trainer.lightning_module
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
-    if hasattr(trainer.strategy, "device_mesh"):  # FSDP2
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    else:  # FSDP1
-        from lightning.fabric.strategies.fsdp import _get_full_state_dict_context
-
-        from lightning_mm.distributed import clean_name
-
-        with _get_full_state_dict_context(trainer.model, world_size=trainer.world_size):
-            state = trainer.model.state_dict()
-        trainable = {clean_name(n) for n in trainable}
+    state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return {k: v.detach().clone() for k, v in state.items() if k in trainable}
 
 
 def _strategy(kind: str, sharded: bool):
-    from lightning.pytorch.strategies import DDPStrategy
-
-    from lightning_mm.distributed import VLMFSDPStrategy, VLMModelParallelStrategy
-
     if kind == "ddp":  # a collective left waiting fails after a minute instead of the default 30
         return DDPStrategy(timeout=timedelta(seconds=60))
-    if kind == "fsdp2":
-        return VLMModelParallelStrategy(save_distributed_checkpoint=sharded)
-    return VLMFSDPStrategy(state_dict_type="sharded" if sharded else "full")
+    return VLMModelParallelStrategy(save_distributed_checkpoint=sharded)
 
 
 def _is_rank_zero() -> bool:
@@ -404,17 +369,15 @@ def run_sharded(kind: str, out: Path, variants: list[str], activation_checkpoint
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["grads", "fsdp2", "fsdp1", "text_only"])
+    parser.add_argument("mode", choices=["grads", "fsdp2", "text_only"])
     parser.add_argument("out")
     parser.add_argument("--variants", default="sharded")
     parser.add_argument("--activation-checkpointing", action="store_true")
-    parser.add_argument("--strategy", choices=["ddp", "fsdp2", "fsdp1"], default="ddp")
+    parser.add_argument("--strategy", choices=["ddp", "fsdp2"], default="ddp")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     if args.mode == "grads":
-        from lightning_mm.distributed import VLMModelParallelStrategy
-
         runs = {"ddp/tokens": ("ddp", "tokens"), "ddp/mean": ("ddp", "mean"), "fsdp2/tokens": (None, "tokens")}
         grads = {}
         for name, (strategy, norm) in runs.items():
@@ -424,8 +387,7 @@ def main(argv: list[str]) -> None:
             torch.save(grads, out)
         return
     if args.mode == "text_only":
-        plugins = [Float64FSDPPrecision("32-true")] if args.strategy == "fsdp1" else None
-        grads = text_only_grads(out.parent / args.strategy, _strategy(args.strategy, False), 2, 2, plugins)
+        grads = text_only_grads(out.parent / args.strategy, _strategy(args.strategy, False), 2, 2)
         if _is_rank_zero():
             torch.save(grads, out)
         return

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from transformers import LlamaConfig, LlamaForCausalLM, LlavaForConditionalGeneration
 
 import lightning_mm
-from tests.interop.conftest import batch, perturb, rel_err
+from tests.interop.conftest import batch, make_hf_llava, perturb, rel_err, save_checkpoint
 
 
 def test_imported_logits_equal_transformers(hf_checkpoint, float64):
@@ -47,8 +48,6 @@ def test_without_pretrained_the_weights_are_not_read(hf_checkpoint, tmp_path):
 
 
 def test_a_checkpoint_that_is_not_llava_is_named(tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     LlamaForCausalLM(
         LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=64)
     ).save_pretrained(tmp_path / "llama")
@@ -136,8 +135,6 @@ def test_wrong_shapes_are_named(hf_checkpoint):
     ],
 )
 def test_configs_our_network_cannot_compute_are_refused_naming_the_key(pair, changes, error, tmp_path):
-    from tests.interop.conftest import make_hf_llava, save_checkpoint
-
     path = save_checkpoint(make_hf_llava(pair), tmp_path / "hf")
     config = json.loads((path / "config.json").read_text())
     for key, value in changes.items():
@@ -148,8 +145,6 @@ def test_configs_our_network_cannot_compute_are_refused_naming_the_key(pair, cha
 
 
 def test_tied_embeddings_with_different_values_in_the_checkpoint_are_named(tmp_path):
-    from tests.interop.conftest import make_hf_llava, save_checkpoint
-
     path = save_checkpoint(make_hf_llava("siglip-qwen2"), tmp_path / "hf")  # tied: no lm_head in the file
     embed = "language_model.model.embed_tokens.weight"
     _rewrite(path, lambda s: s.update({"language_model.lm_head.weight": s[embed] + 1}))
@@ -190,10 +185,6 @@ def test_a_missing_directory_is_named(tmp_path):
     ],
 )
 def test_config_variants_import_and_export_exactly(pair, changes, float64, tmp_path):
-    from transformers import LlavaForConditionalGeneration
-
-    from tests.interop.conftest import make_hf_llava, save_checkpoint
-
     base = make_hf_llava(pair)
     config = base.config.to_dict()
     for key, value in changes.items():

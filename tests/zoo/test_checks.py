@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lightning_mm import MultimodalModule, get_spec
+from lightning_mm import MultimodalModule, get_spec, list_models
 from lightning_mm.errors import ConfigError
 from lightning_mm.zoo.checks import check_spec
 
@@ -43,8 +43,6 @@ def test_known_names_pass_and_a_zoo_entry_is_named_when_the_override_is_not_the_
 
 
 def test_every_zoo_entry_names_known_parts():
-    from lightning_mm import list_models
-
     for name in list_models():
         check_spec(get_spec(name))
 

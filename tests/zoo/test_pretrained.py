@@ -8,12 +8,13 @@ from pathlib import Path
 
 import lightning
 import pytest
+import timm
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from lightning_mm import MultimodalModule, create_model
 from lightning_mm.callbacks import Placement
-from lightning_mm.module import holds_every_weight
+from lightning_mm.checkpoint_format import CHECKPOINT_KEY, make_adapter_only
 from lightning_mm.zoo import ModelSpec, build_network
 
 LLAMA = {
@@ -45,7 +46,6 @@ def llm_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tower_file(tmp_path_factory):
     """timm weights of the tiny tower in a local file (timm's ``pretrained_cfg_overlay=dict(file=...)``)."""
-    import timm
 
     torch.manual_seed(0)
     tower = timm.create_model("vit_tiny_patch16_224", num_classes=0, **TOWER)
@@ -130,15 +130,19 @@ def test_without_model_type_the_checkpoint_config_is_read_and_overridden(llm_dir
     assert net.llm.get_input_embeddings().num_embeddings == 64
 
 
-def _save_checkpoint(module: MultimodalModule, path: Path) -> None:
-    """What Lightning's ``save_checkpoint`` writes for the module (state dict, hyperparameters, the module's own)."""
+def _save_checkpoint(module: MultimodalModule, path: Path, adapter_only: bool = False) -> dict:
+    """What Lightning's ``save_checkpoint`` writes for the module (state dict, hyperparameters, the module's own),
+    with ``AdapterOnlyCheckpoint``'s hook first when ``adapter_only``."""
     checkpoint = {
         "state_dict": module.state_dict(),
         "hyper_parameters": dict(module.hparams),
         "pytorch-lightning_version": lightning.__version__,
     }
+    if adapter_only:
+        make_adapter_only(module, checkpoint)
     module.on_save_checkpoint(checkpoint)
     torch.save(checkpoint, path)
+    return checkpoint
 
 
 def test_a_whole_checkpoint_loads_without_the_pretrained_sources(llm_dir, tower_file, tmp_path):
@@ -157,11 +161,11 @@ def test_a_whole_checkpoint_loads_without_the_pretrained_sources(llm_dir, tower_
         for p in module.parameters():
             p.add_(0.01)
     whole, adapters = tmp_path / "whole.ckpt", tmp_path / "adapters.ckpt"
-    _save_checkpoint(module, whole)
-    module.adapter_only_checkpoints = True
-    _save_checkpoint(module, adapters)
-    assert holds_every_weight(whole) and not holds_every_weight(adapters)
-    assert not holds_every_weight(tmp_path / "missing.ckpt") and not holds_every_weight(llm_copy / "config.json")
+    saved_whole = _save_checkpoint(module, whole)
+    saved_adapters = _save_checkpoint(module, adapters, adapter_only=True)
+    # a whole checkpoint is built from configs; the module's own setting is kept for what follows
+    assert saved_whole["hyper_parameters"]["pretrained"] is False and saved_whole[CHECKPOINT_KEY]["pretrained"]
+    assert saved_adapters["hyper_parameters"]["pretrained"] is True and saved_adapters[CHECKPOINT_KEY]["adapter_only"]
 
     (llm_copy / "model.safetensors").unlink()  # the pretrained weights are gone; the configs stay
     tower_copy.unlink()

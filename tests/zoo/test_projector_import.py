@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from lightning_mm.models import build_projector
 from lightning_mm.models.projector_io import load_projector_weights, projector_state_dict, save_projector_weights
+from lightning_mm.zoo import build_network, get_spec
 
 
 def _llava_file(tmp_path, vision_dim=16, text_dim=24, dtype=torch.bfloat16):
@@ -73,8 +74,6 @@ def test_mismatches_are_clear_errors(tmp_path):
 
 
 def test_spec_loads_projector_weights_only_when_pretrained(tmp_path):
-    from lightning_mm.zoo import build_network, get_spec
-
     spec = get_spec("tiny")
     reference = build_network(spec)
     path = tmp_path / "mm_projector.bin"

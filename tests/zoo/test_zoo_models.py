@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import lightning_mm.zoo.spec as spec_mod
 from lightning_mm.zoo import build_network, count_image_tokens, get_spec, list_models, parameter_counts
 
 # Released llava-1.5-7b-hf (LlavaForConditionalGeneration): total, CLIP vision tower, multi-modal projector.
@@ -64,7 +65,6 @@ def test_every_entry_builds_on_meta_with_consistent_vocabulary(meta_networks):
 
 
 def test_real_entries_are_complete_and_build_without_a_tokenizer(monkeypatch):
-    import lightning_mm.zoo.spec as spec_mod
 
     def no_tokenizer(spec):
         raise AssertionError(f"{spec.name}: the tokenizer was loaded")

@@ -1,0 +1,83 @@
+"""What trains, declared on :class:`~lightning_mm.MultimodalModule`: one record, the ``placements`` hyperparameter.
+
+``hparams["placements"]`` (component -> :meth:`Placement.to_dict` form) is the only record of the placements: the
+placement callbacks write it through :meth:`DeclaredPlacements.set_placement`, checkpoints carry it with the other
+hyperparameters, and ``configure_model`` applies it (:func:`apply_placements`) before any strategy shards the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_mm.checkpoint_format import PLACEMENTS_HPARAM
+from lightning_mm.models.component import COMPONENTS
+from lightning_mm.placement import Placement, apply_placements, format_placement_table, placement_rows
+
+__all__ = ["COMPONENTS", "DeclaredPlacements"]
+
+
+class DeclaredPlacements:
+    """The placement half of :class:`~lightning_mm.MultimodalModule` (a LightningModule mixin).
+
+    Uses the module's ``hparams``, ``network`` and ``component(name)``.
+    """
+
+    def declare_placements(self, placements: Mapping[str, Any] | None) -> None:
+        """Start the record with ``placements`` (component -> :class:`Placement` or its dict form)."""
+        self.hparams[PLACEMENTS_HPARAM] = {}
+        for component, placement in (placements or {}).items():
+            self.set_placement(
+                component, placement if isinstance(placement, Placement) else Placement.from_dict(placement)
+            )
+
+    @property
+    def placements(self) -> dict[str, Placement]:
+        """Component -> declared :class:`~lightning_mm.callbacks.Placement` (read from ``hparams.placements``)."""
+        return {c: Placement.from_dict(d) for c, d in self.hparams[PLACEMENTS_HPARAM].items()}
+
+    def set_placement(self, component: str, placement: Placement) -> None:
+        """Declare how ``component`` trains; applied at once if the network exists, else by ``configure_model``.
+
+        Args:
+            component: ``vision``, ``projector`` or ``llm``.
+            placement: A :class:`~lightning_mm.callbacks.Placement` (frozen / full / LoRA, optional ``lr``).
+        """
+        if component not in COMPONENTS:
+            raise ValueError(f"Unknown component {component!r}; components are {COMPONENTS}")
+        declared: dict[str, Any] = self.hparams[PLACEMENTS_HPARAM]
+        previous = declared.get(component)
+        declared[component] = placement.to_dict()
+        if self.network is None:
+            return
+        try:
+            self.apply_placements()
+        except Exception:
+            if previous is None:
+                del declared[component]
+            else:
+                declared[component] = previous
+            raise
+
+    def apply_placements(self) -> None:
+        """Apply each declared placement to its component, idempotently (:func:`lightning_mm.placement.apply_placements`)."""
+        apply_placements(self.network, self.placements)
+
+    def placement_table(self) -> list[dict[str, Any]]:
+        """Per component: ``component``, ``mode``, ``trainable`` and ``total`` parameter counts, ``unused`` count."""
+        return placement_rows({c: self.component(c) for c in COMPONENTS}, self.placements)
+
+    def log_placements(self) -> None:
+        """Print the placement table (component, mode, trainable / total params) and add it to TensorBoard."""
+        rows = self.placement_table()
+        rank_zero_info("Trainable parameters per component:\n" + format_placement_table(rows))
+        if self._trainer is None or not self.trainer.is_global_zero:
+            return
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                text = format_placement_table(rows, markdown=True)
+                logger.experiment.add_text("placement", text, global_step=self.global_step)
+
