@@ -12,8 +12,15 @@ from typing import Any
 
 from lightning_mm.interop.llava import LlavaConverter
 from lightning_mm.interop.llava_next import LlavaNextConverter, LlavaOnevisionConverter
+from lightning_mm.models.anyres_projector import AnyResProjector
 
-__all__ = ["converter_for_config", "converter_for_network", "list_converters", "register_converter"]
+__all__ = [
+    "converter_for_config",
+    "converter_for_network",
+    "family_of",
+    "list_converters",
+    "register_converter",
+]
 
 _CONVERTERS: dict[str, Any] = {}
 
@@ -56,6 +63,15 @@ def converter_for_config(config: dict[str, Any], source: str) -> Any:
             f"{', '.join(list_converters())} checkpoints (transformers' LlavaForConditionalGeneration)."
         )
     return _CONVERTERS[model_type]
+
+
+def family_of(network: Any) -> str:
+    """The transformers family a network is written as: ``llava_onevision`` for tiling with a token cap,
+    ``llava_next`` for tiling without, ``llava`` otherwise."""
+    projector = getattr(network, "projector", None)
+    if isinstance(projector, AnyResProjector):
+        return "llava_next" if projector.geometry.max_tiles is None else "llava_onevision"
+    return "llava"
 
 
 def converter_for_network(family: str = "llava") -> Any:
