@@ -8,6 +8,10 @@ so the tensors are uint8 like every other image of the package (or normalised fl
 
 ``prompt_ids(size)`` is the image-token run one ``<image>`` becomes: its length is
 :func:`~lightning_mm.models.anyres.anyres_token_count`, the number of features the network writes for the image.
+
+OneVision reads the images of a sample with several images untiled: ``prepare(image, tiled=False)`` gives one tile,
+the image padded to a square with the mean colour and resized (``LlavaOnevisionImageProcessor``'s multi-image path),
+and ``prompt_ids(size, tiled=False)`` its ``side^2 + 1`` tokens; the collator then writes ``tiles_per_image`` 1.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from typing import Any
 
 import torch
 from PIL import Image
+from torch import nn
 
 from lightning_mm.data.images import ImageProcessor
 from lightning_mm.models.anyres import AnyResGeometry, anyres_token_count, best_resolution
+from lightning_mm.models.anyres_projector import AnyResProjector
 
-__all__ = ["AnyResLayout", "PreparedImage", "fit_size"]
+__all__ = ["AnyResLayout", "PreparedImage", "anyres_layout", "fit_size"]
 
 
 @dataclass(frozen=True)
@@ -73,11 +79,20 @@ class AnyResLayout:
         self.image_token_id = int(image_token_id)
         self.tile_transform = ImageProcessor(data_config, aspect="resize", normalize=normalize)
         self.resample = Image.Resampling[str(data_config.get("interpolation", "bicubic")).upper()]
+        self.background = tuple(int(m * 255) for m in data_config["mean"])  # transformers truncates, as here
 
-    def tiles(self, image: Image.Image) -> list[Image.Image]:
-        """The base view and the grid tiles (row-major) of ``image``, as PIL images of the tile size."""
+    def tiles(self, image: Image.Image, tiled: bool = True) -> list[Image.Image]:
+        """The base view and the grid tiles (row-major) of ``image``, as PIL images of the tile size.
+
+        With ``tiled=False``: the image padded to a square with the mean colour (centred), resized to the tile.
+        """
         image = image if image.mode == "RGB" else image.convert("RGB")
         tile = self.geometry.tile_size
+        if not tiled:
+            side = max(image.width, image.height)
+            square = Image.new("RGB", (side, side), self.background)
+            square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+            return [square.resize((tile, tile), self.resample)]
         size = (image.height, image.width)
         target_h, target_w = best_resolution(size, self.geometry)
         new_h, new_w = fit_size(size, (target_h, target_w))
@@ -90,15 +105,29 @@ class AnyResLayout:
         ]
         return [image.resize((tile, tile), self.resample), *grid]
 
-    def prepare(self, image: Image.Image) -> PreparedImage:
-        """(n_tiles, 3, H, W) tiles of ``image`` (base view first) and its (height, width)."""
-        tiles = torch.stack([self.tile_transform(t) for t in self.tiles(image)])  # (n_tiles, 3, H, W)
+    def prepare(self, image: Image.Image, tiled: bool = True) -> PreparedImage:
+        """(n_tiles, 3, H, W) tiles of ``image`` (base view first; one tile with ``tiled=False``) and its size."""
+        tiles = torch.stack([self.tile_transform(t) for t in self.tiles(image, tiled)])  # (n_tiles, 3, H, W)
         return PreparedImage(tiles=tiles, size=(image.height, image.width))
 
-    def num_tokens(self, size: tuple[int, int]) -> int:
+    def num_tokens(self, size: tuple[int, int], tiled: bool = True) -> int:
         """Image tokens of an image of ``size`` (height, width)."""
-        return anyres_token_count(size, self.geometry)
+        return anyres_token_count(size, self.geometry, tiled)
 
-    def prompt_ids(self, size: tuple[int, int]) -> list[int]:
+    def prompt_ids(self, size: tuple[int, int], tiled: bool = True) -> list[int]:
         """The ids that replace one ``<image>``: the image token once per feature the network writes."""
-        return [self.image_token_id] * self.num_tokens(size)
+        return [self.image_token_id] * self.num_tokens(size, tiled)
+
+
+def anyres_layout(network: nn.Module, data_config: dict[str, Any], normalize: bool = False) -> AnyResLayout | None:
+    """The layout of ``network`` when it tiles images (its projector is an :class:`AnyResProjector`), else None.
+
+    Args:
+        network: A :class:`~lightning_mm.models.VisionLanguageModel`.
+        data_config: timm data config of its tower (``module.image_data_config``).
+        normalize: Normalised float32 tiles instead of uint8 ones.
+    """
+    projector = getattr(network, "projector", None)
+    if not isinstance(projector, AnyResProjector):
+        return None
+    return AnyResLayout(projector.geometry, data_config, network.image_token_id, normalize=normalize)

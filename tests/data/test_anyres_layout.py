@@ -6,10 +6,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoTokenizer, LlavaNextImageProcessor, LlavaNextImageProcessorPil, LlavaNextProcessor
+from transformers import (
+    AutoTokenizer,
+    LlavaNextImageProcessor,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
+    LlavaOnevisionImageProcessorPil,
+)
 
-from lightning_mm.data.anyres_layout import AnyResLayout, fit_size
+from lightning_mm.data.anyres_layout import AnyResLayout, anyres_layout, fit_size
+from lightning_mm.models import VisionTower
 from lightning_mm.models.anyres import AnyResGeometry, num_tiles
+from lightning_mm.zoo import build_network, get_spec
 from tests.models.test_anyres import IMAGE_TOKEN_ID, TOKENIZER
 
 TILE = 56  # small tiles: the same arithmetic as 336 px, a fraction of the pixels
@@ -72,3 +80,27 @@ def test_uint8_tiles_by_default_and_prompt_ids_match_the_processor():
 def test_tower_input_must_be_the_tile():
     with pytest.raises(ValueError, match="tower input 64x64 is not the tile size 56"):
         AnyResLayout(GEOMETRY, {**DATA_CONFIG, "input_size": (3, 64, 64)}, IMAGE_TOKEN_ID)
+
+
+def test_untiled_images_equal_onevision_multi_image_processing():
+    """A sample with several images: each is padded to a square with the mean colour and resized, one tile."""
+    geometry = AnyResGeometry(tuple(map(tuple, PINPOINTS)), TILE, 4, max_tiles=9)
+    config = {**DATA_CONFIG, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    layout = AnyResLayout(geometry, config, IMAGE_TOKEN_ID, normalize=True)
+    images = [_photo(40, 90, seed=1), _photo(130, 47, seed=2)]
+    hf = LlavaOnevisionImageProcessorPil(
+        size={"height": TILE, "width": TILE}, image_grid_pinpoints=PINPOINTS, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    theirs = hf([images], return_tensors="pt")["pixel_values"]  # (n_images, 1, 3, H, W): one tile each
+    for image, pixels in zip(images, theirs, strict=True):
+        ours = layout.prepare(image, tiled=False)
+        assert ours.tiles.shape == pixels.shape == (1, 3, TILE, TILE)
+        assert (ours.tiles - pixels).abs().max() < 1e-6
+        assert len(layout.prompt_ids(ours.size, tiled=False)) == 4 * 4 + 1
+
+
+def test_anyres_layout_of_a_network():
+    from_zoo = build_network(get_spec("tiny-llava-onevision"))
+    layout = anyres_layout(from_zoo, VisionTower.data_config(from_zoo.vision))
+    assert isinstance(layout, AnyResLayout) and layout.geometry.max_tiles == 4
+    assert anyres_layout(build_network(get_spec("tiny")), DATA_CONFIG) is None
