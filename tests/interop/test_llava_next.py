@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import LlavaNextForConditionalGeneration, LlavaOnevisionForConditionalGeneration
 
 from lightning_mm.interop import checkpoint_spec_fields
@@ -22,7 +23,10 @@ MODEL_TYPE = {"next": "llava_next", "onevision": "llava_onevision"}
 @pytest.fixture(params=["next", "onevision"])
 def imported(request, tmp_path, float64):
     """(family, transformers model, our network imported from its save_pretrained folder)."""
-    family = request.param
+    return _import(request.param, tmp_path)
+
+
+def _import(family, tmp_path):
     hf = make_hf(family)
     hf.save_pretrained(tmp_path / family)
     spec = ModelSpec(name=family, **checkpoint_spec_fields(str(tmp_path / family)))
@@ -70,10 +74,8 @@ def test_imported_logits_equal_transformers(imported):
     assert rel_err(ours[real], theirs[real]) < 1e-6
 
 
-def test_onevision_multi_image_samples_use_the_base_view_only(imported):
-    family, hf, net = imported
-    if family != "onevision":
-        pytest.skip("transformers' LLaVA-NeXT tiles every image")
+def test_onevision_multi_image_samples_use_the_base_view_only(tmp_path, float64):
+    family, hf, net = _import("onevision", tmp_path)
     b = anyres_batch(family, tiled=False)  # two samples with two images each: one tile per image
     with torch.no_grad():
         ours = _ours(net, b)
@@ -109,3 +111,22 @@ def test_wrong_tile_count_names_the_image(imported):
         ValueError, match=r"image 0 of the batch, of size \(30, 30\), is tiled as 2 x 2 \+ 1 base view, but 4 tiles"
     ):
         _ours(net, dict(b, tiles_per_image=tiles))
+
+
+def test_transformers_4_layout_imports(tmp_path, float64):
+    """The released llava-hf checkpoints store ``image_newline`` and ``vision_tower.vision_model.*`` (transformers 4)."""
+    hf = make_hf("next")
+    hf.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    assert "image_newline" in state  # what transformers 5.24 writes too
+    renamed = {
+        ("vision_tower.vision_model." + k.removeprefix("vision_tower.") if k.startswith("vision_tower.") else k): v
+        for k, v in state.items()
+    }
+    save_file(renamed, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    net = build_network(ModelSpec(name="v4", **checkpoint_spec_fields(str(tmp_path))), pretrained=True).eval()
+    b = anyres_batch("next", seed=2)
+    with torch.no_grad():
+        ours, theirs = _ours(net, b), _theirs(hf, b)
+    real = b["attention_mask"].bool()
+    assert rel_err(ours[real], theirs[real]) < 1e-6
