@@ -132,6 +132,7 @@ LLAVA_NEXT_VICUNA_7B = register_model(
     ).replace(
         description="LLaVA-NeXT 7B as released (llava-hf/llava-v1.6-vicuna-7b-hf): CLIP ViT-L/14-336 tiles "
         "(anyres, 5 grids) + mlp2x_gelu + Vicuna-7B",
+        vision_model="vit_large_patch14_clip_336",
     )
 )
 
@@ -144,6 +145,7 @@ LLAVA_ONEVISION_0_5B = register_model(
     ).replace(
         description="LLaVA-OneVision 0.5B as released (llava-hf/llava-onevision-qwen2-0.5b-ov-hf): SigLIP So400m/14-384 "
         "tiles (anyres_max_9) + mlp2x_gelu + Qwen2-0.5B",
+        vision_model="vit_so400m_patch14_siglip_384",
     )
 )
 
