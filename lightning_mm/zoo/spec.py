@@ -153,15 +153,22 @@ def _vision_tower(spec: ModelSpec, pretrained: bool) -> VisionTower:
 def count_image_tokens(spec: ModelSpec) -> tuple[int, dict[str, Any]]:
     """Tokens one image becomes after the tower and projector, read from a meta-device forward pass.
 
+    With ``image_tiling``, the tokens of an image given as one tile (its view plus the newline); a tiled image's count
+    depends on its size (:func:`~lightning_mm.models.anyres.anyres_token_count`).
+
     Returns:
         (tokens per image, timm data config of the tower).
     """
     with torch.device("meta"):
         tower = _vision_tower(spec, pretrained=False)
         projector = build_projector(spec.projector, tower.hidden_size, tower.hidden_size)
+        if spec.image_tiling is not None:
+            projector = tiling_projector(projector, tower, spec.image_tiling, tower.hidden_size)
         cfg = tower.data_config()
         x = torch.empty(1, *cfg["input_size"])  # (1, 3, H, W)
         tokens = projector(tower(x))  # (1, N, D)
+        if spec.image_tiling is not None:
+            tokens = projector.assemble(tokens)[None]  # (1, N + 1, D): one tile, then the newline
     return int(tokens.shape[1]), cfg
 
 

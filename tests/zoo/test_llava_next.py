@@ -7,6 +7,8 @@ import pytest
 import torch
 from transformers import AutoConfig, LlavaNextForConditionalGeneration, LlavaOnevisionForConditionalGeneration
 
+from lightning_mm import MultimodalModule
+from lightning_mm.data import SyntheticVQADataModule
 from lightning_mm.interop import converter_for_network
 from lightning_mm.models.anyres import anyres_token_count, num_tiles
 from lightning_mm.models.anyres_projector import AnyResProjector
@@ -73,3 +75,18 @@ def test_tiny_entries_tile_and_run(name):
         hidden = net(ids, None, pixels, torch.tensor(sizes), torch.tensor(tiles))
     assert hidden.shape == (1, ids.shape[1], net.llm.config.hidden_size)
     assert torch.isfinite(hidden).all()
+
+
+@pytest.mark.parametrize("name", ["tiny-llava-next", "tiny-llava-onevision"])
+def test_fixed_size_data_trains_a_tiling_model_one_tile_per_image(name):
+    """Today's data pipeline (one tile per image, a fixed count) reads each image as its view plus the newline."""
+    torch.manual_seed(0)
+    module = MultimodalModule(model=name)
+    module.configure_model()
+    assert module.num_image_tokens == 4 * 4 + 1
+    dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4)
+    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    batch = next(iter(dm.train_dataloader()))
+    loss_sum, n = module.compute_loss(module(batch), batch["labels"])
+    (loss_sum / n).backward()
+    assert module.network.projector.image_newline.grad.abs().sum() > 0  # the newline is read and trained
