@@ -11,8 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_mm.interop.llava import LlavaConverter
+from lightning_mm.interop.llava_next import LlavaNextConverter, LlavaOnevisionConverter
+from lightning_mm.models.anyres_projector import AnyResProjector
 
-__all__ = ["converter_for_config", "converter_for_network", "list_converters", "register_converter"]
+__all__ = [
+    "converter_for_config",
+    "converter_for_network",
+    "family_of",
+    "list_converters",
+    "register_converter",
+]
 
 _CONVERTERS: dict[str, Any] = {}
 
@@ -57,6 +65,15 @@ def converter_for_config(config: dict[str, Any], source: str) -> Any:
     return _CONVERTERS[model_type]
 
 
+def family_of(network: Any) -> str:
+    """The transformers family a network is written as: ``llava_onevision`` for tiling with a token cap,
+    ``llava_next`` for tiling without, ``llava`` otherwise."""
+    projector = getattr(network, "projector", None)
+    if isinstance(projector, AnyResProjector):
+        return "llava_next" if projector.geometry.max_tiles is None else "llava_onevision"
+    return "llava"
+
+
 def converter_for_network(family: str = "llava") -> Any:
     """The converter that writes our networks in transformers' ``family`` format."""
     if family not in _CONVERTERS:
@@ -65,3 +82,5 @@ def converter_for_network(family: str = "llava") -> Any:
 
 
 register_converter(LlavaConverter())
+register_converter(LlavaNextConverter())
+register_converter(LlavaOnevisionConverter())

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from transformers.initialization import no_init_weights
 
-from lightning_mm.interop.converters import converter_for_network
+from lightning_mm.interop.anyres_processor import anyres_hf_processor
+from lightning_mm.interop.converters import converter_for_network, family_of
 from lightning_mm.interop.llava import TEMPLATE_KEY
 from lightning_mm.interop.processor import hf_image_processor, hf_processor
 from lightning_mm.placement import merge_lora
@@ -23,13 +24,17 @@ from lightning_mm.placement import merge_lora
 __all__ = ["export_hf", "to_hf_model"]
 
 
-def to_hf_model(network: torch.nn.Module, family: str = "llava") -> Any:
+def to_hf_model(network: torch.nn.Module, family: str | None = None) -> Any:
     """transformers' model holding ``network``'s weights (shared, not copied; LoRA must be merged first).
+
+    ``family`` (a transformers ``model_type``) defaults to the network's own (:func:`family_of`: ``llava``, or
+    ``llava_next`` / ``llava_onevision`` for any-resolution tiling).
 
     Raises:
         ValueError: when the network cannot be represented (tower, projector, prefix tokens) or a weight has no
             transformers name, naming it.
     """
+    family = family or family_of(network)
     converter = converter_for_network(family)
     config = converter.hf_config(network)
     state, leftover = converter.to_hf(network.state_dict(), network)
@@ -53,7 +58,7 @@ def export_hf(
     output_dir: str | Path,
     image_aspect: str = "crop",
     dtype: torch.dtype | None = None,
-    family: str = "llava",
+    family: str | None = None,
 ) -> Path:
     """Write ``module``'s network, tokenizer and image processor in transformers' LLaVA format.
 
@@ -66,7 +71,8 @@ def export_hf(
         image_aspect: The aspect mode the data used (``crop``, ``resize``; ``pad`` is approximated, see
             :mod:`lightning_mm.interop.processor`).
         dtype: Dtype of the written weights (None: as trained).
-        family: transformers model family to write (``llava``).
+        family: transformers model family to write (None: the network's own, ``llava``, ``llava_next`` or
+            ``llava_onevision``). A tiling network's processor reproduces its tiling; ``image_aspect`` is not read.
 
     Returns:
         The output directory.
@@ -89,6 +95,10 @@ def export_hf(
     model.save_pretrained(out)
     tower = network.vision
     config = model.config
+    if family_of(network) != "llava":
+        processor = anyres_hf_processor(network, module.tokenizer, module.image_data_config, module.spec.image_token)
+        processor.save_pretrained(out)
+        return out
     processor = hf_processor(
         module.tokenizer,
         hf_image_processor(module.image_data_config, image_aspect),

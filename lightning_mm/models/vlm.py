@@ -126,24 +126,42 @@ class VisionLanguageModel(nn.Module):
     def _vision_trains(self) -> bool:
         return any(p.requires_grad for p in self.vision.parameters())
 
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def encode_images(
+        self,
+        pixel_values: torch.Tensor,
+        image_sizes: torch.Tensor | None = None,
+        tiles_per_image: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Vision tower + projector.
 
         A tower with no trainable parameter runs under ``no_grad`` (no activations are kept for it); the projector's
-        input dtype follows the projector's weights.
+        input dtype follows the projector's weights. A projector with an ``assemble`` method (any-resolution tiling,
+        :class:`~lightning_mm.models.anyres_projector.AnyResProjector`) turns the tiles' features into each image's
+        tokens.
 
         Args:
-            pixel_values: (N_img, 3, H, W) uint8 (the tower normalises them) or normalised floats.
+            pixel_values: (N_tiles, 3, H, W) uint8 (the tower normalises them) or normalised floats; one tile per
+                image for fixed-layout models.
+            image_sizes: (N_images, 2) original (height, width) of each image (read by tiling projectors only).
+            tiles_per_image: (N_images,) tiles of each image, in order (read by tiling projectors only).
 
         Returns:
-            (N_img, L, D_t) image tokens in the LM's embedding space.
+            (N_img, L, D_t) image tokens in the LM's embedding space; (total_image_tokens, D_t) with tiling.
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and self._vision_trains()):
-            feats = self.vision(pixel_values)  # (N_img, L, D_v)
+            feats = self.vision(pixel_values)  # (N_tiles, L, D_v)
         proj_dtype = next(self.projector.parameters()).dtype
-        return self.projector(feats.to(proj_dtype))  # (N_img, L, D_t)
+        tokens = self.projector(feats.to(proj_dtype))  # (N_tiles, L, D_t)
+        assemble = getattr(self.projector, "assemble", None)
+        return tokens if assemble is None else assemble(tokens, image_sizes, tiles_per_image)
 
-    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        tiles_per_image: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Text embeddings with the image features spliced in at the image-token positions.
 
         A batch without images still runs the tower and projector, on one zero image whose output is added with weight
@@ -155,6 +173,8 @@ class VisionLanguageModel(nn.Module):
             input_ids: (B, T).
             pixel_values: (N_img, 3, H, W) for all images of the batch in order, or None for text only: uint8
                 (normalised on the device by the tower, in its dtype) or already normalised floats (cast to it).
+            image_sizes: (N_img, 2) original (height, width) of each image, for tiling projectors.
+            tiles_per_image: (N_img,) tiles of each image, for tiling projectors.
 
         Returns:
             (B, T, D_t) input embeddings.
@@ -175,7 +195,7 @@ class VisionLanguageModel(nn.Module):
             return embeds + (features * 0).sum().to(embeds.dtype)  # (B, T, D_t)
         if pixel_values.is_floating_point():
             pixel_values = pixel_values.to(self.vision_dtype)  # uint8 images are normalised by the tower
-        features = self.encode_images(pixel_values)  # (N_img, L, D_t)
+        features = self.encode_images(pixel_values, image_sizes, tiles_per_image)  # (N_img, L, D_t) or (N, D_t)
         return splice_image_features(embeds, input_ids, features, self.image_token_id)
 
     def runs_vision_without_images(self) -> bool:
@@ -206,6 +226,8 @@ class VisionLanguageModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        tiles_per_image: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states of the LM decoder.
 
@@ -213,11 +235,13 @@ class VisionLanguageModel(nn.Module):
             input_ids: (B, T).
             attention_mask: (B, T), 1 for real tokens.
             pixel_values: (N_img, 3, H, W) uint8 or normalised floats, or None.
+            image_sizes: (N_img, 2) original (height, width) of each image, for tiling projectors.
+            tiles_per_image: (N_img,) tiles of each image, for tiling projectors.
 
         Returns:
             (B, T, H) hidden states after the decoder's final norm.
         """
-        embeds = self.embed(input_ids, pixel_values)  # (B, T, D_t)
+        embeds = self.embed(input_ids, pixel_values, image_sizes, tiles_per_image)  # (B, T, D_t)
         out = decoder_of(self.llm)(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
         return out.last_hidden_state  # (B, T, H)
 
@@ -253,6 +277,8 @@ class VisionLanguageModel(nn.Module):
         attention_mask: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
         max_new_tokens: int = 32,
+        image_sizes: torch.Tensor | None = None,
+        tiles_per_image: torch.Tensor | None = None,
         **generate_kwargs,
     ) -> torch.Tensor:
         """Greedy (by default) generation from left-padded prompts.
@@ -262,12 +288,14 @@ class VisionLanguageModel(nn.Module):
             attention_mask: (B, T).
             pixel_values: (N_img, 3, H, W) uint8 or normalised floats, or None.
             max_new_tokens: Generation budget.
+            image_sizes: (N_img, 2) original (height, width) of each image, for tiling projectors.
+            tiles_per_image: (N_img,) tiles of each image, for tiling projectors.
             **generate_kwargs: Passed to transformers' ``generate`` (``eos_token_id``, ``pad_token_id``, ...).
 
         Returns:
             (B, T_new) generated token ids (the prompt excluded).
         """
-        embeds = self.embed(input_ids, pixel_values)
+        embeds = self.embed(input_ids, pixel_values, image_sizes, tiles_per_image)
         generate_kwargs.setdefault("do_sample", False)
         return self.llm.generate(
             inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens, **generate_kwargs

@@ -13,6 +13,7 @@ from transformers import AddedToken, AutoConfig, AutoTokenizer, PreTrainedModel,
 from lightning_mm.errors import ConfigError, did_you_mean
 from lightning_mm.interop.checkpoint import load_checkpoint
 from lightning_mm.models import VisionLanguageModel, VisionTower, build_language_model, build_projector
+from lightning_mm.models.anyres_projector import tiling_projector
 from lightning_mm.models.projector_io import load_projector_weights
 
 __all__ = ["ModelSpec", "build_network", "check_tokenizer", "count_image_tokens", "load_tokenizer"]
@@ -55,6 +56,8 @@ class ModelSpec:
             (``LlavaForConditionalGeneration``): with ``pretrained=True`` the network builds from the configs above and
             this checkpoint's weights are converted and loaded strictly (:mod:`lightning_mm.interop`);
             ``vision_model``'s tag and ``llm`` are then not read. None: start from the components.
+        image_tiling: Any-resolution tiling (LLaVA-NeXT, LLaVA-OneVision): ``grid_pinpoints`` and optionally
+            ``vision_aspect_ratio`` (``anyres_max_9``); None: one fixed-size image per ``<image>``.
     """
 
     name: str
@@ -72,6 +75,7 @@ class ModelSpec:
     projector_weights: str | None = None
     description: str = ""
     checkpoint: str | None = None
+    image_tiling: dict[str, Any] | None = None
 
     def replace(self, **overrides: Any) -> ModelSpec:
         """A copy with ``overrides`` applied (dict fields merged, others replaced)."""
@@ -149,15 +153,22 @@ def _vision_tower(spec: ModelSpec, pretrained: bool) -> VisionTower:
 def count_image_tokens(spec: ModelSpec) -> tuple[int, dict[str, Any]]:
     """Tokens one image becomes after the tower and projector, read from a meta-device forward pass.
 
+    With ``image_tiling``, the tokens of an image given as one tile (its view plus the newline); a tiled image's count
+    depends on its size (:func:`~lightning_mm.models.anyres.anyres_token_count`).
+
     Returns:
         (tokens per image, timm data config of the tower).
     """
     with torch.device("meta"):
         tower = _vision_tower(spec, pretrained=False)
         projector = build_projector(spec.projector, tower.hidden_size, tower.hidden_size)
+        if spec.image_tiling is not None:
+            projector = tiling_projector(projector, tower, spec.image_tiling, tower.hidden_size)
         cfg = tower.data_config()
         x = torch.empty(1, *cfg["input_size"])  # (1, 3, H, W)
         tokens = projector(tower(x))  # (1, N, D)
+        if spec.image_tiling is not None:
+            tokens = projector.assemble(tokens)[None]  # (1, N + 1, D): one tile, then the newline
     return int(tokens.shape[1]), cfg
 
 
@@ -235,7 +246,10 @@ def build_network(
     from_checkpoint = pretrained and spec.checkpoint is not None  # one whole VLM instead of its components
     vision = _vision_tower(spec, pretrained and not from_checkpoint)
     llm = _language_model(spec, tokenizer, pretrained and not from_checkpoint, torch_dtype)
-    projector = build_projector(spec.projector, vision.hidden_size, llm.config.get_text_config().hidden_size)
+    text_dim = llm.config.get_text_config().hidden_size
+    projector = build_projector(spec.projector, vision.hidden_size, text_dim)
+    if spec.image_tiling is not None:  # the newline embedding and the assembly of each image's tiles
+        projector = tiling_projector(projector, vision, spec.image_tiling, text_dim)
     if spec.projector_weights is not None:
         if pretrained:
             load_projector_weights(projector, spec.projector_weights)
