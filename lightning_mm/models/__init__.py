@@ -1,5 +1,6 @@
 """Plain-torch building blocks: vision tower, projector, language model, and the composed network."""
 
+from lightning_mm.models import token_reduction  # noqa: F401  (registers the token-reducing projectors)
 from lightning_mm.models.language import build_language_model, decoder_of
 from lightning_mm.models.projector import build_projector, list_projectors, register_projector
 from lightning_mm.models.vision import VisionTower, check_timm_model_name
