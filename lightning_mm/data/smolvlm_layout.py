@@ -98,9 +98,7 @@ def resized_size(
     return sizes
 
 
-def tile_grid(
-    height: int, width: int, longest_edge: int | None, tile_size: int, split: bool = True
-) -> tuple[int, int]:
+def tile_grid(height: int, width: int, longest_edge: int | None, tile_size: int, split: bool = True) -> tuple[int, int]:
     """(rows, cols) of tiles for an image of ``height`` x ``width``; (0, 0) when it stays one view."""
     if not split:
         return 0, 0
@@ -161,7 +159,9 @@ class SmolVLMLayout:
         global_view = f"{FAKE_TOKEN}{GLOBAL_TOKEN}{run}{FAKE_TOKEN}"
         if not rows:
             return global_view
-        lines = ["".join(f"{FAKE_TOKEN}<row_{r + 1}_col_{c + 1}>{run}" for c in range(cols)) + "\n" for r in range(rows)]
+        lines = [
+            "".join(f"{FAKE_TOKEN}<row_{r + 1}_col_{c + 1}>{run}" for c in range(cols)) + "\n" for r in range(rows)
+        ]
         return "".join(lines) + "\n" + global_view
 
     def prompt_ids(self, size: tuple[int, int]) -> list[int]:

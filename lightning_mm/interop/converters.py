@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_mm.interop.llava import LlavaConverter
+from lightning_mm.interop.smolvlm import SmolVLMConverter
 
 __all__ = ["converter_for_config", "converter_for_network", "list_converters", "register_converter"]
 
@@ -65,3 +66,5 @@ def converter_for_network(family: str = "llava") -> Any:
 
 
 register_converter(LlavaConverter())
+register_converter(SmolVLMConverter("smolvlm"))
+register_converter(SmolVLMConverter("idefics3"))

@@ -21,7 +21,9 @@ from transformers.models.smolvlm.processing_smolvlm import SmolVLMProcessor
 from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-MARKERS = ["<fake_token_around_image>", "<global-img>"] + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+MARKERS = ["<fake_token_around_image>", "<global-img>"] + [
+    f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)
+]
 TILE, PATCH, SCALE = 32, 8, 2  # 4 x 4 patches per tile, pixel shuffle 2: 4 image tokens per tile
 LONGEST_EDGE = 80  # first resize: longest edge 80, then multiples of 32 (up to 3 x 3 tiles)
 SEQ_LEN = (TILE // PATCH) ** 2 // SCALE**2
@@ -83,9 +85,7 @@ def tiny_config(model_type: str = "smolvlm", tie: bool = False):
         "tie_word_embeddings": tie,
     }
     cls = SmolVLMConfig if model_type == "smolvlm" else Idefics3Config
-    return cls(
-        vision_config=vision, text_config=text, scale_factor=SCALE, image_token_id=4, tie_word_embeddings=tie
-    )
+    return cls(vision_config=vision, text_config=text, scale_factor=SCALE, image_token_id=4, tie_word_embeddings=tie)
 
 
 def perturb(model: torch.nn.Module, seed: int = 0) -> None:
