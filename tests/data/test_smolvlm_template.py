@@ -49,7 +49,6 @@ def test_text_equals_the_released_jinja_template():
 
 def test_only_answers_and_their_end_of_utterance_are_supervised():
     tok = smolvlm_tokenizer()
-    tok.add_tokens(["<|im_start|>"], special_tokens=True)
     segments = get_template("smolvlm").render(CONVERSATION)
     supervised = [s.text for s in segments if s.supervised]
     assert supervised == [" Red.<end_of_utterance>", " Blue.<end_of_utterance>"]

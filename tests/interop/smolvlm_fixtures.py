@@ -27,15 +27,15 @@ MARKERS = ["<fake_token_around_image>", "<global-img>"] + [
 TILE, PATCH, SCALE = 32, 8, 2  # 4 x 4 patches per tile, pixel shuffle 2: 4 image tokens per tile
 LONGEST_EDGE = 80  # first resize: longest edge 80, then multiples of 32 (up to 3 x 3 tiles)
 SEQ_LEN = (TILE // PATCH) ** 2 // SCALE**2
-VOCAB = 448  # 400 + 39 added tokens, padded
+VOCAB = 448  # 400 + 40 added tokens, padded
 #: (height, width) of test images: one view, 3 x 2 tiles (tall), 2 x 3 tiles (wide), 3 x 3 tiles (square)
 SIZES = [(20, 20), (60, 37), (23, 45), (50, 50)]
 
 
 def smolvlm_tokenizer():
-    """tests/assets' tokenizer with SmolVLM's marker tokens (and <end_of_utterance>) added as special tokens."""
+    """tests/assets' tokenizer with SmolVLM's marker tokens, <end_of_utterance> and <|im_start|> as special tokens."""
     tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
-    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in [*MARKERS, "<end_of_utterance>"]])
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in [*MARKERS, "<end_of_utterance>", "<|im_start|>"]])
     return tok
 
 
