@@ -35,7 +35,9 @@ SIZES = [(20, 20), (60, 37), (23, 45), (50, 50)]
 def smolvlm_tokenizer():
     """tests/assets' tokenizer with SmolVLM's marker tokens, <end_of_utterance> and <|im_start|> as special tokens."""
     tok = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
-    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in [*MARKERS, "<end_of_utterance>", "<|im_start|>"]])
+    tok.add_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in [*MARKERS, "<end_of_utterance>", "<|im_start|>"]]
+    )
     return tok
 
 
