@@ -18,11 +18,11 @@ from typing import Any
 
 from lightning_mm.data import smolvlm_template  # noqa: F401  (registers the ``smolvlm`` chat template)
 from lightning_mm.data.smolvlm_layout import SmolVLMLayout
-from lightning_mm.interop.checkpoint import config_spec_fields
+from lightning_mm.interop.checkpoint import config_spec_fields, read_config
 from lightning_mm.zoo.registry import register_model
-from lightning_mm.zoo.spec import ModelSpec
+from lightning_mm.zoo.spec import ModelSpec, count_image_tokens
 
-__all__ = ["SMOLVLM_256M", "SMOLVLM_500M", "SMOLVLM_IMAGE_PROCESSOR", "smolvlm_layout"]
+__all__ = ["SMOLVLM_256M", "SMOLVLM_500M", "SMOLVLM_IMAGE_PROCESSOR", "layout_for_spec", "smolvlm_layout"]
 
 SMOLVLM_VOCAB_SIZE = 49280  # SmolLM2's 49152 tokens + 128 added (<global-img>, <row_i_col_j>, <image>, ...)
 SMOLVLM_IMAGE_TOKEN_ID = 49190
@@ -87,15 +87,43 @@ SMOLVLM_IMAGE_PROCESSOR: dict[str, Any] = {
 }
 
 
-def smolvlm_layout(tokenizer: Any, preprocessor: dict[str, Any] = SMOLVLM_IMAGE_PROCESSOR) -> SmolVLMLayout:
-    """The image layout of the released SmolVLM-256M/500M for ``tokenizer`` (64 image tokens per 512 px tile)."""
+def smolvlm_layout(
+    tokenizer: Any, preprocessor: dict[str, Any] = SMOLVLM_IMAGE_PROCESSOR, image_seq_len: int = 64
+) -> SmolVLMLayout:
+    """The image layout of an image processor's settings (default: the released SmolVLM-256M/500M's, 64 tokens/tile).
+
+    Args:
+        tokenizer: The model's tokenizer (with the marker tokens).
+        preprocessor: ``preprocessor_config.json`` settings: ``max_image_size``, ``size``, ``do_image_splitting``.
+        image_seq_len: Image tokens per tile.
+    """
+    size = preprocessor.get("size") or {}
     return SmolVLMLayout(
         tokenizer,
-        image_seq_len=64,
+        image_seq_len=image_seq_len,
         tile_size=int(preprocessor["max_image_size"]["longest_edge"]),
-        longest_edge=int(preprocessor["size"]["longest_edge"]),
+        longest_edge=int(size["longest_edge"]) if preprocessor.get("do_resize", True) and size else None,
         split=bool(preprocessor.get("do_image_splitting", True)),
     )
+
+
+def layout_for_spec(spec: ModelSpec, tokenizer: Any) -> SmolVLMLayout:
+    """The image layout of a SmolVLM-family spec: a zoo entry's written-down settings, else its checkpoint's.
+
+    Image tokens per tile are counted by the spec's own tower and projector (a meta-device forward pass).
+
+    Raises:
+        ValueError: for a spec without a checkpoint whose image-processor settings could be read.
+    """
+    per_tile, _ = count_image_tokens(spec)
+    if spec.checkpoint in {SMOLVLM_256M.checkpoint, SMOLVLM_500M.checkpoint}:
+        return smolvlm_layout(tokenizer, SMOLVLM_IMAGE_PROCESSOR, per_tile)
+    if spec.checkpoint is None:
+        raise ValueError(f"Model {spec.name!r} names no checkpoint to read its image-processor settings from.")
+    _, preprocessor = read_config(spec.checkpoint)
+    if not preprocessor or "max_image_size" not in preprocessor:
+        raise ValueError(f"{spec.checkpoint}: no SmolVLM image-processor settings (max_image_size) to split images by.")
+    return smolvlm_layout(tokenizer, preprocessor, per_tile)
 
 
 def released_smolvlm(name: str, hub_id: str, config: dict[str, Any], description: str) -> ModelSpec:

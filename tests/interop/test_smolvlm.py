@@ -10,7 +10,8 @@ import lightning_mm
 from lightning_mm.data.smolvlm_layout import SmolVLMLayout
 from lightning_mm.interop.checkpoint import checkpoint_spec_fields
 from lightning_mm.interop.export import to_hf_model
-from lightning_mm.zoo import ModelSpec, build_network
+from lightning_mm.zoo import ModelSpec, build_network, get_spec
+from lightning_mm.zoo.smolvlm import layout_for_spec
 from tests.interop.conftest import rel_err
 from tests.interop.smolvlm_fixtures import (
     LONGEST_EDGE,
@@ -134,3 +135,13 @@ def test_a_llava_projector_cannot_be_written_as_smolvlm():
     network = lightning_mm.create_model("tiny", device="meta").network
     with pytest.raises(ValueError, match="last vision block through its final norm"):
         to_hf_model(network, family="smolvlm")
+
+
+def test_the_layout_of_an_imported_checkpoint_is_its_processors(tokenizer, tmp_path):
+    path = save_checkpoint(make_hf("smolvlm"), tokenizer, tmp_path / "ckpt")
+    spec = ModelSpec(name="t", **checkpoint_spec_fields(str(path)))
+    layout = layout_for_spec(spec, tokenizer)
+    assert (layout.image_seq_len, layout.tile_size, layout.longest_edge) == (SEQ_LEN, TILE, LONGEST_EDGE)
+    released = layout_for_spec(get_spec("smolvlm-256m"), tokenizer)
+    assert (released.image_seq_len, released.tile_size, released.longest_edge) == (64, 512, 2048)
+    assert released.grid((480, 640)) == (3, 4)  # 2048 x 1536 -> 4 x 3 tiles of 512 (+ the global view)
