@@ -47,10 +47,12 @@ def image(size: tuple[int, int], seed: int = 0) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
 
 
+if processing_smolvlm.num2words is None:  # SmolVLMProcessor refuses to build without it; only its video prompts use it
+    processing_smolvlm.num2words = str
+
+
 def hf_processor(tokenizer, split: bool = True) -> SmolVLMProcessor:
     """transformers' SmolVLMProcessor with the PIL image processor of the tiny geometry."""
-    if processing_smolvlm.num2words is None:  # only its video prompts use num2words
-        processing_smolvlm.num2words = str
     image_processor = SmolVLMImageProcessorPil(
         size={"longest_edge": LONGEST_EDGE},
         max_image_size={"longest_edge": TILE},

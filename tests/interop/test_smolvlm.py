@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import lightning_mm
 from lightning_mm.data.smolvlm_layout import SmolVLMLayout
 from lightning_mm.interop.checkpoint import checkpoint_spec_fields
 from lightning_mm.interop.export import to_hf_model
+from lightning_mm.interop.smolvlm_export import export_smolvlm_hf
 from lightning_mm.zoo import ModelSpec, build_network, get_spec
 from lightning_mm.zoo.smolvlm import layout_for_spec
 from tests.interop.conftest import rel_err
@@ -145,3 +147,31 @@ def test_the_layout_of_an_imported_checkpoint_is_its_processors(tokenizer, tmp_p
     released = layout_for_spec(get_spec("smolvlm-256m"), tokenizer)
     assert (released.image_seq_len, released.tile_size, released.longest_edge) == (64, 512, 2048)
     assert released.grid((480, 640)) == (3, 4)  # 2048 x 1536 -> 4 x 3 tiles of 512 (+ the global view)
+
+
+@pytest.mark.parametrize("family", ["idefics3", "smolvlm"])
+def test_exported_folder_loads_in_transformers_and_its_processor_writes_our_ids(family, tokenizer, float64, tmp_path):
+    hf_model = make_hf(family, seed=3).double()
+    path = save_checkpoint(hf_model, tokenizer, tmp_path / "in")
+    module = lightning_mm.create_model(f"hf:{path}", pretrained=True)
+    layout = layout_for_spec(module.spec, module.tokenizer)
+    out = export_smolvlm_hf(module, tmp_path / "out", layout, family=family)
+    model = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float64).eval()
+    # the PIL backend resizes exactly as the layout does; SmolVLM's video processor has no PIL backend (torchvision
+    # resamples slightly differently: within 2 uint8 levels)
+    processor = AutoProcessor.from_pretrained(out, **({"backend": "pil"} if family == "idefics3" else {}))
+    assert type(model).__name__ == f"{'SmolVLM' if family == 'smolvlm' else 'Idefics3'}ForConditionalGeneration"
+    img = image((60, 37), seed=5)
+    inputs = processor(text=["User:<image>What is it?"], images=[[img]], return_tensors="pt", add_special_tokens=False)
+    ids = module.tokenizer.encode("User:", add_special_tokens=False)
+    ids += layout.prompt_ids((60, 37)) + module.tokenizer.encode("What is it?", add_special_tokens=False)
+    assert inputs["input_ids"][0].tolist() == ids
+    tiles = layout.prepare(img).tiles  # (7, 3, TILE, TILE) uint8: normalised by our tower
+    normalised = tiles.double() / 127.5 - 1.0
+    atol = 1e-6 if family == "idefics3" else 2 / 127.5 + 1e-6
+    torch.testing.assert_close(inputs["pixel_values"][0].double(), normalised, rtol=0, atol=atol)
+    network = module.network.eval()
+    with torch.no_grad():
+        theirs = model(input_ids=inputs["input_ids"], pixel_values=normalised[None]).logits
+        ours = network.lm_head(network(torch.tensor([ids]), None, tiles))
+    assert rel_err(ours, theirs) < 1e-6
