@@ -31,7 +31,7 @@ from transformers import (
 
 from lightning_mm.interop.keys import KeyRule, apply_rules, rename_prefixes
 from lightning_mm.interop.llava import _NOT_ARCHITECTURE, TEMPLATE_KEY, _image_overlay
-from lightning_mm.interop.towers import TowerFamily, _encoder_rules, register_tower, tower_for_hf
+from lightning_mm.interop.towers import TowerFamily, _encoder_rules
 from lightning_mm.models.token_reduction import PIXEL_SHUFFLE_FACTORS, PixelShuffleProjector
 
 __all__ = ["IDEFICS3_VISION", "SMOLVLM_VISION", "SmolVLMConverter"]
@@ -60,27 +60,25 @@ def _rules() -> tuple[KeyRule, ...]:
     )
 
 
-SMOLVLM_VISION = register_tower(
-    HeadlessSiglipFamily(
-        name="smolvlm_vision",
-        hf_model_type="smolvlm_vision",
-        hf_config_class=SmolVLMVisionConfig,
-        timm_base="vit_base_patch16_siglip_224",
-        num_prefix_tokens=0,
-        layer_norm_eps=1e-6,
-        rules=_rules(),
-    )
+# not in the registry of LLaVA's towers (lightning_mm.interop.towers): transformers' LLaVA has no such tower, and the
+# timm layout is SigLIP's, so these families are looked up by this converter only
+SMOLVLM_VISION = HeadlessSiglipFamily(
+    name="smolvlm_vision",
+    hf_model_type="smolvlm_vision",
+    hf_config_class=SmolVLMVisionConfig,
+    timm_base="vit_base_patch16_siglip_224",
+    num_prefix_tokens=0,
+    layer_norm_eps=1e-6,
+    rules=_rules(),
 )
-IDEFICS3_VISION = register_tower(
-    HeadlessSiglipFamily(
-        name="idefics3_vision",
-        hf_model_type="idefics3_vision",
-        hf_config_class=Idefics3VisionConfig,
-        timm_base="vit_base_patch16_siglip_224",
-        num_prefix_tokens=0,
-        layer_norm_eps=1e-6,
-        rules=_rules(),
-    )
+IDEFICS3_VISION = HeadlessSiglipFamily(
+    name="idefics3_vision",
+    hf_model_type="idefics3_vision",
+    hf_config_class=Idefics3VisionConfig,
+    timm_base="vit_base_patch16_siglip_224",
+    num_prefix_tokens=0,
+    layer_norm_eps=1e-6,
+    rules=_rules(),
 )
 _FAMILIES = {"smolvlm": (SmolVLMConfig, SmolVLMForConditionalGeneration, SMOLVLM_VISION)}
 _FAMILIES["idefics3"] = (Idefics3Config, Idefics3ForConditionalGeneration, IDEFICS3_VISION)
@@ -110,7 +108,12 @@ class SmolVLMConverter:
                 divide, naming the config key.
         """
         vision = config.vision_config
-        family = tower_for_hf(vision.model_type)
+        if vision.model_type != self.tower.hf_model_type:
+            raise ValueError(
+                f"{source}: vision_config.model_type={vision.model_type!r}; transformers' {self.name} uses "
+                f"{self.tower.hf_model_type!r}."
+            )
+        family = self.tower
         kwargs = family.timm_kwargs(vision)
         overlay = _image_overlay(preprocessor)
         if overlay:
