@@ -38,8 +38,6 @@ __all__ = ["IDEFICS3_VISION", "SMOLVLM_VISION", "SmolVLMConverter"]
 
 VISION, CONNECTOR, LANGUAGE = "model.vision_model.", "model.connector.modality_projection.", "model.text_model."
 PROJECTOR_RULES = (KeyRule.rename("projector.proj.weight", CONNECTOR + "proj.weight"),)
-# older saved layouts that put the vision model under a nested name
-SAVED_LAYOUTS = (("model.vision_model.vision_model.", VISION),)
 TEMPLATE = "smolvlm"
 
 
@@ -148,9 +146,8 @@ class SmolVLMConverter:
 
     # ------------------------------------------------------------ weights
     def normalize(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``state`` with older saved names turned into transformers 5's module names."""
-        names = rename_prefixes(state, SAVED_LAYOUTS)
-        return {names[k]: v for k, v in state.items()}
+        """``state`` in transformers 5's module names: saved checkpoints already use them (unlike LLaVA's)."""
+        return dict(state)
 
     def to_ours(self, state: dict[str, torch.Tensor], network: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
         """transformers' tensors -> ours. Returns (our tensors, transformers names no rule took)."""
