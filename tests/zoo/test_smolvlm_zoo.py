@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import Idefics3Config, Idefics3ForConditionalGeneration
 
+import lightning_mm
 from lightning_mm.models.token_reduction import PixelShuffleProjector
 from lightning_mm.zoo import build_network, count_image_tokens, get_spec, list_models, parameter_counts
 from lightning_mm.zoo.smolvlm import SMOLVLM_256M_CONFIG, SMOLVLM_500M_CONFIG
@@ -51,3 +52,9 @@ def test_entry_geometry(name):
 
 def test_hf_name_of_the_released_checkpoint_resolves_offline_to_the_entry():
     assert get_spec("hf:HuggingFaceTB/SmolVLM-256M-Instruct").name == "smolvlm-256m"
+
+
+def test_create_model_builds_the_module_on_meta_offline():
+    module = lightning_mm.create_model("smolvlm-256m", device="meta")
+    assert sum(p.numel() for p in module.network.parameters()) == 256_484_928
+    assert all(p.is_meta for p in module.network.parameters())
