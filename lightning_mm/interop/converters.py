@@ -12,6 +12,7 @@ from typing import Any
 
 from lightning_mm.interop.llava import LlavaConverter
 from lightning_mm.interop.llava_next import LlavaNextConverter, LlavaOnevisionConverter
+from lightning_mm.interop.smolvlm import SmolVLMConverter
 from lightning_mm.models.anyres_projector import AnyResProjector
 
 __all__ = [
@@ -84,3 +85,5 @@ def converter_for_network(family: str = "llava") -> Any:
 register_converter(LlavaConverter())
 register_converter(LlavaNextConverter())
 register_converter(LlavaOnevisionConverter())
+register_converter(SmolVLMConverter("smolvlm"))
+register_converter(SmolVLMConverter("idefics3"))

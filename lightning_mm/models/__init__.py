@@ -1,6 +1,7 @@
 """Plain-torch building blocks: vision tower, projector, language model, the composed network, and the interface each
 component answers (blocks, unused parameters, LoRA targets, sharding and checkpointing units)."""
 
+from lightning_mm.models import token_reduction  # noqa: F401  (registers the token-reducing projectors)
 from lightning_mm.models.component import (
     COMPONENTS,
     Component,

@@ -206,10 +206,12 @@ class TimmTowerComponent(ModuleComponent):
         model = self.timm_model
         prefix = "" if model is self.module else next(n for n, m in self.module.named_children() if m is model) + "."
         after = {id(p) for block in self.blocks()[index + 1 :] for p in block.parameters()}
+        # a tower that reads its features through the final norm (``feature_norm``: SmolVLM) runs that norm
+        tail = tuple(t for t in _TIMM_TAIL if not (t == "norm." and getattr(self.module, "feature_norm", False)))
         return [
             name
             for name, p in self.module.named_parameters()
-            if id(p) in after or name.removeprefix(prefix).startswith(_TIMM_TAIL)
+            if id(p) in after or name.removeprefix(prefix).startswith(tail)
         ]
 
     def shard_units(self) -> list[nn.Module]:

@@ -44,6 +44,8 @@ class VisionTower(nn.Module):
         feature_layer: Index of the block whose output is used (negative counts from the end).
         drop_prefix_tokens: Drop CLS/register tokens and keep patch tokens only.
         model_kwargs: Extra keyword arguments for ``timm.create_model`` (e.g. ``img_size``, ``depth``).
+        feature_norm: Apply the tower's final norm to the features read (Idefics3 / SmolVLM read the last block
+            through ``post_layernorm``); the norm then counts as a used parameter.
 
     Its blocks, unused parameters, sharding and checkpointing units are those of a
     :class:`~lightning_mm.models.component.TimmTowerComponent` (:meth:`component_interface`): timm's ``blocks``, or
@@ -58,6 +60,7 @@ class VisionTower(nn.Module):
         feature_layer: int = -2,
         drop_prefix_tokens: bool = True,
         model_kwargs: dict[str, Any] | None = None,
+        feature_norm: bool = False,
     ) -> None:
         super().__init__()
         check_timm_model_name(model_name)
@@ -71,6 +74,7 @@ class VisionTower(nn.Module):
         self.model_name = model_name
         self.feature_layer = feature_layer
         self.drop_prefix_tokens = drop_prefix_tokens
+        self.feature_norm = feature_norm
         self.depth = depth
         # absolute index of the block that is read: the blocks after it and the final norm never run
         self.block_index = feature_layer % depth if depth else feature_layer
@@ -154,7 +158,7 @@ class VisionTower(nn.Module):
             output_fmt="NLC",
             stop_early=True,
             intermediates_only=True,
-            norm=False,
+            norm=self.feature_norm,
             return_prefix_tokens=with_prefix,
         )[0]
         if not with_prefix:

@@ -4,7 +4,7 @@
 """
 
 from lightning_mm._deprecated import moved
-from lightning_mm.zoo import llava, llava_next, small, tiny  # noqa: F401  (registers entries)
+from lightning_mm.zoo import llava, llava_next, small, smolvlm, tiny  # noqa: F401  (registers entries)
 from lightning_mm.zoo.factory import parameter_counts
 from lightning_mm.zoo.registry import get_spec, list_models, register_model
 from lightning_mm.zoo.spec import ModelSpec, build_network, check_tokenizer, count_image_tokens, load_tokenizer

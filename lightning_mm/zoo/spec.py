@@ -40,6 +40,8 @@ class ModelSpec:
         vision_kwargs: Extra ``timm.create_model`` arguments (``img_size``, ``act_layer``, ...).
         feature_layer: Block of the tower whose output is used (LLaVA: -2).
         drop_prefix_tokens: Drop CLS/register tokens (LLaVA: patch tokens only; SigLIP has none to drop).
+        feature_norm: Read the feature layer through the tower's final norm (Idefics3 / SmolVLM: last block +
+            ``post_layernorm``; LLaVA: off).
         projector: Projector name (``linear``, ``mlp2x_gelu``, ...).
         projector_weights: File of trained projector weights loaded when building with ``pretrained=True``: LLaVA's
             stage-1 ``mm_projector.bin`` or a Lightning checkpoint of this project.
@@ -68,6 +70,7 @@ class ModelSpec:
     vision_kwargs: dict[str, Any] = field(default_factory=dict)
     feature_layer: int = -2
     drop_prefix_tokens: bool = True
+    feature_norm: bool = False
     tokenizer: str | None = None
     template: str = "chatml"
     image_token: str = "<image>"
@@ -147,6 +150,7 @@ def _vision_tower(spec: ModelSpec, pretrained: bool) -> VisionTower:
         feature_layer=spec.feature_layer,
         drop_prefix_tokens=spec.drop_prefix_tokens,
         model_kwargs=spec.vision_kwargs,
+        feature_norm=spec.feature_norm,
     )
 
 

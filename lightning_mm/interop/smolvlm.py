@@ -1,0 +1,216 @@
+"""transformers' ``SmolVLMForConditionalGeneration`` / ``Idefics3ForConditionalGeneration`` <-> our network.
+
+Both families are one network: a SigLIP-like ViT read at its last block through ``post_layernorm`` (no attention-pool
+head, no class token; every tile is a full ``image_size`` square, so the NaViT-style position ids of transformers are
+the plain ``0..N-1`` of timm's ``pos_embed``), Idefics3's pixel-shuffle connector (``pixel_shuffle{s}_linear``, a
+Linear without bias) and a Llama decoder. Tiles are encoded independently and their features follow each other in the
+order of the image tokens, so the composed :class:`~lightning_mm.models.VisionLanguageModel` computes what transformers
+computes once the data writes the tiles and marker tokens of :class:`~lightning_mm.data.smolvlm_layout.SmolVLMLayout`.
+
+Weight names (transformers 5 modules, and what ``save_pretrained`` of transformers 4 and 5 writes):
+``model.vision_model.*`` (SigLIP names without the head), ``model.connector.modality_projection.proj.weight``,
+``model.text_model.*`` and ``lm_head.weight``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    Idefics3Config,
+    Idefics3ForConditionalGeneration,
+    Idefics3VisionConfig,
+    PretrainedConfig,
+    SmolVLMConfig,
+    SmolVLMForConditionalGeneration,
+    SmolVLMVisionConfig,
+)
+
+from lightning_mm.interop.keys import KeyRule, apply_rules, rename_prefixes
+from lightning_mm.interop.llava import _NOT_ARCHITECTURE, TEMPLATE_KEY, _image_overlay
+from lightning_mm.interop.towers import TowerFamily, _encoder_rules
+from lightning_mm.models.token_reduction import PIXEL_SHUFFLE_FACTORS, PixelShuffleProjector
+
+__all__ = ["IDEFICS3_VISION", "SMOLVLM_VISION", "SmolVLMConverter"]
+
+VISION, CONNECTOR, LANGUAGE = "model.vision_model.", "model.connector.modality_projection.", "model.text_model."
+PROJECTOR_RULES = (KeyRule.rename("projector.proj.weight", CONNECTOR + "proj.weight"),)
+TEMPLATE = "smolvlm"
+
+
+@dataclass(frozen=True)
+class HeadlessSiglipFamily(TowerFamily):
+    """A SigLIP-like ViT without the attention-pool head (Idefics3 / SmolVLM vision transformers)."""
+
+    def timm_kwargs(self, config: PretrainedConfig) -> dict[str, Any]:
+        """timm keyword arguments of ``config``'s geometry, with no pooling head (``global_pool=""``)."""
+        return {**super().timm_kwargs(config), "global_pool": ""}
+
+
+def _rules() -> tuple[KeyRule, ...]:
+    return (
+        KeyRule.rename("pos_embed", "embeddings.position_embedding.weight", lead=1),  # (1, N, D) <-> (N, D)
+        KeyRule.rename("patch_embed.proj.{p}", "embeddings.patch_embedding.{p}"),
+        *_encoder_rules(),  # blocks, and norm <-> post_layernorm
+    )
+
+
+# not in the registry of LLaVA's towers (lightning_mm.interop.towers): transformers' LLaVA has no such tower, and the
+# timm layout is SigLIP's, so these families are looked up by this converter only
+SMOLVLM_VISION = HeadlessSiglipFamily(
+    name="smolvlm_vision",
+    hf_model_type="smolvlm_vision",
+    hf_config_class=SmolVLMVisionConfig,
+    timm_base="vit_base_patch16_siglip_224",
+    num_prefix_tokens=0,
+    layer_norm_eps=1e-6,
+    rules=_rules(),
+)
+IDEFICS3_VISION = HeadlessSiglipFamily(
+    name="idefics3_vision",
+    hf_model_type="idefics3_vision",
+    hf_config_class=Idefics3VisionConfig,
+    timm_base="vit_base_patch16_siglip_224",
+    num_prefix_tokens=0,
+    layer_norm_eps=1e-6,
+    rules=_rules(),
+)
+_FAMILIES = {"smolvlm": (SmolVLMConfig, SmolVLMForConditionalGeneration, SMOLVLM_VISION)}
+_FAMILIES["idefics3"] = (Idefics3Config, Idefics3ForConditionalGeneration, IDEFICS3_VISION)
+
+
+class SmolVLMConverter:
+    """Converter of transformers' SmolVLM (``model_type`` ``smolvlm``) or Idefics3 (``idefics3``): one mapping.
+
+    Args:
+        model_type: ``smolvlm`` or ``idefics3``.
+    """
+
+    def __init__(self, model_type: str = "smolvlm") -> None:
+        if model_type not in _FAMILIES:
+            raise ValueError(f"Unknown SmolVLM-family model_type {model_type!r}; one of {', '.join(_FAMILIES)}.")
+        self.name = model_type
+        self.model_types = (model_type,)
+        self.config_class, self.hf_model_class, self.tower = _FAMILIES[model_type]
+        self.architectures = (self.hf_model_class.__name__,)
+
+    # ------------------------------------------------------------ config -> spec
+    def spec_fields(self, config: PretrainedConfig, source: str, preprocessor: dict | None) -> dict[str, Any]:
+        """:class:`~lightning_mm.zoo.ModelSpec` fields of the checkpoint ``source`` with config ``config``.
+
+        Raises:
+            ValueError: for a scale factor without a registered pixel-shuffle projector or a tile grid it does not
+                divide, naming the config key.
+        """
+        vision = config.vision_config
+        if vision.model_type != self.tower.hf_model_type:
+            raise ValueError(
+                f"{source}: vision_config.model_type={vision.model_type!r}; transformers' {self.name} uses "
+                f"{self.tower.hf_model_type!r}."
+            )
+        family = self.tower
+        kwargs = family.timm_kwargs(vision)
+        overlay = _image_overlay(preprocessor)
+        if overlay:
+            kwargs["pretrained_cfg_overlay"] = overlay
+        scale = int(config.scale_factor)
+        if scale not in PIXEL_SHUFFLE_FACTORS:
+            raise ValueError(
+                f"{source}: scale_factor={scale}; supported: {', '.join(map(str, PIXEL_SHUFFLE_FACTORS))}."
+            )
+        side = int(vision.image_size) // int(vision.patch_size)
+        if side % scale:
+            raise ValueError(f"{source}: scale_factor={scale} does not divide the {side}x{side} patch grid.")
+        text = config.text_config
+        llm_config = {k: v for k, v in text.to_diff_dict().items() if k not in _NOT_ARCHITECTURE}
+        tied = bool(getattr(config, "tie_word_embeddings", False) or getattr(text, "tie_word_embeddings", False))
+        llm_config.update(model_type=text.model_type, vocab_size=int(text.vocab_size), tie_word_embeddings=tied)
+        return {
+            "vision_model": family.timm_base,
+            "vision_kwargs": kwargs,
+            "feature_layer": -1,
+            "feature_norm": True,
+            "drop_prefix_tokens": True,
+            "projector": f"pixel_shuffle{scale}_linear",
+            "llm": None,
+            "llm_config": llm_config,
+            "tokenizer": source,
+            "checkpoint": source,
+            "template": getattr(config, TEMPLATE_KEY, None) or TEMPLATE,
+            "image_token_id": int(config.image_token_id),
+            "description": f"transformers {self.name} checkpoint {source} ({text.model_type})",
+        }
+
+    # ------------------------------------------------------------ weights
+    def normalize(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``state`` in transformers 5's module names: saved checkpoints already use them (unlike LLaVA's)."""
+        return dict(state)
+
+    def to_ours(self, state: dict[str, torch.Tensor], network: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """transformers' tensors -> ours. Returns (our tensors, transformers names no rule took)."""
+        return self._convert(self.normalize(state), network, "ours")
+
+    def to_hf(self, state: dict[str, torch.Tensor], network: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """Our tensors -> transformers 5's names. Returns (transformers' tensors, our names no rule took)."""
+        return self._convert(state, network, "hf")
+
+    def _convert(
+        self, state: dict[str, torch.Tensor], network: nn.Module, to: str
+    ) -> tuple[dict[str, torch.Tensor], list[str]]:
+        vision_prefixes = ("vision.model.", VISION)
+        llm_prefixes = ((f"llm.{network.llm.base_model_prefix}.", LANGUAGE), ("llm.lm_head.", "lm_head."))
+        if to == "ours":
+            vision_prefixes = vision_prefixes[::-1]
+            llm_prefixes = tuple(pair[::-1] for pair in llm_prefixes)
+        src, dst = vision_prefixes
+        vision = {k[len(src) :]: v for k, v in state.items() if k.startswith(src)}
+        converted, left = apply_rules(vision, self.tower.rules, to)
+        out = {dst + k: v for k, v in converted.items()}
+        leftover = [src + k for k in left]
+        rest = {k: v for k, v in state.items() if not k.startswith(src)}
+        converted, left = apply_rules(rest, PROJECTOR_RULES, to)
+        out.update(converted)
+        renamed = rename_prefixes(left, llm_prefixes)
+        for key in left:
+            if renamed[key] == key:
+                leftover.append(key)
+            else:
+                out[renamed[key]] = rest[key]
+        return out, sorted(leftover)
+
+    def tied_keys(self, network: nn.Module) -> set[str]:
+        """Our names a checkpoint may leave out (tied output embeddings)."""
+        if getattr(network.llm.config.get_text_config(), "tie_word_embeddings", False):
+            return {"llm.lm_head.weight"}
+        return set()
+
+    # ------------------------------------------------------------ network -> transformers config
+    def hf_config(self, network: nn.Module) -> PretrainedConfig:
+        """transformers' config of our network.
+
+        Raises:
+            ValueError: naming what transformers' class cannot represent (feature layer, final norm, projector).
+        """
+        tower = network.vision
+        if tower.block_index != tower.depth - 1 or not tower.feature_norm:
+            raise ValueError(
+                f"transformers' {self.name} reads the last vision block through its final norm; this tower reads block "
+                f"{tower.block_index} of {tower.depth} (feature_norm={tower.feature_norm})."
+            )
+        projector = network.projector
+        if not isinstance(projector, PixelShuffleProjector) or not isinstance(projector.proj, nn.Linear):
+            raise ValueError(
+                f"transformers' {self.name} connector is pixel shuffle + one Linear (pixel_shuffle<s>_linear); "
+                f"got {type(projector).__name__}."
+            )
+        text = network.llm.config
+        return self.config_class(
+            vision_config=self.tower.hf_config(tower.model).to_dict(),
+            text_config=text.to_dict(),
+            scale_factor=int(projector.scale_factor),
+            image_token_id=int(network.image_token_id),
+            tie_word_embeddings=bool(getattr(text, "tie_word_embeddings", False)),
+        )

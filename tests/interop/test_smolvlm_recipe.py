@@ -1,0 +1,58 @@
+"""recipes/smolvlm: LoRA fine-tuning of an imported SmolVLM checkpoint runs, and the result exports to transformers."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_mm.callbacks.lora import merge_lora
+from lightning_mm.cli import main
+from lightning_mm.commands.export import load_module
+from lightning_mm.interop.export import to_hf_model
+from tests.interop.conftest import ASSETS, rel_err
+from tests.interop.smolvlm_fixtures import TILE, make_hf, save_checkpoint, smolvlm_tokenizer
+
+RECIPE = Path(__file__).parents[2] / "recipes" / "smolvlm" / "smolvlm_256m_lora.yaml"
+
+
+@pytest.mark.slow
+def test_recipe_fine_tunes_an_imported_checkpoint_and_exports_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    released = make_hf("smolvlm")
+    source = save_checkpoint(released, smolvlm_tokenizer(), tmp_path / "released")
+    main(
+        [
+            "fit",
+            "--config",
+            str(RECIPE),
+            f"--model.init_args.model=hf:{source.name}",
+            "--model.init_args.activation_checkpointing=false",
+            f"--data.init_args.train_path={ASSETS / 'llava' / 'llava_tiny.json'}",
+            f"--data.init_args.image_folder={ASSETS / 'llava'}",
+            "--data.init_args.num_workers=0",
+            "--data.init_args.batch_size=2",
+            "--trainer.accelerator=cpu",
+            "--trainer.precision=32-true",
+            "--trainer.max_steps=2",
+            "--trainer.accumulate_grad_batches=1",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    checkpoint = next((tmp_path / "runs" / "smolvlm_256m_lora").rglob("last.ckpt"))
+    module = load_module(checkpoint)  # adapter-only: the imported base + the trained adapters
+    assert {c: p.mode for c, p in module.placements.items()} == {"vision": "frozen", "projector": "full", "llm": "lora"}
+    network = copy.deepcopy(module.network).eval()
+    merge_lora(network)
+    exported = to_hf_model(network, family="smolvlm")
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.tensor([[1, 20, 21, *([4] * 4), 30, 31]])  # one 32 px view: 4 image tokens
+    pixels = torch.rand(1, 1, 3, TILE, TILE, generator=gen) * 2 - 1
+    with torch.no_grad():
+        ours = network.lm_head(network(ids, None, pixels[0]))
+        theirs = exported(input_ids=ids, pixel_values=pixels).logits
+        before = released.eval()(input_ids=ids, pixel_values=pixels).logits
+    assert rel_err(ours, theirs) < 1e-5
+    assert (before - theirs).abs().max() > 1e-5  # the fine-tuning changed the model
