@@ -1,10 +1,12 @@
 """Data: chat templates, LLaVA-format files, images, collation, sampling, the built-in synthetic task, datamodules."""
 
+from lightning_mm.data.chat_formats import ChatFormat
 from lightning_mm.data.collate import EMPTY_KEY, SKIPPED_KEY, VLMCollator
 from lightning_mm.data.datamodule import VLMDataModule
 from lightning_mm.data.images import ASPECT_MODES, ImageLoadError, ImageProcessor
-from lightning_mm.data.llava import BadSampleError, LlavaDataset, SampleDropped, parse_record, read_records
+from lightning_mm.data.llava import LlavaDataset, SampleDropped
 from lightning_mm.data.llava_datamodule import LlavaDataModule
+from lightning_mm.data.llava_records import BadSampleError, parse_record, read_records
 from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
 from lightning_mm.data.sampler import LengthGroupedSampler
 from lightning_mm.data.synthetic import SyntheticVQADataModule, SyntheticVQADataset, build_synthetic_tokenizer
@@ -12,6 +14,7 @@ from lightning_mm.data.templates import (
     IGNORE_INDEX,
     ChatTemplate,
     Segment,
+    encode_conversation,
     encode_segments,
     get_template,
     list_templates,
@@ -24,6 +27,7 @@ __all__ = [
     "EMPTY_KEY",
     "IGNORE_INDEX",
     "BadSampleError",
+    "ChatFormat",
     "ChatTemplate",
     "ImageLoadError",
     "ImageProcessor",
@@ -42,6 +46,7 @@ __all__ = [
     "build_synthetic_tokenizer",
     "build_word_tokenizer",
     "decode_prompt",
+    "encode_conversation",
     "encode_segments",
     "get_template",
     "list_templates",

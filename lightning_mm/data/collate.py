@@ -16,7 +16,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import get_worker_info
 
-from lightning_mm.data.templates import IGNORE_INDEX
+from lightning_mm.data.segments import IGNORE_INDEX
 
 __all__ = ["EMPTY_KEY", "INLINE_TENSOR_BYTES", "SKIPPED_KEY", "VLMCollator", "WorkerBatch"]
 

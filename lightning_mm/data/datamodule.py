@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
+
+from lightning_mm.data.collate import VLMCollator
+from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
 
 __all__ = ["VLMDataModule"]
 
@@ -20,12 +24,18 @@ class VLMDataModule(L.LightningDataModule):
     Args:
         batch_size: Per-device micro-batch size.
         num_workers: DataLoader worker processes.
+        seed: Seed of the training order (the epoch is added).
+        pad_to_multiple_of: Round padded lengths up to a multiple of this.
     """
 
-    def __init__(self, batch_size: int = 16, num_workers: int = 0) -> None:
+    def __init__(
+        self, batch_size: int = 16, num_workers: int = 0, seed: int = 0, pad_to_multiple_of: int | None = None
+    ) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.seed = seed
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.num_image_tokens: int | None = None
         self.image_data_config: dict[str, Any] | None = None
@@ -57,3 +67,39 @@ class VLMDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         self._bind_from_trainer()
+
+    def collator(self, padding_side: str = "right") -> VLMCollator:
+        """The batch collator of this datamodule (``right`` padding for training, ``left`` for generation)."""
+        return VLMCollator(
+            self.tokenizer.pad_token_id,
+            padding_side,
+            self.image_token_id,
+            self.num_image_tokens,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+        )
+
+    def _loader(
+        self,
+        ds: Dataset,
+        shuffle: bool = False,
+        sampler: Sampler | None = None,
+        batch_size: int | None = None,
+        padding_side: str = "right",
+    ) -> DataLoader:
+        """A loader of ``ds`` with this datamodule's collator and workers.
+
+        With ``shuffle`` (a seeded :class:`~lightning_mm.data.ShuffleSampler` unless ``sampler`` is given) or a
+        ``sampler``, it is a :class:`~lightning_mm.data.ResumableDataLoader`, which saves its position in checkpoints
+        (exact resume); otherwise a plain ``DataLoader`` in order.
+        """
+        if shuffle and sampler is None:
+            sampler = ShuffleSampler(len(ds), seed=self.seed)
+        loader_cls = ResumableDataLoader if sampler is not None else DataLoader
+        return loader_cls(
+            ds,
+            batch_size=batch_size or self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=self.collator(padding_side),
+            persistent_workers=self.num_workers > 0,
+        )

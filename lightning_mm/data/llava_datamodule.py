@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-from lightning_mm.data.collate import VLMCollator
 from lightning_mm.data.datamodule import VLMDataModule
 from lightning_mm.data.llava import LlavaDataset
 from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
@@ -60,7 +59,9 @@ class LlavaDataModule(VLMDataModule):
         pad_to_multiple_of: int | None = None,
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, seed=seed, pad_to_multiple_of=pad_to_multiple_of
+        )
         self.train_path = train_path
         self.val_path = val_path
         self.predict_path = predict_path
@@ -73,8 +74,6 @@ class LlavaDataModule(VLMDataModule):
         self.group_by_length = group_by_length
         self.group_by_modality = group_by_modality
         self.val_batch_size = val_batch_size or batch_size
-        self.pad_to_multiple_of = pad_to_multiple_of
-        self.seed = seed
         self.train_dataset: LlavaDataset | None = None
         self.val_dataset: LlavaDataset | None = None
         self.predict_dataset: LlavaDataset | None = None
@@ -115,31 +114,6 @@ class LlavaDataModule(VLMDataModule):
             template_kwargs=self.template_kwargs,
         )
 
-    def _loader(
-        self,
-        ds: LlavaDataset,
-        batch_size: int,
-        padding_side: str = "right",
-        sampler: Sampler | None = None,
-        resumable: bool = False,
-    ) -> DataLoader:
-        collate = VLMCollator(
-            self.tokenizer.pad_token_id,
-            padding_side,
-            self.image_token_id,
-            self.num_image_tokens,
-            pad_to_multiple_of=self.pad_to_multiple_of,
-        )
-        loader_cls = ResumableDataLoader if resumable else DataLoader
-        return loader_cls(
-            ds,
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=collate,
-            persistent_workers=self.num_workers > 0,
-        )
-
     def train_dataloader(self) -> ResumableDataLoader:
         """Training batches in a seeded order; the loader saves its position in checkpoints (exact resume)."""
         ds = self.train_dataset
@@ -153,15 +127,15 @@ class LlavaDataModule(VLMDataModule):
                 modalities=ds.has_images if self.group_by_modality else None,
                 seed=self.seed,
             )
-        return self._loader(ds, self.batch_size, sampler=sampler, resumable=True)
+        return self._loader(ds, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_dataset is None:
             return []
-        return self._loader(self.val_dataset, self.val_batch_size)
+        return self._loader(self.val_dataset, batch_size=self.val_batch_size)
 
     def test_dataloader(self) -> DataLoader | list:
         return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_dataset, self.val_batch_size, padding_side="left")
+        return self._loader(self.predict_dataset, batch_size=self.val_batch_size, padding_side="left")

@@ -1,7 +1,6 @@
 """The built-in task: synthetic visual question answering, generated on the fly, deterministic by seed.
 
-Each image shows one shape of one colour in one quadrant, with jittered size and offset over a noisy background.
-Questions ask for the colour, the shape or the position; answers are one word. With ``blind_images=True`` every image
+Each image shows one shape of one colour in one quadrant (see :mod:`lightning_mm.data.scenes`). Questions ask for the colour, the shape or the position; answers are one word. With ``blind_images=True`` every image
 is blank (the image-blind control: a model can then only guess from the question).
 
 Besides question answering (``mode="vqa"``), the same scenes serve the other stages of a LLaVA-style pipeline:
@@ -24,11 +23,23 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_mm.data.collate import VLMCollator
+from lightning_mm.data.chat_template import get_template
 from lightning_mm.data.datamodule import VLMDataModule
-from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
-from lightning_mm.data.templates import encode_segments, get_template
-from lightning_mm.data.tokenizer import build_word_tokenizer
+from lightning_mm.data.scenes import (
+    ATTRIBUTES,
+    CAPTION_PROMPT,
+    COLORS,
+    POSITIONS,
+    QUESTIONS,
+    SHAPES,
+    SceneCanvas,
+    SyntheticImageDataset,
+    build_synthetic_tokenizer,
+    caption,
+    draw_attributes,
+    render_scene,
+)
+from lightning_mm.data.segments import encode_segments
 
 __all__ = [
     "COLORS",
@@ -44,86 +55,7 @@ __all__ = [
     "render_scene",
 ]
 
-COLORS: dict[str, tuple[float, float, float]] = {
-    "red": (1.0, 0.1, 0.1),
-    "green": (0.1, 0.9, 0.1),
-    "blue": (0.15, 0.3, 1.0),
-    "yellow": (1.0, 0.95, 0.1),
-    "magenta": (1.0, 0.1, 1.0),
-    "cyan": (0.1, 0.95, 0.95),
-}
-SHAPES = ("square", "circle", "triangle", "cross")
-POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
-QUESTIONS: dict[str, tuple[str, ...]] = {
-    "color": ("What color is the shape?", "Which color does the shape have?"),
-    "shape": ("What shape is shown?", "Which shape is in the image?"),
-    "position": ("Where is the shape?", "In which corner is the shape?"),
-}
-ANSWERS: dict[str, Sequence[str]] = {"color": tuple(COLORS), "shape": SHAPES, "position": POSITIONS}
-CAPTION_WORDS = ("a", "at", "the", "image", "shows", "Describe")
-CAPTION_PROMPT = "Describe the image"
-ATTRIBUTES = ("color", "shape", "position")
 MODES = ("vqa", "caption", "text")
-
-
-def build_synthetic_tokenizer():
-    """The built-in task's tokenizer: every question, answer and caption word, ChatML special tokens."""
-    words = [w for qs in QUESTIONS.values() for q in qs for w in q.split()]
-    words += [a for answers in ANSWERS.values() for a in answers] + list(CAPTION_WORDS)
-    return build_word_tokenizer(words)
-
-
-def caption(color: str, shape: str, position: str, attributes: Sequence[str] = ATTRIBUTES) -> str:
-    """The caption of a scene: ``a red square at the top-left`` (every word is a token of the task's tokenizer).
-
-    Args:
-        color: The colour.
-        shape: The shape.
-        position: The quadrant.
-        attributes: Which attributes the caption mentions: ``a red shape`` without the shape, no ``at the ...``
-            without the position.
-    """
-    unknown = set(attributes) - set(ATTRIBUTES)
-    if unknown:
-        raise ValueError(f"Unknown caption attributes {sorted(unknown)}; known: {ATTRIBUTES}")
-    words = ["a", *([color] if "color" in attributes else []), shape if "shape" in attributes else "shape"]
-    if "position" in attributes:
-        words += ["at", "the", position]
-    return " ".join(words)
-
-
-def render_scene(size: int, color: str, shape: str, position: str, rng: np.random.Generator) -> np.ndarray:
-    """Draw one scene.
-
-    Args:
-        size: Image side in pixels.
-        color: Key of :data:`COLORS`.
-        shape: One of :data:`SHAPES`.
-        position: One of :data:`POSITIONS` (the quadrant).
-        rng: Source of jitter and noise.
-
-    Returns:
-        (3, size, size) float32 image in [0, 1].
-    """
-    half = size / 2
-    r = half * rng.uniform(0.36, 0.44)  # shape radius
-    row, col = position.split("-")
-    cy = (0 if row == "top" else half) + half / 2 + rng.uniform(-0.12, 0.12) * half
-    cx = (0 if col == "left" else half) + half / 2 + rng.uniform(-0.12, 0.12) * half
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5  # (S, S)
-    dy, dx = y - cy, x - cx
-    if shape == "square":
-        mask = (np.abs(dx) <= r) & (np.abs(dy) <= r)
-    elif shape == "circle":
-        mask = dx**2 + dy**2 <= r**2
-    elif shape == "triangle":  # apex up
-        mask = (dy >= -r) & (dy <= r) & (np.abs(dx) <= (dy + r) / 2)
-    else:  # cross
-        t = r / 3
-        mask = ((np.abs(dx) <= t) & (np.abs(dy) <= r)) | ((np.abs(dy) <= t) & (np.abs(dx) <= r))
-    img = rng.uniform(0.0, 0.15, size=(3, size, size)).astype(np.float32)  # noisy dark background
-    rgb = np.asarray(COLORS[color], dtype=np.float32)[:, None, None] * rng.uniform(0.8, 1.0)
-    return np.where(mask[None], rgb, img)
 
 
 class SyntheticVQADataset(Dataset):
@@ -178,12 +110,7 @@ class SyntheticVQADataset(Dataset):
         self.tokenizer = tokenizer
         self.num_image_tokens = num_image_tokens
         self.image_token_id = image_token_id
-        _, h, w = image_data_config["input_size"]
-        if h != w:
-            raise ValueError(f"the synthetic task draws square images; the tower expects {h}x{w}")
-        self.size = h
-        self.mean = torch.tensor(image_data_config["mean"], dtype=torch.float32)[:, None, None]
-        self.std = torch.tensor(image_data_config["std"], dtype=torch.float32)[:, None, None]
+        self.canvas = SceneCanvas(image_data_config)
         self.num_samples = num_samples
         self.seed = seed
         self.blind_images = blind_images
@@ -204,9 +131,7 @@ class SyntheticVQADataset(Dataset):
         order = rng.permutation(len(self.question_types))[: self.questions_per_image]
         qtypes = [self.question_types[int(k)] for k in order]
         return {
-            "color": list(COLORS)[int(rng.integers(len(COLORS)))],
-            "shape": SHAPES[int(rng.integers(len(SHAPES)))],
-            "position": POSITIONS[int(rng.integers(len(POSITIONS)))],
+            **draw_attributes(rng),
             "category": qtypes[0],
             "questions": [(q, QUESTIONS[q][int(rng.integers(len(QUESTIONS[q])))]) for q in qtypes],
             "jitter_seed": int(rng.integers(2**31)),
@@ -257,62 +182,11 @@ class SyntheticVQADataset(Dataset):
         if self.generation:
             sample["images"] = [index]  # the scene is sample ``index`` of this dataset (seed and index draw it)
         if self.blind_images:
-            img = torch.zeros(3, self.size, self.size)
+            img = torch.zeros(3, self.canvas.size, self.canvas.size)
         else:
-            rng = np.random.default_rng(s["jitter_seed"])
-            img = torch.from_numpy(render_scene(self.size, s["color"], s["shape"], s["position"], rng))
-        sample["pixel_values"] = ((img - self.mean) / self.std).unsqueeze(0)  # (1, 3, S, S)
+            img = self.canvas.draw(s, np.random.default_rng(s["jitter_seed"]))  # (3, S, S)
+        sample["pixel_values"] = self.canvas.normalise(img).unsqueeze(0)  # (1, 3, S, S)
         return sample
-
-
-class SyntheticImageDataset(Dataset):
-    """The task's scenes as image classification: each image labelled with one attribute (e.g. shape only).
-
-    Scenes are drawn as in :class:`SyntheticVQADataset` (uniform colour, shape and position; jittered size and offset;
-    noisy background); sample ``i`` depends only on ``(seed, i)``.
-
-    Args:
-        image_data_config: timm data config of the tower (``input_size``, ``mean``, ``std``).
-        num_samples: Dataset length.
-        seed: Base seed.
-        target: The labelled attribute: ``color``, ``shape`` or ``position``; labels index :attr:`classes`.
-    """
-
-    def __init__(
-        self, image_data_config: dict[str, Any], num_samples: int = 10000, seed: int = 0, target: str = "shape"
-    ) -> None:
-        if target not in ANSWERS:
-            raise ValueError(f"Unknown target {target!r}; targets are {sorted(ANSWERS)}")
-        _, h, w = image_data_config["input_size"]
-        if h != w:
-            raise ValueError(f"the synthetic task draws square images; the tower expects {h}x{w}")
-        self.size = h
-        self.mean = torch.tensor(image_data_config["mean"], dtype=torch.float32)[:, None, None]
-        self.std = torch.tensor(image_data_config["std"], dtype=torch.float32)[:, None, None]
-        self.num_samples = num_samples
-        self.seed = seed
-        self.target = target
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        """Class names, in label order."""
-        return tuple(ANSWERS[self.target])
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        """``(pixel_values (3, S, S) normalised, label)``."""
-        if not 0 <= index < self.num_samples:
-            raise IndexError(index)
-        rng = np.random.default_rng([self.seed, index])
-        scene = {
-            "color": list(COLORS)[int(rng.integers(len(COLORS)))],
-            "shape": SHAPES[int(rng.integers(len(SHAPES)))],
-            "position": POSITIONS[int(rng.integers(len(POSITIONS)))],
-        }
-        img = torch.from_numpy(render_scene(self.size, scene["color"], scene["shape"], scene["position"], rng))
-        return (img - self.mean) / self.std, self.classes.index(scene[self.target])
 
 
 class SyntheticVQADataModule(VLMDataModule):
@@ -352,10 +226,9 @@ class SyntheticVQADataModule(VLMDataModule):
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"Unknown mode {mode!r}; modes are {MODES}")
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.train_samples = train_samples
         self.val_samples = val_samples
-        self.seed = seed
         self.blind_images = blind_images
         self.question_types = tuple(question_types or QUESTIONS)
         self.template = template
@@ -381,25 +254,6 @@ class SyntheticVQADataModule(VLMDataModule):
             questions_per_image=questions_per_image,
             mode=self.mode,
             caption_attributes=self.caption_attributes,
-        )
-
-    def _loader(self, ds: Dataset, shuffle: bool, padding_side: str = "right") -> DataLoader:
-        collate = VLMCollator(self.tokenizer.pad_token_id, padding_side, self.image_token_id, self.num_image_tokens)
-        if shuffle:  # training: a seeded order and a loader that saves its position (exact resume)
-            return ResumableDataLoader(
-                ds,
-                batch_size=self.batch_size,
-                sampler=ShuffleSampler(len(ds), seed=self.seed),
-                num_workers=self.num_workers,
-                collate_fn=collate,
-                persistent_workers=self.num_workers > 0,
-            )
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            collate_fn=collate,
-            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from transformers import AddedToken, AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from lightning_mm.data.scenes import build_synthetic_tokenizer
 from lightning_mm.errors import ConfigError, did_you_mean
 from lightning_mm.interop.checkpoint import load_checkpoint
 from lightning_mm.models import VisionLanguageModel, VisionTower, build_language_model, build_projector
@@ -113,8 +114,6 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     """
     source = spec.tokenizer or spec.llm
     if source == "builtin:synthetic":
-        from lightning_mm.data.synthetic import build_synthetic_tokenizer
-
         tok = build_synthetic_tokenizer()
     elif source is None:
         raise ValueError(f"Model {spec.name!r} names neither a tokenizer nor an LLM to take one from.")

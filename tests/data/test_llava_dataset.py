@@ -334,3 +334,14 @@ def test_a_batch_of_dropped_records_is_one_padding_token_with_nothing_supervised
     assert batches[0]["skipped"] == ["image_missing", "image_missing"]
     assert batches[0]["input_ids"].tolist() == [[0]] and batches[0]["labels"].tolist() == [[IGNORE_INDEX]]
     assert batches[1]["id"] == ["good-text"] and "empty" not in batches[1] and batches[1]["skipped"] == []
+
+
+def test_records_of_a_json_list_without_a_separator_name_the_line(make_dataset, tmp_path):
+    path = tmp_path / "no_comma.json"
+    good = json.dumps(GOOD_TEXT)
+    path.write_text(f"[\n  {good},\n  {good}\n  {good}\n]\n")
+    with pytest.raises(BadSampleError, match=f"{path}:3:.*expected ',' or ']'"):
+        make_dataset(path)
+    path.write_text(f'{{"records": [{good}]}}')
+    with pytest.raises(BadSampleError, match=f"{path}:1:1: malformed JSON: a .json data file must hold a list"):
+        make_dataset(path)

@@ -8,9 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_mm.data import IGNORE_INDEX, Segment, VLMCollator, encode_segments, get_template, list_templates
-from lightning_mm.data.synthetic import build_synthetic_tokenizer
-from lightning_mm.data.templates import ChatMLTemplate, _direct_backend, _plain_fast_class, encode_texts
+from lightning_mm.data import (
+    IGNORE_INDEX,
+    ChatFormat,
+    Segment,
+    VLMCollator,
+    encode_segments,
+    get_template,
+    list_templates,
+    register_template,
+    templates,
+)
+from lightning_mm.data.scenes import build_synthetic_tokenizer
+from lightning_mm.data.segments import _direct_backend, _plain_fast_class, encode_texts
 from lightning_mm.data.tokenizer import build_word_tokenizer
 
 LLAVA_DIR = Path(__file__).resolve().parents[1] / "assets" / "llava"
@@ -99,14 +109,14 @@ def test_chatml_rendering_is_unchanged():
         {"role": "user", "content": "<image>\nWhat color?"},
         {"role": "assistant", "content": "red"},
     ]
-    segs = ChatMLTemplate().render(messages)
+    segs = get_template("chatml").render(messages)
     assert segs == [
         Segment("<|im_start|>user\n<image>\nWhat color?<|im_end|>\n"),
         Segment("<|im_start|>assistant\n"),
         Segment("red<|im_end|>", supervised=True),
         Segment("\n"),
     ]
-    gen = ChatMLTemplate(system_prompt="Be brief.").render(messages[:1], add_generation_prompt=True)
+    gen = get_template("chatml", system_prompt="Be brief.").render(messages[:1], add_generation_prompt=True)
     assert [s.text for s in gen] == [
         "<|im_start|>system\nBe brief.<|im_end|>\n",
         "<|im_start|>user\n<image>\nWhat color?<|im_end|>\n",
@@ -261,3 +271,39 @@ def test_encoding_falls_back_to_the_tokenizer_when_the_backend_would_differ(toke
             return super()._encode_plus(*args, **kwargs)
 
     assert not _plain_fast_class(Custom) and _plain_fast_class(type(tokenizer))
+
+
+def test_a_new_format_is_a_table_row(tokenizer):
+    fmt = ChatFormat(
+        name="test_zephyr",
+        roles={
+            "system": ("<|system|>\n", "</s>\n"),
+            "user": ("<|user|>\n", "</s>\n"),
+            "assistant": ("<|assistant|>\n", ""),
+        },
+        after_answer="\n",
+    )
+    assert register_template(fmt) is fmt and "test_zephyr" in list_templates()
+    msgs = [{"role": "user", "content": "<image>\nhi"}, {"role": "assistant", "content": "ok"}]
+    segs = get_template("test_zephyr", system_prompt="Be brief.").render(msgs)
+    assert segs == [
+        Segment("<|system|>\nBe brief.</s>\n"),
+        Segment("<|user|>\n<image>\nhi</s>\n"),
+        Segment("<|assistant|>\n"),
+        Segment("ok", supervised=True),
+        Segment(special="eos", supervised=True),  # an empty assistant suffix: the tokenizer's EOS ends the answer
+        Segment("\n"),
+    ]
+    assert get_template("test_zephyr").end_of_turn(tokenizer) == tokenizer.eos_token
+    with pytest.raises(ValueError, match="'test_zephyr' has no option \\['nope'\\]"):
+        get_template("test_zephyr", nope=1)
+    with pytest.raises(ValueError, match="'chatml' has no role 'tool'"):
+        get_template("chatml").render([{"role": "tool", "content": "{}"}])
+
+
+def test_template_classes_of_earlier_releases_warn_and_build_the_table_rows():
+    with pytest.warns(DeprecationWarning, match="get_template\\('vicuna_v1'"):
+        vicuna = templates.VicunaV1Template(system_prompt="")
+    assert vicuna == get_template("vicuna_v1", system_prompt="")
+    with pytest.warns(DeprecationWarning):
+        assert templates.PlainTemplate(keep_prompt=True).keep_prompt
