@@ -20,7 +20,7 @@ from lightning_mm.data.collate import EMPTY_KEY
 from lightning_mm.data.tokenizer import decode_prompt
 from lightning_mm.distributed.fsdp2 import unsharded
 from lightning_mm.evaluation import GeneratedAnswers, generate_last_answers
-from lightning_mm.loss import count_supervised, linear_cross_entropy, shift_labels
+from lightning_mm.loss import count_supervised, linear_cross_entropy, mask_sample_starts, shift_labels
 from lightning_mm.metrics import AnswerMetrics
 from lightning_mm.models import VisionLanguageModel
 from lightning_mm.optim import split_decay, warmup_schedule
@@ -306,7 +306,8 @@ class MultimodalModule(L.LightningModule):
     # ---------------------------------------------------------------- forward and loss
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """(B, T, H) final hidden states for a collated batch."""
-        return self.network(batch["input_ids"], batch.get("attention_mask"), batch.get("pixel_values"))
+        ids, mask, pixels = batch["input_ids"], batch.get("attention_mask"), batch.get("pixel_values")
+        return self.network(ids, mask, pixels, position_ids=batch.get("position_ids"))  # packed rows carry positions
 
     def compute_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed shifted cross-entropy over supervised targets, and their count.
@@ -327,7 +328,8 @@ class MultimodalModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         hidden = self(batch)  # (B, T, H)
-        loss_sum, n_items = self.compute_loss(hidden, batch["labels"])
+        labels = mask_sample_starts(batch["labels"], batch.get("position_ids"))  # packed rows: no cross-sample target
+        loss_sum, n_items = self.compute_loss(hidden, labels)
         self._window_items += int(n_items)
         mean = loss_sum.detach() / n_items.clamp(min=1)
         self.log_train_metrics(mean, batch)

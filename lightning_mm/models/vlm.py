@@ -221,6 +221,7 @@ class VisionLanguageModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states of the LM decoder.
 
@@ -228,12 +229,18 @@ class VisionLanguageModel(nn.Module):
             input_ids: (B, T).
             attention_mask: (B, T), 1 for real tokens.
             pixel_values: (N_img, 3, H, W) uint8 or normalised floats, or None.
+            position_ids: (B, T) packed rows (:mod:`lightning_mm.data.packing`): positions restarting at 0 for each
+                sample, padding only at the end of a row as a run of its own. The decoder then gets them instead of
+                ``attention_mask``, and transformers confines attention to each run of consecutive positions.
 
         Returns:
             (B, T, H) hidden states after the decoder's final norm.
         """
         embeds = self.embed(input_ids, pixel_values)  # (B, T, D_t)
-        out = decoder_of(self.llm)(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
+        mask = attention_mask if position_ids is None else None  # packed rows are detected without a 2-D mask
+        out = decoder_of(self.llm)(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False
+        )
         return out.last_hidden_state  # (B, T, H)
 
     @torch.no_grad()
