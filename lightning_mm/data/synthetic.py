@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_mm.data.collate import VLMCollator
 from lightning_mm.data.datamodule import VLMDataModule
+from lightning_mm.data.packing import packed_loader
 from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
 from lightning_mm.data.templates import encode_segments, get_template
 from lightning_mm.data.tokenizer import build_word_tokenizer
@@ -333,6 +334,8 @@ class SyntheticVQADataModule(VLMDataModule):
         mode: ``vqa`` (questions about the image), ``caption`` (image and caption, for alignment; use it with the
             ``plain`` template) or ``text`` (no image: the scene in words, then questions, to pretrain the language model).
         caption_attributes: What ``caption`` mode captions mention (default: colour, shape and position).
+        packing: Train on padding-free rows of this many tokens, several samples each, attention confined to each
+            sample (:mod:`lightning_mm.data.packing`; ``batch_size`` then counts rows); None: one sample per row.
     """
 
     def __init__(
@@ -349,6 +352,7 @@ class SyntheticVQADataModule(VLMDataModule):
         train_questions_per_image: int = 1,
         mode: str = "vqa",
         caption_attributes: list[str] | None = None,
+        packing: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"Unknown mode {mode!r}; modes are {MODES}")
@@ -363,6 +367,7 @@ class SyntheticVQADataModule(VLMDataModule):
         self.train_questions_per_image = train_questions_per_image
         self.mode = mode
         self.caption_attributes = tuple(caption_attributes or ATTRIBUTES)
+        self.packing = packing
 
     def _dataset(
         self, num_samples: int, seed: int, generation: bool = False, questions_per_image: int = 1
@@ -385,6 +390,8 @@ class SyntheticVQADataModule(VLMDataModule):
 
     def _loader(self, ds: Dataset, shuffle: bool, padding_side: str = "right") -> DataLoader:
         collate = VLMCollator(self.tokenizer.pad_token_id, padding_side, self.image_token_id, self.num_image_tokens)
+        if shuffle and self.packing:
+            return packed_loader(ds, collate, self.packing, self.batch_size, self.seed, self.num_workers)
         if shuffle:  # training: a seeded order and a loader that saves its position (exact resume)
             return ResumableDataLoader(
                 ds,

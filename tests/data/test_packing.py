@@ -141,7 +141,9 @@ def _tiny_samples(module: MultimodalModule) -> list[dict]:
     samples = []
     for q in (1, 3, 2):
         samples += [SyntheticVQADataset(*args, num_samples=4, seed=q, questions_per_image=q)[i] for i in (0, 1)]
-    samples += [SyntheticVQADataset(*args, num_samples=4, seed=7, mode="text", questions_per_image=3)[i] for i in (0, 3)]
+    samples += [
+        SyntheticVQADataset(*args, num_samples=4, seed=7, mode="text", questions_per_image=3)[i] for i in (0, 3)
+    ]
     return samples
 
 
