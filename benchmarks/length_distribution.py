@@ -9,7 +9,10 @@ ratios of useful tokens/s (image tokens count as useful; only padding does not):
 * ``grouped``: the same with :class:`~lightning_mm.data.LengthGroupedSampler` grouping by length within each modality
   (``LlavaDataModule``'s default, like LLaVA's ``group_by_modality_length``);
 * ``packed``: ``--rows`` rows of up to ``--max-length`` tokens per micro-batch, several samples each, attention
-  confined to each sample (:mod:`lightning_mm.data.packing`).
+  confined to each sample (:mod:`lightning_mm.data.packing`) by transformers' ``sdpa`` with its dense block-diagonal
+  mask (every query-key pair of a row is computed, the masked ones too);
+* ``packed-blocks``: the same rows with :mod:`lightning_mm.models.packed_attention` (``sdpa_packed``: one causal
+  attention call per sample, nothing computed across samples).
 
 Batches are collated before the clock starts (loading runs in DataLoader workers in training). With the defaults a
 micro-batch holds about the same number of positions in every batching (4 samples of ~800-2000 tokens padded vs.
@@ -54,7 +57,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from typing import Any
@@ -67,6 +69,7 @@ from lightning_mm.callbacks.placement import Placement
 from lightning_mm.data import LengthGroupedSampler, ShuffleSampler, VLMCollator
 from lightning_mm.data.packing import PackedCollator, PackingSampler
 from lightning_mm.loss import mask_sample_starts
+from lightning_mm.models.packed_attention import use_packed_attention
 
 TARGET = 1.25  # packed / grouped useful tokens/s
 #: name: (share, image tokens (None: the model's), text median, sigma, lo, hi, supervised share of the text)
@@ -75,7 +78,7 @@ GROUPS: dict[str, tuple[float, int | None, float, float, int, int, float]] = {
     "instruct": (0.24, None, 260, 0.6, 40, 1400, 0.60),
     "text": (0.06, 0, 700, 0.8, 64, 2048, 0.60),
 }
-METHODS = ("random", "grouped", "packed")
+METHODS = ("random", "grouped", "packed", "packed-blocks")
 TINY = {"samples": 24, "max_length": 256, "batch_size": 4, "rows": 2, "repeats": 2, "hidden": 64, "image_size": 32}
 
 
@@ -147,7 +150,7 @@ def draw_samples(args: argparse.Namespace, module: MultimodalModule) -> list[dic
 def batches(method: str, samples: list[dict[str, Any]], args: argparse.Namespace, collate: VLMCollator) -> list:
     """The collated micro-batches of one epoch of ``samples`` in ``method``'s batching."""
     lengths = [len(s["input_ids"]) for s in samples]
-    if method == "packed":
+    if method.startswith("packed"):
         sampler = PackingSampler(lengths, args.max_length, seed=args.seed)
         packs = list(sampler)
         packer = PackedCollator(collate, args.max_length)
@@ -163,8 +166,12 @@ def batches(method: str, samples: list[dict[str, Any]], args: argparse.Namespace
     return [collate([samples[i] for i in order[j : j + size]]) for j in range(0, len(order), size)]
 
 
-def train_epoch(module: MultimodalModule, optimizer: torch.optim.Optimizer, epoch: list[dict[str, Any]]) -> float:
-    """Seconds to train on every micro-batch of ``epoch`` (forward, token-mean loss, backward, optimiser step)."""
+def train_epoch(
+    module: MultimodalModule, optimizer: torch.optim.Optimizer, epoch: list[dict[str, Any]], blocks: bool = False
+) -> float:
+    """Seconds to train on every micro-batch of ``epoch`` (forward, token-mean loss, backward, optimiser step);
+    ``blocks``: with the ``sdpa_packed`` attention."""
+    use_packed_attention(module.network.llm, blocks)
     start = time.perf_counter()
     for batch in epoch:
         hidden = module(batch)  # (B, T, H)
@@ -197,23 +204,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"image tokens per image: {module.num_image_tokens}; max length: {args.max_length}; threads: {args.threads}")
     for m in METHODS:
         positions = sum(b["input_ids"].numel() for b in epochs[m])
-        print(f"{m:8s} micro-batches {len(epochs[m]):4d}  positions {positions:8d}  padding {padding[m]:.3f}")
+        print(f"{m:13s} micro-batches {len(epochs[m]):4d}  positions {positions:8d}  padding {padding[m]:.3f}")
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     train_epoch(module, optimizer, epochs["packed"][:1] + epochs["random"][:1])  # warm-up: thread pool, allocator
     times: dict[str, list[float]] = {m: [] for m in METHODS}
     for r in range(args.repeats):
-        for m in METHODS[r % 3 :] + METHODS[: r % 3]:  # rotate the order: drift in machine load hits all alike
-            times[m].append(train_epoch(module, optimizer, epochs[m]))
+        k = r % len(METHODS)
+        for m in METHODS[k:] + METHODS[:k]:  # rotate the order: drift in machine load hits all alike
+            times[m].append(train_epoch(module, optimizer, epochs[m], blocks=m == "packed-blocks"))
     rate = {m: [useful / t for t in times[m]] for m in METHODS}
     ratio_grouped = statistics.median(p / g for p, g in zip(rate["packed"], rate["grouped"], strict=True))
     ratio_random = statistics.median(p / g for p, g in zip(rate["packed"], rate["random"], strict=True))
+    ratio_blocks = statistics.median(p / g for p, g in zip(rate["packed-blocks"], rate["grouped"], strict=True))
     bound = (1 - padding["packed"]) / (1 - padding["grouped"])
     for m in METHODS:
         print(
-            f"{m:8s} useful tokens/s: median {statistics.median(rate[m]):9.1f}  ({' '.join(f'{x:.0f}' for x in rate[m])})"
+            f"{m:13s} useful tokens/s: median {statistics.median(rate[m]):9.1f}  ({' '.join(f'{x:.0f}' for x in rate[m])})"
         )
     print(f"ratio packed/grouped useful tokens/s: {ratio_grouped:.3f} (target >= {TARGET})")
     print(f"ratio packed/random useful tokens/s: {ratio_random:.3f}")
+    print(f"ratio packed-blocks/grouped useful tokens/s: {ratio_blocks:.3f}")
     print(
         f"padding bound: grouped pads {padding['grouped']:.1%}, packed {padding['packed']:.1%}: at equal cost per "
         f"position packing is at most {bound:.3f}x grouping"
@@ -228,6 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "useful_tokens_per_s": rate,
         "ratio_packed_grouped": ratio_grouped,
         "ratio_packed_random": ratio_random,
+        "ratio_packed_blocks_grouped": ratio_blocks,
         "padding_bound": bound,
     }
     if args.json:

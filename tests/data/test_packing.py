@@ -21,6 +21,7 @@ from lightning_mm.data.packing import (
     packed_position_ids,
 )
 from lightning_mm.loss import count_supervised, mask_sample_starts, shift_labels
+from lightning_mm.models.packed_attention import use_packed_attention
 
 IMAGE_ID, TOKENS = 9, 2
 
@@ -158,13 +159,15 @@ def _loss_and_grads(module: MultimodalModule, batch: dict) -> tuple[float, dict[
     return float(loss_sum.detach()) / module._window_items, grads
 
 
-@pytest.mark.parametrize("setting", ["full", "lora", "activation_checkpointing"])
+@pytest.mark.parametrize("setting", ["full", "lora", "activation_checkpointing", "sdpa_packed"])
 def test_packed_and_unpacked_training_give_the_same_loss_and_gradients(setting):
     torch.manual_seed(0)
     module = MultimodalModule(model="tiny", activation_checkpointing=setting == "activation_checkpointing")
     if setting == "lora":
         module.set_placement("llm", Placement(mode="lora", r=4, alpha=8.0))
     module.configure_model()
+    if setting == "sdpa_packed":  # attention block by block (unpacked batches fall back to sdpa)
+        use_packed_attention(module.network.llm)
     module.train()
     for p in module.network.parameters():  # norms and biases away from their init
         p.data.add_(0.02 * torch.randn_like(p))
