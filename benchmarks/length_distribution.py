@@ -44,11 +44,14 @@ ViT emitting 576 tokens per image (96 px, patch 4), an MLP projector, a 2-layer 
 
 If packing cannot reach ``TARGET`` x length grouping because grouping leaves too little padding, the printed padding
 fractions bound it: with time proportional to positions, packing is at most ``(1 - pad_packed) / (1 - pad_grouped)``
-times as fast (``padding bound`` line).
+times as fast, and removing every padding position at most ``1 / (1 - pad_grouped)`` times (``padding bound`` line).
+At the scale of the real mix (20 000 samples drawn from this distribution, batch 4, rows of 2048) grouping pads 1.2 %
+(its mega-batches sort 200 samples at a time) and packing 8.9 % (576-token image samples fill rows of 2048 by
+2.4 samples on average): on this distribution no batching can gain more than 1.3 % over length grouping.
 
 Usage::
 
-    python benchmarks/length_distribution.py              # about 2-3 minutes on 2 cores
+    python benchmarks/length_distribution.py              # about 3 minutes on an idle core
     python benchmarks/length_distribution.py --tiny       # seconds, for CI
     python benchmarks/length_distribution.py --json out.json
 """
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"ratio packed-blocks/grouped useful tokens/s: {ratio_blocks:.3f}")
     print(
         f"padding bound: grouped pads {padding['grouped']:.1%}, packed {padding['packed']:.1%}: at equal cost per "
-        f"position packing is at most {bound:.3f}x grouping"
+        f"position packing is at most {bound:.3f}x grouping, no padding at all {1 / (1 - padding['grouped']):.3f}x"
         + ("" if bound >= TARGET else f" (< {TARGET}: this distribution leaves too little padding to reach the target)")
     )
     result = {
