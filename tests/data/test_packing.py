@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 import warnings
+from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 
 from lightning_mm import MultimodalModule
 from lightning_mm.callbacks.placement import Placement
-from lightning_mm.data import SyntheticVQADataset, VLMCollator
+from lightning_mm.data import LlavaDataModule, SyntheticVQADataModule, SyntheticVQADataset, VLMCollator
 from lightning_mm.data.packing import (
     PackedCollator,
     PackedDataset,
@@ -207,3 +209,36 @@ def test_without_confined_attention_the_gradients_differ():
     leaky["labels"] = mask_sample_starts(packed["labels"], packed["position_ids"])
     leaky_loss, _ = _loss_and_grads(module, leaky)
     assert abs(leaky_loss - loss) > 1e-4 * abs(loss)
+
+
+# ---------------------------------------------------------------------------------------------------- datamodules
+def test_llava_datamodule_packs_its_training_rows():
+    root = Path(__file__).resolve().parents[1] / "assets"
+    module = MultimodalModule(model="tiny", model_overrides={"tokenizer": str(root / "tokenizer")})
+    dm = LlavaDataModule(train_path=str(root / "llava" / "llava_tiny.json"), template="chatml", packing=True,
+                         max_length=160, batch_size=2)  # fmt: skip
+    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader.collate_fn, PackedCollator) and isinstance(loader.sampler, PackingSampler)
+    batches = list(loader)
+    ids = [i for b in batches for row in b["id"] for i in row]
+    assert sorted(ids) == sorted(dm.train_dataset.record(i)["id"] for i in range(len(dm.train_dataset)))
+    assert any(len(row) > 1 for b in batches for row in b["id"])
+    for b in batches:
+        assert b["input_ids"].shape[1] <= 160 and (b["labels"][b["position_ids"] == 0] == -100).all()
+        counts = (b["input_ids"] == module.image_token_id).sum(dim=1)
+        assert counts.tolist() == (b["image_counts"] * module.num_image_tokens).tolist()
+
+
+def test_synthetic_datamodule_trains_on_packed_rows(tmp_path):
+    torch.manual_seed(0)
+    module = MultimodalModule(model="tiny")
+    dm = SyntheticVQADataModule(train_samples=24, val_samples=4, batch_size=2, packing=96)
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(module, dm)
+    batch = next(iter(trainer.train_dataloader))
+    assert "position_ids" in batch and batch["input_ids"].shape[1] <= 96 and len(batch["id"][0]) > 1
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train/loss"])
