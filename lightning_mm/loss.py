@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "count_supervised",
     "linear_cross_entropy",
+    "mask_sample_starts",
     "shift_labels",
     "shifted_cross_entropy",
 ]
@@ -123,6 +124,32 @@ def count_supervised(labels: torch.Tensor, ignore_index: int = -100) -> torch.Te
     """
     _check_labels(labels)
     return (labels[:, 1:] != ignore_index).sum()
+
+
+def mask_sample_starts(
+    labels: torch.Tensor, position_ids: torch.Tensor | None, ignore_index: int = -100
+) -> torch.Tensor:
+    """Labels of packed rows with no target across a sample boundary: the first token of each sample unsupervised.
+
+    In a packed row (several samples, ``position_ids`` restarting at 0 at each), the shifted target of a sample's last
+    position would be the next sample's first token. Setting the label of every position whose ``position_ids`` is 0
+    to ``ignore_index`` removes exactly those targets; since the label at a sample's first position is never a target
+    of the sample itself, every sample keeps the targets (and :func:`count_supervised` the count) it has unpacked.
+
+    Args:
+        labels: (B, T) token labels.
+        position_ids: (B, T) positions restarting at 0 for each sample, or None (the labels are returned as they are).
+        ignore_index: Value marking unsupervised positions.
+
+    Returns:
+        (B, T) labels: ``labels`` itself without ``position_ids``, else a masked copy.
+    """
+    if position_ids is None:
+        return labels
+    _check_labels(labels)
+    if tuple(position_ids.shape) != tuple(labels.shape):
+        raise ValueError(f"position_ids {tuple(position_ids.shape)} do not match labels {tuple(labels.shape)}")
+    return labels.masked_fill(position_ids.to(labels.device) == 0, ignore_index)  # (B, T)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from lightning_mm.data.templates import get_template
 from lightning_mm.declared_placements import COMPONENTS, DeclaredPlacements
 from lightning_mm.distributed.setup import check_strategy, shard_for_strategy
 from lightning_mm.evaluation_steps import EvaluationSteps
-from lightning_mm.loss import count_supervised
+from lightning_mm.loss import count_supervised, mask_sample_starts
 from lightning_mm.models import VisionLanguageModel
 from lightning_mm.optim import split_decay, warmup_schedule
 from lightning_mm.zoo import ModelSpec, build_network, count_image_tokens, get_spec, load_tokenizer
@@ -209,7 +209,14 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
     # ---------------------------------------------------------------- forward and loss
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """(B, T, H) final hidden states for a collated batch."""
-        return self.network(batch["input_ids"], batch.get("attention_mask"), batch.get("pixel_values"))
+        return self.network(
+            batch["input_ids"],
+            batch.get("attention_mask"),
+            batch.get("pixel_values"),
+            image_sizes=batch.get("image_sizes"),  # tiling models: (N_img, 2)
+            tiles_per_image=batch.get("tiles_per_image"),  # (N_img,)
+            position_ids=batch.get("position_ids"),  # packed rows: positions restart at each sample
+        )
 
     def compute_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed shifted cross-entropy over supervised targets, and their count.
@@ -225,7 +232,8 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         hidden = self(batch)  # (B, T, H)
-        loss_sum, n_items = self.compute_loss(hidden, batch["labels"])
+        labels = mask_sample_starts(batch["labels"], batch.get("position_ids"))  # packed rows: no cross-sample target
+        loss_sum, n_items = self.compute_loss(hidden, labels)
         self._window_items += int(n_items)
         mean = loss_sum.detach() / n_items.clamp(min=1)
         self.log_train_metrics(mean, batch)

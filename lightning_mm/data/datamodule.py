@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from lightning_mm.data.collate import VLMCollator
+from lightning_mm.data.packing import packed_loader
 from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
 
 __all__ = ["VLMDataModule"]
@@ -103,3 +104,7 @@ class VLMDataModule(L.LightningDataModule):
             collate_fn=self.collator(padding_side),
             persistent_workers=self.num_workers > 0,
         )
+
+    def _packed_loader(self, ds: Dataset, max_length: int) -> ResumableDataLoader:
+        """A training loader of padding-free rows of ``max_length`` tokens (:func:`~lightning_mm.data.packed_loader`)."""
+        return packed_loader(ds, self.collator(), max_length, self.batch_size, self.seed, self.num_workers)

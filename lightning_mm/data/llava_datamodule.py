@@ -33,6 +33,8 @@ class LlavaDataModule(VLMDataModule):
         on_bad_sample: ``error`` (raise, naming file, line and id) or ``skip`` (skip and count by reason).
         group_by_length: Batch samples of similar length (text + image tokens) together.
         group_by_modality: With ``group_by_length``, keep image and text-only samples in separate batches.
+        packing: Train on padding-free rows of up to ``max_length`` tokens, several samples each, attention confined
+            to each sample (:mod:`lightning_mm.data.packing`); ``batch_size`` then counts rows.
         batch_size: Per-device micro-batch size.
         val_batch_size: Validation/prediction batch size (None: ``batch_size``).
         num_workers: DataLoader worker processes.
@@ -53,6 +55,7 @@ class LlavaDataModule(VLMDataModule):
         on_bad_sample: Literal["error", "skip"] = "error",
         group_by_length: bool = True,
         group_by_modality: bool = True,
+        packing: bool = False,
         batch_size: int = 16,
         val_batch_size: int | None = None,
         num_workers: int = 0,
@@ -73,6 +76,7 @@ class LlavaDataModule(VLMDataModule):
         self.on_bad_sample = on_bad_sample
         self.group_by_length = group_by_length
         self.group_by_modality = group_by_modality
+        self.packing = packing
         self.val_batch_size = val_batch_size or batch_size
         self.train_dataset: LlavaDataset | None = None
         self.val_dataset: LlavaDataset | None = None
@@ -117,6 +121,8 @@ class LlavaDataModule(VLMDataModule):
     def train_dataloader(self) -> ResumableDataLoader:
         """Training batches in a seeded order; the loader saves its position in checkpoints (exact resume)."""
         ds = self.train_dataset
+        if self.packing:
+            return self._packed_loader(ds, self.max_length)
         if not self.group_by_length:
             sampler = ShuffleSampler(len(ds), seed=self.seed)
         else:

@@ -207,6 +207,8 @@ class SyntheticVQADataModule(VLMDataModule):
         mode: ``vqa`` (questions about the image), ``caption`` (image and caption, for alignment; use it with the
             ``plain`` template) or ``text`` (no image: the scene in words, then questions, to pretrain the language model).
         caption_attributes: What ``caption`` mode captions mention (default: colour, shape and position).
+        packing: Train on padding-free rows of this many tokens, several samples each, attention confined to each
+            sample (:mod:`lightning_mm.data.packing`; ``batch_size`` then counts rows); None: one sample per row.
     """
 
     def __init__(
@@ -223,6 +225,7 @@ class SyntheticVQADataModule(VLMDataModule):
         train_questions_per_image: int = 1,
         mode: str = "vqa",
         caption_attributes: list[str] | None = None,
+        packing: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"Unknown mode {mode!r}; modes are {MODES}")
@@ -236,6 +239,7 @@ class SyntheticVQADataModule(VLMDataModule):
         self.train_questions_per_image = train_questions_per_image
         self.mode = mode
         self.caption_attributes = tuple(caption_attributes or ATTRIBUTES)
+        self.packing = packing
 
     def _dataset(
         self, num_samples: int, seed: int, generation: bool = False, questions_per_image: int = 1
@@ -258,6 +262,8 @@ class SyntheticVQADataModule(VLMDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self._dataset(self.train_samples, self.seed, questions_per_image=self.train_questions_per_image)
+        if self.packing:
+            return self._packed_loader(ds, self.packing)
         return self._loader(ds, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -228,6 +228,7 @@ class VisionLanguageModel(nn.Module):
         pixel_values: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
         tiles_per_image: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states of the LM decoder.
 
@@ -237,12 +238,18 @@ class VisionLanguageModel(nn.Module):
             pixel_values: (N_img, 3, H, W) uint8 or normalised floats, or None.
             image_sizes: (N_img, 2) original (height, width) of each image, for tiling projectors.
             tiles_per_image: (N_img,) tiles of each image, for tiling projectors.
+            position_ids: (B, T) packed rows (:mod:`lightning_mm.data.packing`): positions restarting at 0 for each
+                sample, padding only at the end of a row as a run of its own. The decoder then gets them instead of
+                ``attention_mask``, and transformers confines attention to each run of consecutive positions.
 
         Returns:
             (B, T, H) hidden states after the decoder's final norm.
         """
         embeds = self.embed(input_ids, pixel_values, image_sizes, tiles_per_image)  # (B, T, D_t)
-        out = decoder_of(self.llm)(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
+        mask = attention_mask if position_ids is None else None  # packed rows are detected without a 2-D mask
+        out = decoder_of(self.llm)(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False
+        )
         return out.last_hidden_state  # (B, T, H)
 
     # The two methods below read ``lm_head`` outside ``forward``: FSDP2 runs them as forward methods of the root (see
