@@ -23,7 +23,7 @@ from lightning_mm.evaluation import GeneratedAnswers, generate_last_answers
 from lightning_mm.loss import count_supervised, linear_cross_entropy, shift_labels
 from lightning_mm.metrics import AnswerMetrics
 from lightning_mm.models import VisionLanguageModel
-from lightning_mm.optim import split_decay, warmup_schedule
+from lightning_mm.optim import build_scheduler, split_decay
 from lightning_mm.zoo import ModelSpec, build_network, count_image_tokens, get_spec, load_tokenizer
 from lightning_mm.zoo.checks import check_spec
 from lightning_mm.zoo.hf import absolute_hf_name
@@ -622,6 +622,5 @@ class MultimodalModule(L.LightningModule):
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.param_groups())
         total = self._stepping_batches()
-        fn = warmup_schedule(total, self.warmup_ratio, self.schedule, self.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+        scheduler = build_scheduler(optimizer, total, self.warmup_ratio, self.schedule, self.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
