@@ -19,7 +19,7 @@ from lightning_mm.distributed.setup import check_strategy, shard_for_strategy
 from lightning_mm.evaluation_steps import EvaluationSteps
 from lightning_mm.loss import count_supervised, mask_sample_starts
 from lightning_mm.models import VisionLanguageModel
-from lightning_mm.optim import split_decay, warmup_schedule
+from lightning_mm.optim import build_scheduler, split_decay
 from lightning_mm.zoo import ModelSpec, build_network, count_image_tokens, get_spec, load_tokenizer
 from lightning_mm.zoo.checks import check_spec
 from lightning_mm.zoo.hf import absolute_hf_name
@@ -317,6 +317,5 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.param_groups())
         total = self._stepping_batches()
-        fn = warmup_schedule(total, self.warmup_ratio, self.schedule, self.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+        scheduler = build_scheduler(optimizer, total, self.warmup_ratio, self.schedule, self.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -4,6 +4,7 @@ from lightning_mm.data.chat_formats import ChatFormat
 from lightning_mm.data.collate import EMPTY_KEY, SKIPPED_KEY, VLMCollator
 from lightning_mm.data.datamodule import VLMDataModule
 from lightning_mm.data.images import ASPECT_MODES, ImageLoadError, ImageProcessor
+from lightning_mm.data.layout import FixedLayout, ImageLayout, PreparedImage
 from lightning_mm.data.llava import LlavaDataset, SampleDropped
 from lightning_mm.data.llava_datamodule import LlavaDataModule
 from lightning_mm.data.llava_records import BadSampleError, parse_record, read_records
@@ -29,11 +30,14 @@ __all__ = [
     "BadSampleError",
     "ChatFormat",
     "ChatTemplate",
+    "FixedLayout",
+    "ImageLayout",
     "ImageLoadError",
     "ImageProcessor",
     "LengthGroupedSampler",
     "LlavaDataModule",
     "LlavaDataset",
+    "PreparedImage",
     "ResumableDataLoader",
     "SKIPPED_KEY",
     "SampleDropped",

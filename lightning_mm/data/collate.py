@@ -1,4 +1,4 @@
-"""Batch collation: padding by position, attention masks, and a per-sample image-count check.
+"""Batch collation: padding by position, attention masks, image tiles and sizes, and a per-sample image-token check.
 
 In a DataLoader worker the collated batch is handed back in a form that crosses to the main process cheaply: torch
 would move every tensor into its own shared-memory file, and with its default ``file_descriptor`` sharing strategy the
@@ -16,11 +16,12 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import get_worker_info
 
+from lightning_mm.data.layout import FixedLayout, ImageLayout, image_token_counts
 from lightning_mm.data.segments import IGNORE_INDEX
 
 __all__ = ["EMPTY_KEY", "INLINE_TENSOR_BYTES", "SKIPPED_KEY", "VLMCollator", "WorkerBatch"]
 
-_TENSOR_KEYS = ("input_ids", "labels", "pixel_values")
+_TENSOR_KEYS = ("input_ids", "labels", "pixel_values", "image_sizes", "tiles_per_image")
 
 #: Sample key: reasons the record was dropped (a dropped record has no ``input_ids``); batch key: the reasons of the
 #: records left out of this batch, one entry per record.
@@ -73,13 +74,38 @@ class WorkerBatch(dict):
         return _rebuild_batch, ({k: _InlineTensor.of(v) if _inlinable(v) else v for k, v in self.items()},)
 
 
+def _image_geometry(sample: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image_sizes (n, 2), tiles_per_image (n,)) of a sample; without those keys, one tile per image, of tile size."""
+    tiles = sample.get("pixel_values")
+    n_tiles = 0 if tiles is None else int(tiles.shape[0])
+    sizes, per_image = sample.get("image_sizes"), sample.get("tiles_per_image")
+    if per_image is None:
+        per_image = torch.ones(n_tiles if sizes is None else len(sizes), dtype=torch.long)  # (n,)
+    if sizes is None:
+        hw = tuple(tiles.shape[-2:]) if n_tiles else (0, 0)
+        sizes = torch.tensor([hw] * len(per_image), dtype=torch.long).reshape(-1, 2)  # (n, 2)
+    if int(per_image.sum()) != n_tiles or len(sizes) != len(per_image):
+        raise ValueError(
+            f"Sample {sample.get('id', '?')!r}: {n_tiles} tile(s) in pixel_values for tiles_per_image "
+            f"{per_image.tolist()} and {len(sizes)} image size(s)."
+        )
+    return torch.as_tensor(sizes, dtype=torch.long), torch.as_tensor(per_image, dtype=torch.long)
+
+
 class VLMCollator:
-    """Pads ``input_ids``/``labels`` and stacks images for :class:`~lightning_mm.models.VisionLanguageModel`.
+    """Pads ``input_ids``/``labels`` and stacks image tiles for :class:`~lightning_mm.models.VisionLanguageModel`.
 
     Padding is masked by position (``attention_mask`` and -100 labels on the padded positions), so a pad id equal to
-    the EOS id never hides a real EOS target. Images are concatenated in the dtype they come in (uint8 from
-    :class:`~lightning_mm.data.ImageProcessor`; never upcast). Called in a DataLoader worker, the batch is returned as a
-    :class:`WorkerBatch` (see the module docstring); the main process receives a plain ``dict``.
+    the EOS id never hides a real EOS target. The tiles of all images are concatenated in the dtype they come in (uint8
+    from :class:`~lightning_mm.data.ImageProcessor`; never upcast) as ``pixel_values`` (N_tiles, 3, H, W), in sample,
+    image and tile order, with ``image_sizes`` (N_images, 2) (each image's original height and width),
+    ``tiles_per_image`` (N_images,) and ``image_counts`` (B,) (images per sample); all three image keys are None when
+    the batch has no image. A sample without ``image_sizes``/``tiles_per_image`` has one tile per image. Called in a
+    DataLoader worker, the batch is returned as a :class:`WorkerBatch` (see the module docstring); the main process
+    receives a plain ``dict``.
+
+    With ``image_token_id`` and a layout (or ``num_image_tokens``), each sample's image-token count is checked against
+    the sum over its images of the tokens the layout gives an image of that size.
 
     Dropped records (samples without ``input_ids``, see :class:`~lightning_mm.data.LlavaDataset`) are left out, and
     the batch key ``skipped`` lists their reasons, one per record. When every record of a batch was dropped, the
@@ -89,10 +115,11 @@ class VLMCollator:
     Args:
         pad_token_id: Id written into padded positions of ``input_ids``.
         padding_side: ``right`` for training, ``left`` for generation.
-        image_token_id: When given with ``num_image_tokens``, each sample's image-token count is checked against its
-            number of images.
-        num_image_tokens: Tokens per image.
+        image_token_id: Id of the image token; with ``layout`` or ``num_image_tokens``, the image-token count of each
+            sample is checked.
+        num_image_tokens: Tokens per image, for a :class:`~lightning_mm.data.FixedLayout` (when ``layout`` is None).
         pad_to_multiple_of: Round the padded length up (helps kernels on accelerators).
+        layout: The image layout the samples were made with (its ``prompt_ids`` give each image's token count).
     """
 
     def __init__(
@@ -102,6 +129,7 @@ class VLMCollator:
         image_token_id: int | None = None,
         num_image_tokens: int | None = None,
         pad_to_multiple_of: int | None = None,
+        layout: ImageLayout | None = None,
     ) -> None:
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
@@ -110,6 +138,9 @@ class VLMCollator:
         self.image_token_id = image_token_id
         self.num_image_tokens = num_image_tokens
         self.pad_to_multiple_of = pad_to_multiple_of
+        if layout is None and image_token_id is not None and num_image_tokens is not None:
+            layout = FixedLayout(num_image_tokens, image_token_id)
+        self.layout = layout
 
     def _pad(self, seqs: list[torch.Tensor], value: int) -> torch.Tensor:
         out = pad_sequence(seqs, batch_first=True, padding_value=value, padding_side=self.padding_side)  # (B, T)
@@ -127,11 +158,40 @@ class VLMCollator:
             "attention_mask": torch.ones(1, 1, dtype=torch.long),  # (1, 1)
             "image_counts": torch.zeros(1, dtype=torch.long),  # (1,)
             "pixel_values": None,
+            "image_sizes": None,
+            "tiles_per_image": None,
             EMPTY_KEY: True,
         }
         if training:
             batch["labels"] = torch.full((1, 1), IGNORE_INDEX, dtype=torch.long)  # (1, 1)
         return batch
+
+    def _images(self, samples: Sequence[dict[str, Any]], batch: dict[str, Any]) -> None:
+        """``pixel_values``, ``image_sizes``, ``tiles_per_image`` and ``image_counts`` of the batch."""
+        images = [s.get("pixel_values") for s in samples]
+        geometry = [_image_geometry(s) for s in samples]
+        batch["image_counts"] = torch.tensor([len(per) for _, per in geometry], dtype=torch.long)  # (B,)
+        present = [im for im in images if im is not None and im.shape[0] > 0]
+        mixed = [b for b, im in enumerate(images) if im is not None and im.shape[0] and im.dtype != present[0].dtype]
+        if mixed:  # torch.cat would promote uint8 pixels to float, which the tower takes as already normalised
+            b = mixed[0]
+            raise ValueError(
+                f"Sample {samples[b].get('id', b)!r}: images of dtype {images[b].dtype} in a batch of "
+                f"{present[0].dtype} images; uint8 and normalised float images cannot be mixed."
+            )
+        batch["pixel_values"] = torch.cat(present) if present else None  # (N_tiles, 3, H, W), dtype kept
+        batch["image_sizes"] = torch.cat([sz for sz, _ in geometry]) if present else None  # (N_images, 2)
+        batch["tiles_per_image"] = torch.cat([per for _, per in geometry]) if present else None  # (N_images,)
+        if self.image_token_id is None or self.layout is None:
+            return
+        found = (batch["input_ids"] == self.image_token_id).sum(dim=1).tolist()  # (B,)
+        for b, (sizes, _) in enumerate(geometry):
+            per_image = image_token_counts(self.layout, sizes.tolist(), self.image_token_id)
+            if found[b] != sum(per_image):
+                raise ValueError(
+                    f"Sample {samples[b].get('id', b)!r}: {found[b]} image tokens but {len(per_image)} image(s) of "
+                    f"{per_image} tokens = {sum(per_image)} expected."
+                )
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         skipped = [r for s in samples for r in (s.get(SKIPPED_KEY) or ())]
@@ -155,28 +215,7 @@ class VLMCollator:
                         f"{tuple(s['input_ids'].shape)} differ in shape."
                     )
             batch["labels"] = self._pad([s["labels"] for s in samples], IGNORE_INDEX)  # (B, T)
-        images = [s.get("pixel_values") for s in samples]
-        counts = [0 if im is None else int(im.shape[0]) for im in images]
-        batch["image_counts"] = torch.tensor(counts, dtype=torch.long)  # (B,)
-        present = [im for im in images if im is not None and im.shape[0] > 0]
-        mixed = [b for b, im in enumerate(images) if im is not None and im.shape[0] and im.dtype != present[0].dtype]
-        if mixed:  # torch.cat would promote uint8 pixels to float, which the tower takes as already normalised
-            b = mixed[0]
-            raise ValueError(
-                f"Sample {samples[b].get('id', b)!r}: images of dtype {images[b].dtype} in a batch of "
-                f"{present[0].dtype} images; uint8 and normalised float images cannot be mixed."
-            )
-        batch["pixel_values"] = torch.cat(present) if present else None  # (N_img, 3, H, W), dtype kept
-        if self.image_token_id is not None and self.num_image_tokens is not None:
-            found = (batch["input_ids"] == self.image_token_id).sum(dim=1)  # (B,)
-            expected = batch["image_counts"] * self.num_image_tokens
-            bad = (found != expected).nonzero()
-            if len(bad):
-                b = int(bad[0])
-                raise ValueError(
-                    f"Sample {samples[b].get('id', b)!r}: {int(found[b])} image tokens but {counts[b]} image(s) x "
-                    f"{self.num_image_tokens} tokens = {int(expected[b])} expected."
-                )
+        self._images(samples, batch)
         for key in samples[0]:
             if key not in _TENSOR_KEYS and key not in batch and key != SKIPPED_KEY:
                 batch[key] = [s.get(key) for s in samples]

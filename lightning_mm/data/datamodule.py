@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from lightning_mm.data.collate import VLMCollator
+from lightning_mm.data.layout import ImageLayout
 from lightning_mm.data.packing import packed_loader
 from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
 
@@ -20,7 +21,8 @@ class VLMDataModule(L.LightningDataModule):
 
     The tokenizer, the number of image tokens per image and timm's image data config belong to the model (they depend
     on the LLM and the vision tower + projector). Under a Trainer they are read from the LightningModule in ``setup``;
-    outside one, call :meth:`bind` (or pass them to the constructor).
+    outside one, call :meth:`bind`. A model whose images take a number of tokens that depends on their size also gives
+    its :class:`~lightning_mm.data.ImageLayout` (the module's ``image_layout`` attribute, or ``bind(layout=...)``).
 
     Args:
         batch_size: Per-device micro-batch size.
@@ -41,6 +43,7 @@ class VLMDataModule(L.LightningDataModule):
         self.num_image_tokens: int | None = None
         self.image_data_config: dict[str, Any] | None = None
         self.image_token_id: int | None = None
+        self.layout: ImageLayout | None = None
 
     def bind(
         self,
@@ -48,12 +51,23 @@ class VLMDataModule(L.LightningDataModule):
         num_image_tokens: int,
         image_data_config: dict[str, Any],
         image_token_id: int,
+        layout: ImageLayout | None = None,
     ) -> VLMDataModule:
-        """Attach the model's tokenizer, image-token count, timm data config and image-token id."""
+        """Attach the model's tokenizer, image-token count, timm data config, image-token id and image layout.
+
+        Args:
+            tokenizer: The LM's tokenizer.
+            num_image_tokens: Tokens per image of the default :class:`~lightning_mm.data.FixedLayout`.
+            image_data_config: timm data config of the tower.
+            image_token_id: Id of the image token.
+            layout: How images become tiles and prompt ids, when the count of tokens depends on the image (None: a
+                fixed layout of ``num_image_tokens`` tokens, one tile resized to ``image_data_config``).
+        """
         self.tokenizer = tokenizer
         self.num_image_tokens = int(num_image_tokens)
         self.image_data_config = dict(image_data_config)
         self.image_token_id = int(image_token_id)
+        self.layout = layout
         return self
 
     def _bind_from_trainer(self) -> None:
@@ -64,7 +78,8 @@ class VLMDataModule(L.LightningDataModule):
             raise RuntimeError(
                 f"{type(self).__name__} has no tokenizer: train it with a MultimodalModule or call `.bind(...)`."
             )
-        self.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+        layout = getattr(module, "image_layout", None)  # a model whose image-token count depends on the image
+        self.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id, layout)
 
     def setup(self, stage: str) -> None:
         self._bind_from_trainer()
@@ -77,6 +92,7 @@ class VLMDataModule(L.LightningDataModule):
             self.image_token_id,
             self.num_image_tokens,
             pad_to_multiple_of=self.pad_to_multiple_of,
+            layout=self.layout,
         )
 
     def _loader(

@@ -25,12 +25,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from lightning_mm.data.chat_template import ChatTemplate, get_template
 from lightning_mm.data.collate import SKIPPED_KEY
 from lightning_mm.data.images import ImageLoadError, ImageProcessor
+from lightning_mm.data.layout import FixedLayout, ImageLayout, PreparedImage
 from lightning_mm.data.llava_records import (
     BAD_INPUT_REASONS,
     BadSampleError,
@@ -38,7 +40,7 @@ from lightning_mm.data.llava_records import (
     parse_record,
     read_records,
 )
-from lightning_mm.data.segments import IGNORE_INDEX, IMAGE_PLACEHOLDER, Message, encode_segments
+from lightning_mm.data.segments import IGNORE_INDEX, IMAGE_PLACEHOLDER, Encoded, Message, encode_conversation
 
 __all__ = [
     "BAD_INPUT_REASONS",
@@ -75,8 +77,9 @@ class LlavaDataset(Dataset):
     """LLaVA-format conversations (``.json`` list or ``.jsonl``), tokenized with a chat template.
 
     ``__getitem__`` returns ``id``, ``input_ids`` (T,) long, ``labels`` (T,) long (-100 where not supervised),
-    ``pixel_values`` (n_images, 3, H, W) uint8 (see :class:`~lightning_mm.data.ImageProcessor`; the vision tower
-    normalises them) or None for text-only records, ``answers`` and ``category`` (the record's optional fields of
+    ``pixel_values`` (n_tiles, 3, H, W) uint8 (see :class:`~lightning_mm.data.ImageProcessor`; the vision tower
+    normalises them), ``image_sizes`` (n_images, 2) long (original height, width) and ``tiles_per_image``
+    (n_images,) long, all three None for text-only records, ``answers`` and ``category`` (the record's optional fields of
     those names, else None: reference answers of the last question, e.g. VQAv2's ten human answers, and a group to
     report metrics by) and ``skipped`` (an empty list). A record dropped while loading (``on_bad_sample="skip"``, or
     too long for ``max_length``) returns ``{"id": ..., "skipped": [reason]}`` instead, without ``input_ids``:
@@ -84,13 +87,16 @@ class LlavaDataset(Dataset):
     ``generation=True`` it returns the prompt up to the last answer (no ``labels``), that answer as ``answer`` and
     the image paths as ``images``.
 
+    Each ``<image>`` becomes the ids the ``layout`` gives an image of its size (image tokens and any marker ids, all
+    labelled -100), and its tiles come from the same layout.
+
     Args:
         data_path: One file or several (``.json`` list or ``.jsonl``).
         image_folder: Folder the records' image paths are relative to (None: each data file's folder).
         tokenizer: The LM's tokenizer.
         template: Chat template name (``plain``, ``vicuna_v1``, ``llama3``, ``chatml``, ``tokenizer``) or instance.
-        num_image_tokens: Tokens one image becomes after the vision tower and projector.
-        image_data_config: timm data config of the tower (required when a record has images).
+        num_image_tokens: Tokens one image becomes after the vision tower and projector (for the default layout).
+        image_data_config: timm data config of the tower (required when a record has images and no layout is given).
         image_token_id: Id of the image token (None: the id of ``<image>`` in the tokenizer).
         image_aspect: ``pad``, ``resize`` or ``crop`` (see :data:`~lightning_mm.data.images.ASPECT_MODES`).
         max_length: Longest sample in tokens (image tokens included); longer ones are cut at the end, or dropped
@@ -99,6 +105,8 @@ class LlavaDataset(Dataset):
         generation: Render prompts for generation (``predict``) instead of training samples.
         template_kwargs: Constructor arguments of the template (e.g. ``system_prompt``).
         max_consecutive_drops: Give up (raise) after this many dropped records in a row (in one process).
+        layout: How images become tiles and prompt ids (None: a :class:`~lightning_mm.data.FixedLayout` of
+            ``num_image_tokens`` tokens, the image resized to ``image_data_config`` with ``image_aspect``).
     """
 
     def __init__(
@@ -107,7 +115,7 @@ class LlavaDataset(Dataset):
         image_folder: str | None,
         tokenizer: PreTrainedTokenizerBase,
         template: str | ChatTemplate,
-        num_image_tokens: int,
+        num_image_tokens: int | None,
         image_data_config: dict[str, Any] | None = None,
         image_token_id: int | None = None,
         image_aspect: str = "pad",
@@ -116,6 +124,7 @@ class LlavaDataset(Dataset):
         generation: bool = False,
         template_kwargs: dict[str, Any] | None = None,
         max_consecutive_drops: int = 100,
+        layout: ImageLayout | None = None,
     ) -> None:
         if on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
@@ -124,13 +133,19 @@ class LlavaDataset(Dataset):
         self.tokenizer = tokenizer
         self.template = get_template(template, **(template_kwargs or {}))
         self.template.check_tokenizer(tokenizer)
-        self.num_image_tokens = int(num_image_tokens)
+        self.num_image_tokens = None if num_image_tokens is None else int(num_image_tokens)
         if image_token_id is None:
             image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
             if image_token_id is None or image_token_id == tokenizer.unk_token_id:
                 raise ValueError(f"The tokenizer has no {IMAGE_PLACEHOLDER} token: pass image_token_id.")
         self.image_token_id = int(image_token_id)
         self.images = ImageProcessor(image_data_config, image_aspect) if image_data_config is not None else None
+        if layout is None:
+            if self.num_image_tokens is None:
+                raise ValueError("LlavaDataset needs num_image_tokens or a layout.")
+            layout = FixedLayout(self.num_image_tokens, self.image_token_id, self.images)
+        self.layout = layout
+        self._can_prepare = self.images is not None or not isinstance(layout, FixedLayout)
         self.max_length = max_length
         self.on_bad_sample = on_bad_sample
         self.generation = generation
@@ -162,7 +177,7 @@ class LlavaDataset(Dataset):
                     if len(first_skips) < 5:
                         first_skips.append(str(e))
                     continue
-                if images and self.images is None:
+                if images and not self._can_prepare:
                     raise ValueError(f"{path}:{line}: record {rid!r} has images but no image_data_config was given")
                 turns = [[m["role"], m["content"]] for m in messages]
                 payloads.append(json.dumps([rid, images, turns, extra], ensure_ascii=False).encode())
@@ -215,8 +230,12 @@ class LlavaDataset(Dataset):
         }
 
     # ------------------------------------------------------------------ tokenization
-    def encode(self, messages: Sequence[Message]) -> tuple[list[int], list[int], int, str | None]:
-        """(input_ids, labels, n_images, answer) of one conversation, before truncation.
+    def encode(self, messages: Sequence[Message], image_prompts: Sequence[Sequence[int]]) -> tuple[Encoded, str | None]:
+        """(encoded conversation, answer) of one conversation, before truncation.
+
+        Args:
+            messages: The conversation.
+            image_prompts: The ids of each image (see :meth:`~lightning_mm.data.ImageLayout.prompt_ids`), in order.
 
         In generation mode the final answer is left out of the prompt and returned as ``answer``.
         """
@@ -225,27 +244,42 @@ class LlavaDataset(Dataset):
             answer = messages[-1]["content"]
             messages = messages[:-1]
         segs = self.template.render(messages, add_generation_prompt=self.generation, tokenizer=self.tokenizer)
-        ids, labels, n_images = encode_segments(segs, self.tokenizer, self.image_token_id, self.num_image_tokens)
-        return ids, labels, n_images, answer
+        return encode_conversation(segs, self.tokenizer, image_prompts), answer
+
+    def image_tokens(self, index: int) -> int:
+        """Prompt ids of the images of record ``index`` (markers included), from each image's size in its header
+        (an image that cannot be read counts 0 here; loading it fails later)."""
+        if isinstance(self.layout, FixedLayout):  # the count does not depend on the size: no file to open
+            return int(self.num_images[index]) * len(self.layout.prompt_ids((0, 0)))
+        total = 0
+        for path in self.record(index)["images"]:
+            try:
+                with Image.open(path) as im:
+                    total += len(self.layout.prompt_ids((im.height, im.width)))
+            except (OSError, ValueError):
+                continue
+        return total
 
     @property
     def lengths(self) -> np.ndarray:
-        """(N,) estimated token lengths (text + image tokens), for length-grouped sampling; no full tokenization.
+        """(N,) estimated token lengths (text + image prompt ids), for length-grouped sampling; no full tokenization.
 
         Text tokens are estimated as ``a + b * characters + c * turns + d * has_system_turn``, fitted on up to 64
-        records tokenized for real (``a`` holds the template's fixed text, such as a default system prompt).
+        records tokenized for real (``a`` holds the template's fixed text, such as a default system prompt); the
+        image part is what the layout gives each image of its size (see :meth:`image_tokens`).
         """
         if self._lengths is None:
             probe = np.unique(np.linspace(0, len(self) - 1, num=min(64, len(self))).astype(np.int64))
             cols = [np.ones(len(self)), self.text_chars, self.num_turns, self.has_system]
             feats = np.stack(cols, axis=1).astype(np.float64)  # (N, 4)
             tokens = []
-            for i in probe:
-                ids, _, n_img, _ = self.encode(self.record(int(i))["messages"])
-                tokens.append(len(ids) - n_img * self.num_image_tokens)
+            for i in probe:  # one id per image: the text tokens are the rest
+                enc, _ = self.encode(self.record(int(i))["messages"], [[self.image_token_id]] * int(self.num_images[i]))
+                tokens.append(len(enc.input_ids) - len(enc.image_spans))
             coef = np.linalg.lstsq(feats[probe], np.asarray(tokens, dtype=np.float64), rcond=None)[0]  # (4,)
             text = np.maximum(np.rint(feats @ coef), 1).astype(np.int64)  # (N,)
-            self._lengths = text + self.num_images.astype(np.int64) * self.num_image_tokens  # (N,)
+            images = np.fromiter((self.image_tokens(i) for i in range(len(self))), dtype=np.int64, count=len(self))
+            self._lengths = text + images  # (N,)
         return self._lengths
 
     @property
@@ -254,39 +288,57 @@ class LlavaDataset(Dataset):
         return self.num_images > 0
 
     # ------------------------------------------------------------------ samples
+    def _prepare(self, paths: list[str], at: str) -> list[PreparedImage]:
+        try:
+            return [self.layout.prepare(ImageProcessor.load(p)) for p in paths]
+        except ImageLoadError as e:
+            raise BadSampleError(e.reason, f"{at}: {e}") from e
+
+    def _check_image_tokens(self, enc: Encoded, prompts: list[list[int]], at: str) -> None:
+        n_tokens = enc.input_ids.count(self.image_token_id)
+        per_image = [p.count(self.image_token_id) for p in prompts]
+        if n_tokens != sum(per_image):
+            raise BadSampleError(
+                "image_count_mismatch",
+                f"{at}: {n_tokens} image tokens for {len(prompts)} image(s) of {per_image} tokens "
+                "(does the text contain the image token itself?)",
+            )
+
+    def _truncate(self, enc: Encoded, at: str) -> tuple[list[int], list[int]]:
+        """``(input_ids, labels)`` cut to ``max_length``; raises :class:`SampleDropped` when that cannot be done."""
+        ids, labels = enc.input_ids, enc.labels
+        cut = self.max_length
+        if cut is None or len(ids) <= cut:
+            return ids, labels
+        if self.generation:
+            raise SampleDropped("prompt_too_long", f"{at}: prompt of {len(ids)} tokens > max_length={cut}")
+        if any(end > cut for _, end in enc.image_spans):  # a cut inside an image span, or an image left out
+            raise SampleDropped(
+                "truncated_image_span", f"{at}: {len(ids)} tokens; max_length={cut} would cut an image span"
+            )
+        ids, labels = ids[:cut], labels[:cut]
+        if all(x == IGNORE_INDEX for x in labels[1:]):
+            raise SampleDropped("truncated_no_targets", f"{at}: no answer token left within max_length={cut}")
+        return ids, labels
+
     def build(self, index: int) -> dict[str, Any]:
         """Sample ``index``; raises :class:`BadSampleError` or :class:`SampleDropped` instead of replacing it."""
         rec = self.record(index)
         at = f"{rec['where']}: record {rec['id']!r}"
-        ids, labels, n_images, answer = self.encode(rec["messages"])
-        n_tokens = ids.count(self.image_token_id)
-        if n_images != len(rec["images"]) or n_tokens != n_images * self.num_image_tokens:
-            raise BadSampleError(
-                "image_count_mismatch",
-                f"{at}: {n_tokens} image tokens for {len(rec['images'])} image(s) x {self.num_image_tokens} "
-                "(does the text contain the image token itself?)",
-            )
-        if self.max_length is not None and len(ids) > self.max_length:
-            cut = self.max_length
-            if self.generation:
-                raise SampleDropped("prompt_too_long", f"{at}: prompt of {len(ids)} tokens > max_length={cut}")
-            if self.image_token_id in ids[cut:]:
-                raise SampleDropped(
-                    "truncated_image_span", f"{at}: {len(ids)} tokens; max_length={cut} would cut an image span"
-                )
-            ids, labels = ids[:cut], labels[:cut]
-            if all(x == IGNORE_INDEX for x in labels[1:]):
-                raise SampleDropped("truncated_no_targets", f"{at}: no answer token left within max_length={cut}")
-        pixel_values = None
-        if rec["images"]:
-            try:
-                pixel_values = self.images.load_many(rec["images"])  # (n, 3, H, W)
-            except ImageLoadError as e:
-                raise BadSampleError(e.reason, f"{at}: {e}") from e
+        images = self._prepare(rec["images"], at)
+        prompts = [self.layout.prompt_ids(im.size) for im in images]
+        try:
+            enc, answer = self.encode(rec["messages"], prompts)
+        except ValueError as e:  # the rendered conversation holds another number of placeholders
+            raise BadSampleError("image_count_mismatch", f"{at}: {e}") from e
+        self._check_image_tokens(enc, prompts, at)
+        ids, labels = self._truncate(enc, at)
         sample = {
             "id": rec["id"],
             "input_ids": _long_tensor(ids),  # (T,)
-            "pixel_values": pixel_values,
+            "pixel_values": torch.cat([im.tiles for im in images]) if images else None,  # (n_tiles, 3, H, W)
+            "image_sizes": torch.tensor([im.size for im in images], dtype=torch.long) if images else None,  # (n, 2)
+            "tiles_per_image": torch.tensor([len(im.tiles) for im in images], dtype=torch.long) if images else None,
             "answers": rec["answers"],
             "category": rec["category"],
         }

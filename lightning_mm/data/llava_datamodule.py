@@ -116,6 +116,7 @@ class LlavaDataModule(VLMDataModule):
             on_bad_sample=self.on_bad_sample,
             generation=generation,
             template_kwargs=self.template_kwargs,
+            layout=self.layout,
         )
 
     def train_dataloader(self) -> ResumableDataLoader:

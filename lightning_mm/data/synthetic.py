@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_mm.data.chat_template import get_template
 from lightning_mm.data.datamodule import VLMDataModule
+from lightning_mm.data.layout import FixedLayout, ImageLayout
 from lightning_mm.data.scenes import (
     ATTRIBUTES,
     CAPTION_PROMPT,
@@ -39,7 +41,7 @@ from lightning_mm.data.scenes import (
     draw_attributes,
     render_scene,
 )
-from lightning_mm.data.segments import encode_segments
+from lightning_mm.data.segments import count_placeholders, encode_conversation
 
 __all__ = [
     "COLORS",
@@ -99,6 +101,7 @@ class SyntheticVQADataset(Dataset):
         questions_per_image: int = 1,
         mode: str = "vqa",
         caption_attributes: Sequence[str] = ATTRIBUTES,
+        layout: ImageLayout | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"Unknown mode {mode!r}; modes are {MODES}")
@@ -111,6 +114,9 @@ class SyntheticVQADataset(Dataset):
         self.num_image_tokens = num_image_tokens
         self.image_token_id = image_token_id
         self.canvas = SceneCanvas(image_data_config)
+        self.layout = layout
+        size = (self.canvas.size, self.canvas.size)
+        self.image_prompt = (layout or FixedLayout(num_image_tokens, image_token_id)).prompt_ids(size)
         self.num_samples = num_samples
         self.seed = seed
         self.blind_images = blind_images
@@ -161,7 +167,8 @@ class SyntheticVQADataset(Dataset):
             if not self.generation:
                 messages.append({"role": "assistant", "content": answer})
         segs = self.template.render(messages, add_generation_prompt=self.generation)
-        ids, labels, _ = encode_segments(segs, self.tokenizer, self.image_token_id, self.num_image_tokens)
+        n_images = count_placeholders(segs)
+        ids, labels, _ = encode_conversation(segs, self.tokenizer, [self.image_prompt] * n_images)
         return torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -185,7 +192,14 @@ class SyntheticVQADataset(Dataset):
             img = torch.zeros(3, self.canvas.size, self.canvas.size)
         else:
             img = self.canvas.draw(s, np.random.default_rng(s["jitter_seed"]))  # (3, S, S)
-        sample["pixel_values"] = self.canvas.normalise(img).unsqueeze(0)  # (1, 3, S, S)
+        if self.layout is None:
+            sample["pixel_values"] = self.canvas.normalise(img).unsqueeze(0)  # (1, 3, S, S)
+            return sample
+        image = Image.fromarray((img * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())  # (S, S, 3) RGB
+        prepared = self.layout.prepare(image)
+        sample["pixel_values"] = prepared.tiles  # (n_tiles, 3, H, W)
+        sample["image_sizes"] = torch.tensor([prepared.size], dtype=torch.long)  # (1, 2)
+        sample["tiles_per_image"] = torch.tensor([len(prepared.tiles)], dtype=torch.long)  # (1,)
         return sample
 
 
@@ -258,6 +272,7 @@ class SyntheticVQADataModule(VLMDataModule):
             questions_per_image=questions_per_image,
             mode=self.mode,
             caption_attributes=self.caption_attributes,
+            layout=self.layout,
         )
 
     def train_dataloader(self) -> DataLoader:
