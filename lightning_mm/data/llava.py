@@ -35,12 +35,21 @@ from lightning_mm.data.images import ImageLoadError, ImageProcessor
 from lightning_mm.data.layout import FixedLayout, ImageLayout, PreparedImage
 from lightning_mm.data.llava_records import (
     BAD_INPUT_REASONS,
+    DROP_REASONS,
     BadSampleError,
+    SampleDropped,
     evaluation_fields,
     parse_record,
     read_records,
 )
-from lightning_mm.data.segments import IGNORE_INDEX, IMAGE_PLACEHOLDER, Encoded, Message, encode_conversation
+from lightning_mm.data.segments import (
+    IGNORE_INDEX,
+    IMAGE_PLACEHOLDER,
+    Encoded,
+    Message,
+    count_placeholders,
+    encode_conversation,
+)
 
 __all__ = [
     "BAD_INPUT_REASONS",
@@ -54,17 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Reasons a valid sample is dropped (always, and counted): it does not fit ``max_length``.
-DROP_REASONS = ("truncated_image_span", "truncated_no_targets", "prompt_too_long")
-
-
-class SampleDropped(Exception):
-    """A valid sample that does not fit ``max_length`` (reason in :data:`DROP_REASONS`)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 # ---------------------------------------------------------------------------------------------------- dataset
@@ -230,12 +228,15 @@ class LlavaDataset(Dataset):
         }
 
     # ------------------------------------------------------------------ tokenization
-    def encode(self, messages: Sequence[Message], image_prompts: Sequence[Sequence[int]]) -> tuple[Encoded, str | None]:
+    def encode(
+        self, messages: Sequence[Message], image_prompts: Sequence[Sequence[int]] | None = None
+    ) -> tuple[Encoded, str | None]:
         """(encoded conversation, answer) of one conversation, before truncation.
 
         Args:
             messages: The conversation.
-            image_prompts: The ids of each image (see :meth:`~lightning_mm.data.ImageLayout.prompt_ids`), in order.
+            image_prompts: The ids of each image (see :meth:`~lightning_mm.data.ImageLayout.prompt_ids`), in order
+                (None: a :class:`~lightning_mm.data.FixedLayout`'s prompt for every image).
 
         In generation mode the final answer is left out of the prompt and returned as ``answer``.
         """
@@ -244,6 +245,10 @@ class LlavaDataset(Dataset):
             answer = messages[-1]["content"]
             messages = messages[:-1]
         segs = self.template.render(messages, add_generation_prompt=self.generation, tokenizer=self.tokenizer)
+        if image_prompts is None:
+            if not isinstance(self.layout, FixedLayout):
+                raise ValueError("LlavaDataset.encode: pass image_prompts (the layout's prompt depends on the size).")
+            image_prompts = [self.layout.prompt_ids((0, 0))] * count_placeholders(segs)
         return encode_conversation(segs, self.tokenizer, image_prompts), answer
 
     def image_tokens(self, index: int) -> int:

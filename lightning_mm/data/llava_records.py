@@ -1,4 +1,5 @@
-"""Reading and validating LLaVA-format records (``.json`` list or ``.jsonl``), with errors naming file and line."""
+"""Reading and validating LLaVA-format records (``.json`` list or ``.jsonl``), with errors naming file and line, and
+the reasons a record is skipped or dropped."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ from typing import Any
 
 from lightning_mm.data.segments import IMAGE_PLACEHOLDER, Message
 
-__all__ = ["BAD_INPUT_REASONS", "ROLES", "BadSampleError", "evaluation_fields", "parse_record", "read_records"]
+__all__ = [
+    "BAD_INPUT_REASONS",
+    "DROP_REASONS",
+    "ROLES",
+    "BadSampleError",
+    "SampleDropped",
+    "evaluation_fields",
+    "parse_record",
+    "read_records",
+]
 
 #: Reasons a record is bad input: an error by default, skipped and counted with ``on_bad_sample="skip"``.
 BAD_INPUT_REASONS = (
@@ -22,6 +32,9 @@ BAD_INPUT_REASONS = (
     "image_missing",
     "image_unreadable",
 )
+
+#: Reasons a valid sample is dropped (always, and counted): it does not fit ``max_length``.
+DROP_REASONS = ("truncated_image_span", "truncated_no_targets", "prompt_too_long")
 
 #: LLaVA role names -> chat roles.
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -36,6 +49,14 @@ class BadSampleError(ValueError):
     Attributes:
         reason: One of :data:`BAD_INPUT_REASONS`.
     """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SampleDropped(Exception):
+    """A valid sample that does not fit ``max_length`` (reason in :data:`DROP_REASONS`)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
