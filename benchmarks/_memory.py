@@ -1,4 +1,4 @@
-"""Peak-memory and JSON helpers shared by the benchmark scripts (imported as ``_memory`` from benchmarks/).
+"""Peak-memory helpers shared by the benchmark scripts (imported as ``_memory`` from benchmarks/).
 
 Peak memory on the CPU is the growth of ``ru_maxrss`` (the process's resident-set high-water mark) over a baseline:
 :func:`malloc_trim` first hands freed heap back to the OS and :func:`reset_peak_rss` lowers the high-water mark to the
@@ -8,11 +8,12 @@ resident size, so the growth measured afterwards belongs to the measured step.
 from __future__ import annotations
 
 import ctypes
-import math
 import os
 import resource
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["current_rss_mib", "malloc_trim", "maxrss_mib", "nan_to_none", "none_to_nan", "reset_peak_rss"]
+__all__ = ["current_rss_mib", "malloc_trim", "maxrss_mib", "peak_growth", "reset_peak_rss"]
 
 
 def maxrss_mib() -> float:
@@ -51,21 +52,22 @@ def malloc_trim() -> None:
         pass
 
 
-def nan_to_none(value):
-    """Make a result strictly JSON-serialisable (NaN is not valid JSON)."""
-    if isinstance(value, dict):
-        return {k: nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [nan_to_none(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
+def peak_growth(fn: Callable[[], Any], trim: bool = False) -> dict[str, Any]:
+    """Run ``fn()`` and measure how far it raises the resident-set high-water mark.
 
+    Args:
+        fn: The measured work (one step).
+        trim: Hand freed heap back to the OS first (:func:`malloc_trim`), so the baseline holds live memory only.
 
-def none_to_nan(value):
-    """Inverse of :func:`nan_to_none`."""
-    if isinstance(value, dict):
-        return {k: none_to_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [none_to_nan(v) for v in value]
-    return float("nan") if value is None else value
+    Returns:
+        ``peak_mib`` (growth of ``ru_maxrss`` over the baseline), ``slack_mib`` (high-water mark above the resident
+        size at the baseline: growth below it goes unseen), ``reset`` (whether the mark could be reset; without it a
+        second measurement sees nothing) and ``result`` (what ``fn`` returned).
+    """
+    if trim:
+        malloc_trim()
+    reset = reset_peak_rss()
+    baseline = maxrss_mib()
+    slack = max(0.0, baseline - current_rss_mib())
+    result = fn()
+    return {"peak_mib": maxrss_mib() - baseline, "slack_mib": slack, "reset": reset, "result": result}

@@ -23,7 +23,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from _harness import apply_tiny, benchmark_parser, write_json
 
 from lightning_mm import MultimodalModule
 from lightning_mm.data import LlavaDataModule, SyntheticVQADataModule
@@ -148,8 +148,7 @@ def consumer_rate(steps: int, batch_size: int, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="a few batches only (CI smoke test)")
+    parser = benchmark_parser(__doc__, compute=False)
     parser.add_argument("--workers", type=int, default=2, help="loader worker processes")
     parser.add_argument("--loader-samples", type=int, default=2000)
     parser.add_argument(
@@ -157,10 +156,9 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=30, help="training steps per repeat")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    args = parser.parse_args()
+    args = apply_tiny(parser.parse_args(), {"loader_samples": 64, "steps": 2, "repeats": 1})
     if args.tiny:
-        args.loader_samples, args.steps, args.repeats, args.records = 64, 2, 1, min(args.records, 128)
+        args.records = min(args.records, 128)
     batch = 32
     train = consumer_rate(args.steps, batch_size=batch, repeats=args.repeats)  # first: no loader workers alive yet
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,10 +173,8 @@ def main() -> None:
     print(f"training {train:9.1f} samples/s  (quickstart model, batch {batch}, forward+backward+AdamW)")
     print("single-process cost per sample, us: " + ", ".join(f"{k} {v:.0f}" for k, v in split.items()))
     print(f"loader/training ratio: {ratio:.2f} (target >= 5: {'PASS' if ratio >= 5 else 'MISS'})")
-    if args.json:
-        result = {"loader_sps": load, "loader_sps_single_process": single, "train_sps": train, "ratio": ratio}
-        result.update(records=args.records, workers=args.workers, split_us_per_sample=split)
-        args.json.write_text(json.dumps(result, indent=2))
+    result = {"loader_sps": load, "loader_sps_single_process": single, "train_sps": train, "ratio": ratio}
+    write_json(args.json, {**result, "records": args.records, "workers": args.workers, "split_us_per_sample": split})
 
 
 if __name__ == "__main__":

@@ -13,14 +13,12 @@ times (every 500 of its 2000 steps and once at the end), so 5 x the extra time i
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
+from _harness import benchmark_parser, write_json
 from lightning.pytorch.callbacks import Callback
 
 from lightning_mm import MultimodalModule
@@ -37,9 +35,7 @@ class _AnswerLengths(Callback):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="a few samples only (CI smoke test)")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser = benchmark_parser(__doc__, compute=False)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     steps, val_samples, repeats = (4, 32, 1) if args.tiny else (60, 600, args.repeats)
@@ -79,8 +75,7 @@ def main() -> None:
     print(f"time ratio eval_generate/teacher-forced: {gen / tf:.3f}")
     print(f"generated tokens per answer (end-of-turn excluded): {result['mean_generated_tokens']}")
     print(f"quickstart with eval_generate (5 validations): about {result['quickstart_extra_s']} s more")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -32,41 +32,23 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
-import time
 
 import torch
+from _harness import TINY_MODEL, apply_tiny, benchmark_parser, timed, write_json
 from _llava import add_size_args, image_tokens, ours_overrides
 
 from lightning_mm import MultimodalModule
 from lightning_mm.interop.export import to_hf_model
 
 TARGET = 1.0  # tokens/s ours/hf: ours must not be slower
-TINY = {
-    "batch": 2,
-    "image_size": 56,
-    "patch_size": 14,
-    "vision_dim": 32,
-    "vision_depth": 3,
-    "vision_heads": 2,
-    "hidden": 32,
-    "layers": 2,
-    "heads": 2,
-    "intermediate": 64,
-    "vocab": 512,
-    "text_tokens": 16,
-    "new_tokens": 4,
-    "pad": 2,
-    "repeats": 1,
-}
+TINY = {**TINY_MODEL, "batch": 2, "text_tokens": 16, "new_tokens": 4, "pad": 2, "repeats": 1}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     add_size_args(parser, batch=8, text_tokens=48, text_help="text tokens per prompt (besides the image)")
     parser.add_argument("--prompt-tokens", type=int, default=4, help="text tokens before the image")
     parser.add_argument("--pad", type=int, default=8, help="left padding of every other prompt")
@@ -75,16 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="dtype of the timing")
     parser.add_argument("--check-dtype", choices=["float64", "float32", "none"], default="float64")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of our generate")
     parser.add_argument("--profile-rows", type=int, default=20)
-    parser.add_argument("--tiny", action="store_true", help="tiny sizes for CI (overrides the size options)")
-    parser.add_argument("--json", type=str, default=None, help="write the results to this path")
-    args = parser.parse_args(argv)
-    if args.tiny:
-        for key, value in TINY.items():
-            setattr(args, key, value)
+    args = apply_tiny(parser.parse_args(argv), TINY)
     if args.image_size % args.patch_size:
         parser.error("--image-size must be a multiple of --patch-size")
     if not 0 <= args.prompt_tokens < args.text_tokens or args.repeats < 1 or args.new_tokens < 1:
@@ -191,13 +166,6 @@ def compare(ours, hf, batch: dict, args: argparse.Namespace, dtype: torch.dtype,
     }
 
 
-def timed(fn) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of all threads of this process) of ``fn()``."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - t0, time.process_time() - c0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -225,11 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     outputs = {}
 
     def call(side: str) -> tuple[float, float]:
+        """(wall, CPU) seconds of one ``generate`` of ``side``."""
+
         def go():
             outputs[side] = run_ours(ours, data, args) if side == "ours" else run_hf(hf, data, args)
             synchronize(device)
 
-        return timed(go)
+        _, wall, cpu = timed(go)
+        return wall, cpu
 
     call("ours"), call("hf")  # warm-up: thread pools, kernels, allocator
     timed_dtype = {"dtype": args.dtype}
@@ -281,9 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\nprofile of our generate (torch.profiler, top ops by self CPU time):")
         print(profile)
 
-    if args.json is not None:
-        result = {
-            "config": {k: v for k, v in vars(args).items() if k != "json"},
+    write_json(
+        args.json,
+        {
+            "config": {k: v for k, v in vars(args).items() if k not in ("child", "json")},
             "passes": passes,
             "ours_tokens_per_s": ours_tps,
             "hf_tokens_per_s": hf_tps,
@@ -293,9 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             "pass": ratio >= TARGET,
             "checks": checks,
             "same_tokens": {c["dtype"]: c["same"] for c in checks},
-        }
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
+        },
+    )
     return 0
 
 

@@ -49,8 +49,8 @@ from typing import Any
 import torch
 
 from lightning_mm import MultimodalModule
-from lightning_mm.callbacks import Placement
 from lightning_mm.distributed import decoder_layers, vision_blocks
+from lightning_mm.placement import Placement
 
 # bf16 dense tensor-core peaks (no sparsity), FLOP/s, by a substring of torch.cuda.get_device_name().
 PEAK_BF16 = {

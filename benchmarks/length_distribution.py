@@ -68,11 +68,11 @@ import numpy as np
 import torch
 
 from lightning_mm import MultimodalModule
-from lightning_mm.callbacks.placement import Placement
 from lightning_mm.data import LengthGroupedSampler, ShuffleSampler, VLMCollator
 from lightning_mm.data.packing import PackedCollator, PackingSampler
 from lightning_mm.loss import mask_sample_starts
 from lightning_mm.models.packed_attention import use_packed_attention
+from lightning_mm.placement import Placement
 
 TARGET = 1.25  # packed / grouped useful tokens/s
 #: name: (share, image tokens (None: the model's), text median, sigma, lo, hi, supervised share of the text)

@@ -30,14 +30,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import statistics
-import subprocess
 import sys
 import time
 
-from _memory import current_rss_mib, maxrss_mib, nan_to_none, reset_peak_rss
+from _harness import (
+    apply_tiny,
+    benchmark_parser,
+    child_args,
+    child_payload,
+    nan_to_none,
+    run_child,
+    tiny_note,
+    verdict,
+    write_json,
+)
+from _memory import peak_growth
 
 MEMORY_TARGET = 1 / 8  # ours/hf peak memory
 TIME_TARGET = 0.4  # ours/hf median wall time
@@ -45,7 +53,7 @@ TINY = {"batch": 2, "seq": 48, "image_tokens": 32, "hidden": 32, "vocab": 512, "
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=704)
     parser.add_argument("--image-tokens", type=int, default=576)
@@ -57,15 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--chunk-size", type=int, default=None, help="linear_cross_entropy chunk size (default: its own)"
     )
-    parser.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tiny", action="store_true", help="tiny sizes for CI (overrides the size options)")
-    parser.add_argument("--json", type=str, default=None, help="write the results to this path")
-    parser.add_argument("--side", choices=["hf", "ours"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.tiny:
-        for key, value in TINY.items():
-            setattr(args, key, value)
+    if args.child is not None:
+        return child_args(args)
+    apply_tiny(args, TINY)
     if args.image_tokens < 1 or args.supervised < 1 or args.image_tokens + args.supervised > args.seq:
         parser.error("need image-tokens >= 1, supervised >= 1 and image-tokens + supervised <= seq")
     return args
@@ -120,21 +123,16 @@ def run_side(args: argparse.Namespace) -> dict:
         args.batch, args.seq, args.image_tokens, args.hidden, args.vocab, args.supervised
     )
 
-    def measure_peak() -> tuple[float, float, bool, torch.Tensor]:
-        """Run one forward + backward; return (peak growth MiB, hidden high-water slack MiB, reset ok, loss)."""
+    def measure_peak() -> dict:
+        """One forward + backward: peak growth MiB, high-water slack MiB, whether the reset worked, the loss."""
         hidden.grad = None
         weight.grad = None
-        reset = reset_peak_rss()
-        baseline = maxrss_mib()
-        # High-water mark above the resident size at the baseline: growth below it would go unseen.
-        slack = max(0.0, baseline - current_rss_mib())
-        loss = fwd_bwd(hidden, weight, labels)
-        return maxrss_mib() - baseline, slack, reset, loss
+        return peak_growth(lambda: fwd_bwd(hidden, weight, labels))
 
     # Cold: the first full-size step, including one-off buffers that libraries (e.g. BLAS packing) cache.
-    peak_first, slack_first, peak_reset, loss = measure_peak()
+    first = measure_peak()
     # Steady state: a second step, as every later training step sees it; needs the high-water-mark reset.
-    peak_steady, slack_steady, _, _ = measure_peak() if peak_reset else (float("nan"), float("nan"), False, None)
+    steady = measure_peak() if first["reset"] else {"peak_mib": float("nan"), "slack_mib": 0.0}
 
     times = []
     for _ in range(args.repeats):
@@ -144,11 +142,11 @@ def run_side(args: argparse.Namespace) -> dict:
 
     return {
         "side": args.side,
-        "loss": float(loss),
-        "peak_mib": peak_first,
-        "peak_steady_mib": peak_steady,
-        "baseline_slack_mib": max(slack_first, slack_steady) if peak_reset else slack_first,
-        "peak_reset": peak_reset,
+        "loss": float(first["result"]),
+        "peak_mib": first["peak_mib"],
+        "peak_steady_mib": steady["peak_mib"],
+        "baseline_slack_mib": max(first["slack_mib"], steady["slack_mib"]),
+        "peak_reset": first["reset"],
         "median_s": statistics.median(times),
         "times_s": times,
         "grad_hidden_norm": float(hidden.grad.float().norm()),
@@ -156,33 +154,13 @@ def run_side(args: argparse.Namespace) -> dict:
     }
 
 
-def launch(side: str, argv: list[str]) -> dict:
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = argv[argv.index("--threads") + 1]  # same thread count on both sides
-    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = repo_root + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--side", side]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"side {side!r} failed (exit {proc.returncode}):\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    if args.side is not None:
-        print(json.dumps(run_side(args)))
+    if args.child is not None:
+        print(json.dumps(nan_to_none(run_side(args))))
         return 0
-
-    # The children get the fully resolved configuration (after --tiny) and no --json.
-    child_argv = []
-    for key in ("batch", "seq", "image_tokens", "hidden", "vocab", "supervised", "repeats", "dtype", "threads", "seed"):
-        child_argv += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-    if args.chunk_size is not None:
-        child_argv += ["--chunk-size", str(args.chunk_size)]
-    hf = launch("hf", child_argv)
-    ours = launch("ours", child_argv)
+    hf = run_child(__file__, child_payload(args, side="hf"), args.threads)
+    ours = run_child(__file__, child_payload(args, side="ours"), args.threads)
 
     def ratio(key: str) -> float:
         return ours[key] / hf[key] if hf[key] > 0 else float("nan")  # NaN (also) when the reset is unsupported
@@ -190,14 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     mem_ratio, steady_ratio, time_ratio = ratio("peak_mib"), ratio("peak_steady_mib"), ratio("median_s")
     loss_diff = abs(ours["loss"] - hf["loss"])
 
-    def verdict(ratio: float, target: float) -> str:
-        if math.isnan(ratio):
-            return "n/a"
-        return "PASS" if ratio <= target else "MISS"
-
-    if args.tiny:
-        print("note: --tiny is a smoke test; its sizes are too small for the ratios to mean anything")
-
+    tiny_note(args)
     print(
         f"shape: B={args.batch} T={args.seq} image_tokens={args.image_tokens} H={args.hidden} V={args.vocab} "
         f"supervised/row={args.supervised} dtype={args.dtype} threads={args.threads} repeats={args.repeats} (CPU)"
@@ -216,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  steady-state step:  {steady_ratio:.4f} {verdict(steady_ratio, MEMORY_TARGET)}")
     print(f"time ratio ours/hf:   {time_ratio:.4f} (target <= {TIME_TARGET:.3f}) {verdict(time_ratio, TIME_TARGET)}")
 
-    if args.json is not None:
-        result = {
-            "config": {k: v for k, v in vars(args).items() if k not in ("side", "json")},
+    write_json(
+        args.json,
+        {
+            "config": {k: v for k, v in vars(args).items() if k not in ("child", "json")},
             "hf": hf,
             "ours": ours,
             "memory_ratio": mem_ratio,
@@ -230,9 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             "memory_steady_pass": steady_ratio <= MEMORY_TARGET,
             "time_pass": time_ratio <= TIME_TARGET,
             "loss_abs_diff": loss_diff,
-        }
-        with open(args.json, "w") as fh:
-            json.dump(nan_to_none(result), fh, indent=2)
+        },
+    )
     return 0
 
 

@@ -10,17 +10,15 @@ Prints wall time and held-out metrics of each run, and checks the targets
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes" / "quickstart.yaml"
+from _harness import REPO_ROOT, benchmark_parser, verdict, write_json
+
+RECIPE = REPO_ROOT / "recipes" / "quickstart.yaml"
 
 
 def run(extra: list[str], workdir: str) -> tuple[float, dict[str, float]]:
@@ -36,10 +34,7 @@ def run(extra: list[str], workdir: str) -> tuple[float, dict[str, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="a few steps only (CI smoke test)")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    args = parser.parse_args()
+    args = benchmark_parser(__doc__, compute=False).parse_args()
     extra = ["--trainer.enable_progress_bar=false"]
     if args.tiny:
         extra += [
@@ -54,14 +49,14 @@ def main() -> None:
             results[name] = {"wall_s": round(wall, 1), **metrics}
             print(f"{name:8s} wall {wall:7.1f} s  " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     if not args.tiny:
-        ok_acc = results["sighted"].get("val/answer_accuracy", 0) >= 0.97
-        ok_time = results["sighted"]["wall_s"] <= 300
-        ok_blind = results["blind"].get("val/answer_accuracy", 1) <= 0.40
-        print(f"target sighted accuracy >= 0.97: {'PASS' if ok_acc else 'MISS'}")
-        print(f"target sighted wall time <= 300 s: {'PASS' if ok_time else 'MISS'}")
-        print(f"target blind accuracy <= 0.40: {'PASS' if ok_blind else 'MISS'}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        targets = (  # (what, value, target, higher is better)
+            ("sighted accuracy >= 0.97", results["sighted"].get("val/answer_accuracy", 0.0), 0.97, True),
+            ("sighted wall time <= 300 s", results["sighted"]["wall_s"], 300, False),
+            ("blind accuracy <= 0.40", results["blind"].get("val/answer_accuracy", 1.0), 0.40, False),
+        )
+        for what, value, target, higher in targets:
+            print(f"target {what}: {verdict(value, target, higher)}")
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

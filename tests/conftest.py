@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,28 @@ def quickstart_run(tmp_path_factory):
     ckpt = root / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file(), f"the quickstart run wrote no {ckpt}"
     return {"args": args, "root": root, "ckpt": ckpt}
+
+
+#: Environment of a launcher that a child must not inherit (it would join that launcher's process group).
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@pytest.fixture(scope="session")
+def run_python():
+    """Factory: run ``python <args>`` in a fresh process, offline, with this checkout importable; asserts exit 0.
+
+    Call it as ``run_python(*args, cwd=None, stdin=None, timeout=300)``; returns the ``CompletedProcess`` (text
+    stdout / stderr).
+    """
+    repo = Path(__file__).resolve().parents[1]
+
+    def run(*args: str, cwd=None, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_ENV}
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
+        cmd = [sys.executable, *args]
+        proc = subprocess.run(cmd, input=stdin, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+        return proc
+
+    return run

@@ -36,6 +36,11 @@ EXPECTED_LINES: dict[str, list[str]] = {
         r"^prompt logits \(float64\): .*\(<= 1e-6: yes\)",
     ],
     # the quickstart benchmark times the recipe against its own targets (no peer): wall time of both runs
+    "roofline.py": [
+        rf"^fraction of peak \(float32\): +{_NUMBER}",
+        rf"^fraction of peak \(bf16\+ckpt\): +{_NUMBER}",
+        r"^  self CPU time: matmul ",
+    ],
     "quickstart.py": [rf"^sighted +wall +{_NUMBER} s", rf"^blind +wall +{_NUMBER} s"],
 }
 DEFAULT_LINES = [rf"ratio[^\n:]*: +{_NUMBER}"]
@@ -74,4 +79,18 @@ def test_benchmark_runs_tiny(script: Path, tmp_path: Path):
             f"{script.name} --tiny did not print a line matching {pattern!r}:\n{proc.stdout[-4000:]}"
         )
     assert out_json.is_file(), f"{script.name} --tiny --json wrote no file"
-    json.loads(out_json.read_text())
+    result = json.loads(out_json.read_text())
+    if script.name == "roofline.py":
+        _check_roofline(result)
+
+
+def _check_roofline(result: dict) -> None:
+    """The FLOP count holds the CPU attention kernels and, under activation checkpointing, the recomputed forward."""
+    plain, ckpt = result["float32"]["flops"], result["bf16+ckpt"]["flops"]
+    assert plain["attention"] > 0 and ckpt["attention"] > plain["attention"]  # attention forward runs again
+    assert ckpt["total"] > plain["total"]
+    for setting in ("float32", "bf16+ckpt"):
+        res = result[setting]
+        assert res["matmul"]["shapes"] and res["matmul"]["peak"] > 0
+        assert 0 < res["fraction_of_peak"] == pytest.approx(res["achieved"] / res["matmul"]["peak"])
+        assert sum(res["profile"]["share"].values()) == pytest.approx(1.0)

@@ -21,10 +21,10 @@ from transformers.models.smolvlm.image_processing_smolvlm import SmolVLMImagePro
 from transformers.models.smolvlm.processing_smolvlm import SmolVLMProcessor
 from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
 
-from lightning_mm.callbacks.lora import merge_lora
 from lightning_mm.data.smolvlm_layout import SmolVLMLayout
 from lightning_mm.interop.export import to_hf_model
 from lightning_mm.interop.llava import TEMPLATE_KEY
+from lightning_mm.placement import merge_lora
 
 __all__ = ["export_smolvlm_hf", "smolvlm_image_processor_settings"]
 

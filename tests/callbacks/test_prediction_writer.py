@@ -6,8 +6,6 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -30,6 +28,19 @@ def _wrote(stdout: str) -> Path:
     match = re.search(r"^Wrote (\d+) predictions to (.+)$", stdout, flags=re.M)
     assert match, f"predict printed no 'Wrote ... predictions to ...' line:\n{stdout[-2000:]}"
     return Path(match.group(2))
+
+
+def _predict(module: MultimodalModule, dm: LlavaDataModule, out: Path) -> list[dict]:
+    """``trainer.predict`` with a :class:`PredictionWriter` to ``out``; the rows it wrote."""
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        callbacks=[PredictionWriter(output_path=str(out))],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.predict(module, datamodule=dm, return_predictions=False)
+    return read_predictions(out)
 
 
 def test_predict_after_the_quickstart_writes_the_held_out_samples_and_agrees_with_teacher_forcing(
@@ -85,15 +96,7 @@ def test_llava_rows_hold_the_conversation_up_to_the_last_answer_and_that_answer(
     module = MultimodalModule(model="tiny", model_overrides=overrides, max_new_tokens=2)
     dm = LlavaDataModule(train_path=str(data_file), val_path=str(data_file), val_batch_size=3)
     out = tmp_path / "sub" / "preds.jsonl"
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        callbacks=[PredictionWriter(output_path=str(out))],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.predict(module, datamodule=dm, return_predictions=False)
-    rows = read_predictions(out)
+    rows = _predict(module, dm, out)
     lines = [json.loads(line) for line in data_file.read_text().splitlines() if line.strip()]
     assert [r["index"] for r in rows] == list(range(len(lines)))
     for row, raw in zip(rows, lines, strict=True):
@@ -120,22 +123,9 @@ def test_rows_that_do_not_match_the_batch_are_an_error():
 
 
 @pytest.mark.distributed
-def test_two_ddp_ranks_write_one_file_in_the_order_of_the_data(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "WORLD_SIZE")}
-    env.update(
-        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    )
+def test_two_ddp_ranks_write_one_file_in_the_order_of_the_data(tmp_path, run_python):
     ddp_file = tmp_path / "ddp.jsonl"
-    proc = subprocess.run(
-        [sys.executable, str(WORKER), str(ddp_file), "2"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    proc = run_python(str(WORKER), str(ddp_file), "2", cwd=tmp_path, timeout=180)
     assert proc.stdout.count("Wrote 11 predictions") == 1  # rank 0 only
 
     spec = importlib.util.spec_from_file_location("predict_worker", WORKER)
@@ -170,15 +160,7 @@ def test_rows_keep_their_dataset_index_when_records_are_dropped(tmp_path):
         val_batch_size=2,
     )
     out = tmp_path / "preds.jsonl"
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        callbacks=[PredictionWriter(output_path=str(out))],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.predict(module, datamodule=dm, return_predictions=False)
-    rows = read_predictions(out)
+    rows = _predict(module, dm, out)
     ids = [str(json.loads(line)["id"]) for line in [lines[0], json.dumps(missing), *lines[1:3]]]
     assert [r["id"] for r in rows] == [i for i in ids if i != "missing-image"]
     assert [r["index"] for r in rows] == [ids.index(r["id"]) for r in rows] == [0, 2, 3]

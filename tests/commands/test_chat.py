@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +16,8 @@ from lightning_mm.data import SyntheticVQADataset
 from lightning_mm.data.synthetic import render_scene
 from lightning_mm.interop.export import export_hf
 
-REPO = Path(__file__).resolve().parents[2]
 QUESTION = "What color is the shape?"
-
-
-def _chat(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, "-m", "lightning_mm.cli", "chat", *args],
-        input=stdin,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc
+CHAT = ("-m", "lightning_mm.cli", "chat")
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +39,10 @@ def exported(quickstart_run, tmp_path_factory) -> Path:
     return export_model(load_module(quickstart_run["ckpt"]), tmp_path_factory.mktemp("export") / "model")
 
 
-def test_a_question_about_an_image_from_a_checkpoint_streams_the_greedy_answer(quickstart_run, scene_images):
-    proc = _chat(str(quickstart_run["ckpt"]), "--image", scene_images[0], QUESTION, "--max-new-tokens", "6")
+def test_a_question_about_an_image_from_a_checkpoint_streams_the_greedy_answer(
+    quickstart_run, scene_images, run_python
+):
+    proc = run_python(*CHAT, str(quickstart_run["ckpt"]), "--image", scene_images[0], QUESTION, "--max-new-tokens", "6")
     expected = ChatSession(load_chat_model(str(quickstart_run["ckpt"])), scene_images[:1], max_new_tokens=6).ask(
         QUESTION
     )
@@ -67,9 +50,13 @@ def test_a_question_about_an_image_from_a_checkpoint_streams_the_greedy_answer(q
     assert proc.stdout == expected + "\n"
 
 
-def test_questions_from_stdin_are_one_conversation_with_an_exported_folder(quickstart_run, exported, scene_images):
+def test_questions_from_stdin_are_one_conversation_with_an_exported_folder(
+    quickstart_run, exported, scene_images, run_python
+):
     questions = [QUESTION, "Which color does the shape have?"]
-    proc = _chat(str(exported), "--image", scene_images[1], "--max-new-tokens", "6", stdin="\n".join(questions) + "\n")
+    proc = run_python(
+        *CHAT, str(exported), "--image", scene_images[1], "--max-new-tokens", "6", stdin="\n".join(questions) + "\n"
+    )
     session = ChatSession(load_chat_model(str(exported)), scene_images[1:], max_new_tokens=6)
     answers = [session.ask(q) for q in questions]
     assert proc.stdout.splitlines() == answers
