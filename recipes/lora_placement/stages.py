@@ -191,11 +191,10 @@ class TowerClassifier(L.LightningModule):
         self.log("val/accuracy", correct, batch_size=labels.shape[0])
 
     def configure_optimizers(self):
-        from lightning_mm.optim import warmup_schedule
+        from lightning_mm.optim import build_scheduler
 
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        fn = warmup_schedule(self.trainer.estimated_stepping_batches, self.warmup_ratio, "cosine")
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+        scheduler = build_scheduler(optimizer, self.trainer.estimated_stepping_batches, self.warmup_ratio, "cosine")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
