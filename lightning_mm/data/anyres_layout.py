@@ -17,7 +17,6 @@ and ``prompt_ids(size, tiled=False)`` its ``side^2 + 1`` tokens; the collator th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,23 +24,11 @@ from PIL import Image
 from torch import nn
 
 from lightning_mm.data.images import ImageProcessor
+from lightning_mm.data.layout import PreparedImage
 from lightning_mm.models.anyres import AnyResGeometry, anyres_token_count, best_resolution
 from lightning_mm.models.anyres_projector import AnyResProjector
 
-__all__ = ["AnyResLayout", "PreparedImage", "anyres_layout", "fit_size"]
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    """The tensors of one image.
-
-    Attributes:
-        tiles: (n_tiles, 3, H, W) uint8 (or normalised float) tiles, base view first.
-        size: Original (height, width) of the image.
-    """
-
-    tiles: torch.Tensor
-    size: tuple[int, int]
+__all__ = ["AnyResLayout", "anyres_layout", "fit_size"]
 
 
 def fit_size(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
@@ -55,7 +42,7 @@ def fit_size(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
 
 
 class AnyResLayout:
-    """Tiles and image-token ids of an any-resolution model.
+    """Tiles and image-token ids of an any-resolution model (an :class:`~lightning_mm.data.layout.ImageLayout`).
 
     Args:
         geometry: The model's tiling (:attr:`AnyResProjector.geometry
