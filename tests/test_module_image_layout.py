@@ -18,6 +18,7 @@ from PIL import Image
 from lightning_mm import MultimodalModule
 from lightning_mm.data import LlavaDataModule
 from lightning_mm.data.anyres_layout import AnyResLayout
+from lightning_mm.data.layout import sample_layout
 from lightning_mm.data.smolvlm_layout import SmolVLMLayout
 from lightning_mm.evaluation import generate_last_answers, sample_images
 from tests.interop.smolvlm_fixtures import make_hf, save_checkpoint, smolvlm_tokenizer
@@ -55,12 +56,12 @@ def check_batch(batch: dict, layout, token: int) -> list[int]:
     assert batch["pixel_values"].shape[0] == int(tiles.sum()) and len(sizes) == len(tiles) == sum(counts)
     per_image, offset = [], 0
     for b, n in enumerate(counts):
-        mine = sizes[offset : offset + n].tolist()
+        mine, own = sizes[offset : offset + n].tolist(), sample_layout(layout, n)
         ids = batch["input_ids"][b][batch["attention_mask"][b].bool()].tolist()
-        assert runs(ids, token) == expected_runs(layout, mine, token)
+        assert runs(ids, token) == expected_runs(own, mine, token)
         for i, size in enumerate(mine):
-            assert int(tiles[offset + i]) == len(layout.prepare(Image.new("RGB", size[::-1])).tiles)
-            per_image.append(layout.prompt_ids(tuple(size)).count(token))
+            assert int(tiles[offset + i]) == len(own.prepare(Image.new("RGB", size[::-1])).tiles)
+            per_image.append(own.prompt_ids(tuple(size)).count(token))
         offset += n
     return per_image
 
@@ -71,11 +72,12 @@ def smolvlm_checkpoint(tmp_path_factory) -> str:
     return f"hf:{path}"
 
 
-@pytest.mark.parametrize("family", ["llava_next", "smolvlm"])
+@pytest.mark.parametrize("family", ["llava_next", "llava_onevision", "smolvlm"])
 def test_size_dependent_layouts_train_validate_and_predict(family, smolvlm_checkpoint, tmp_path):
     torch.manual_seed(0)
-    if family == "llava_next":
-        module = MultimodalModule("tiny-llava-next", model_overrides={"tokenizer": str(ASSETS / "tokenizer")},
+    if family.startswith("llava"):
+        module = MultimodalModule(f"tiny-{family.replace('_', '-')}",
+                                  model_overrides={"tokenizer": str(ASSETS / "tokenizer")},
                                   eval_generate=True, max_new_tokens=3)  # fmt: skip
         layout_cls = AnyResLayout
     else:
@@ -95,7 +97,13 @@ def test_size_dependent_layouts_train_validate_and_predict(family, smolvlm_check
     assert "val/gen/exact_match" in trainer.callback_metrics  # validation generated its answers
     per_image = [n for batch in recorder.batches for n in check_batch(batch, layout, token)]
     assert len(set(per_image)) > 1  # the images really take different numbers of tokens
-    assert max(recorder.batches[0]["tiles_per_image"].tolist()) > 1
+    first = recorder.batches[0]
+    assert max(first["tiles_per_image"].tolist()) > 1
+    if family == "llava_onevision":  # the sample with two images reads them untiled, single images are tiled
+        groups = first["tiles_per_image"].split(first["image_counts"].tolist())
+        several = [g.tolist() for g in groups if len(g) > 1]
+        assert several and all(t == 1 for g in several for t in g)
+        assert all(int(g[0]) > 1 for g in groups if len(g) == 1)
 
     # generation of a subset of the samples takes their own tiles: the same answers as in the whole batch
     batch = next(iter(dm.val_dataloader()))
