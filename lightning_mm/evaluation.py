@@ -19,7 +19,14 @@ import torch.distributed as dist
 from lightning_mm.data.templates import IGNORE_INDEX
 from lightning_mm.models import VisionLanguageModel
 
-__all__ = ["GeneratedAnswers", "generate_last_answers", "last_answer_spans", "left_pad_prompts", "until_stop"]
+__all__ = [
+    "GeneratedAnswers",
+    "generate_last_answers",
+    "last_answer_spans",
+    "left_pad_prompts",
+    "sample_images",
+    "until_stop",
+]
 
 
 def last_answer_spans(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -81,6 +88,36 @@ class GeneratedAnswers(dict):
     else ``[target]``)."""
 
 
+def sample_images(
+    batch: dict[str, Any], rows: torch.Tensor | Sequence[int]
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``pixel_values``, ``image_sizes`` and ``tiles_per_image`` of the samples ``rows`` of a collated batch.
+
+    Images are selected by ``image_counts`` (images per sample) and their tiles by ``tiles_per_image`` (one tile per
+    image when the batch has no such key), so a sample keeps all the tiles of each of its images.
+
+    Returns:
+        ((N_tiles', 3, H, W), (N_images', 2) or None, (N_images',) or None), or three Nones when the chosen samples
+        have no image.
+    """
+    pixels = batch.get("pixel_values")
+    if pixels is None:
+        return None, None, None
+    counts = batch["image_counts"].cpu()  # (B,)
+    sizes, tiles = batch.get("image_sizes"), batch.get("tiles_per_image")
+    per_tile = tiles.cpu() if tiles is not None else torch.ones(int(counts.sum()), dtype=torch.long)  # (N_img,)
+    chosen = torch.zeros(len(counts), dtype=torch.bool).index_fill_(0, torch.as_tensor(rows, dtype=torch.long), True)
+    image_mask = chosen.repeat_interleave(counts)  # (N_img,)
+    if not image_mask.any():
+        return None, None, None
+    tile_mask = image_mask.repeat_interleave(per_tile)  # (N_tiles,)
+    return (
+        pixels[tile_mask.to(pixels.device)],  # (N_tiles', 3, H, W)
+        sizes[image_mask.to(sizes.device)] if sizes is not None else None,  # (N_img', 2)
+        tiles[image_mask.to(tiles.device)] if tiles is not None else None,  # (N_img',)
+    )
+
+
 @torch.no_grad()
 def generate_last_answers(
     network: VisionLanguageModel,
@@ -113,15 +150,13 @@ def generate_last_answers(
     if not len(keep):
         return GeneratedAnswers(rows=[], **{f: [] for f in fields})
     ids, mask = left_pad_prompts(batch["input_ids"][keep], start[keep], tokenizer.pad_token_id)  # (K, P)
-    pixels = batch.get("pixel_values")
-    if pixels is not None and len(keep) < labels.shape[0]:
-        counts = batch["image_counts"].to(labels.device)  # (B,)
-        per_image = torch.zeros_like(has_answer).index_fill_(0, keep, True).repeat_interleave(counts)  # (N_img,)
-        pixels = pixels[per_image.to(pixels.device)]
+    pixels, sizes, tiles = sample_images(batch, keep)
     generated = network.generate(
         ids,
         mask,
         pixels,
+        image_sizes=sizes,
+        tiles_per_image=tiles,
         max_new_tokens=max_new_tokens,
         eos_token_id=list(stop_token_ids),
         pad_token_id=tokenizer.pad_token_id,

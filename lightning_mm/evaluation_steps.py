@@ -134,6 +134,8 @@ class EvaluationSteps:
             batch["attention_mask"],
             batch.get("pixel_values"),
             max_new_tokens=self.max_new_tokens,
+            image_sizes=batch.get("image_sizes"),  # tiling models: (N_img, 2)
+            tiles_per_image=batch.get("tiles_per_image"),  # (N_img,)
             eos_token_id=self.stop_token_ids,
             pad_token_id=tok.pad_token_id,
         )

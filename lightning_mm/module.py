@@ -13,6 +13,8 @@ from torch import nn
 from lightning_mm.checkpoint_file import check_checkpoint_file
 from lightning_mm.checkpoint_io import use_atomic_checkpoint_io
 from lightning_mm.checkpoint_state import load_module_state, save_module_state
+from lightning_mm.data.anyres_layout import AnyResLayout
+from lightning_mm.data.layout import ImageLayout
 from lightning_mm.data.templates import get_template
 from lightning_mm.declared_placements import COMPONENTS, DeclaredPlacements
 from lightning_mm.distributed.setup import check_strategy, shard_for_strategy
@@ -23,6 +25,8 @@ from lightning_mm.optim import build_scheduler, split_decay
 from lightning_mm.zoo import ModelSpec, build_network, count_image_tokens, get_spec, load_tokenizer
 from lightning_mm.zoo.checks import check_spec
 from lightning_mm.zoo.hf import absolute_hf_name
+from lightning_mm.zoo.smolvlm import layout_for_spec
+from lightning_mm.zoo.spec import image_tiling_geometry
 
 __all__ = ["COMPONENTS", "MultimodalModule"]
 
@@ -113,6 +117,7 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
         self.base_mismatch: list[str] = []  # components whose base differed from an adapter-only checkpoint's
         self._tokenizer = None
         self._image_geometry: tuple[int, dict[str, Any]] | None = None
+        self._image_layout: tuple[ImageLayout | None] | None = None  # (layout,) once computed
         self._window_items = 0  # supervised targets seen since the last optimiser step (this rank)
         self.init_evaluation_metrics()
 
@@ -136,6 +141,27 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
         """timm's data config of the vision tower (input size, mean, std, interpolation)."""
         self.num_image_tokens  # noqa: B018 - fills the cache
         return dict(self._image_geometry[1])
+
+    @property
+    def image_layout(self) -> ImageLayout | None:
+        """How images become tiles and prompt ids when their token count depends on their size; None: fixed size.
+
+        An :class:`~lightning_mm.data.anyres_layout.AnyResLayout` for a spec with ``image_tiling`` (LLaVA-NeXT,
+        LLaVA-OneVision), a :class:`~lightning_mm.data.smolvlm_layout.SmolVLMLayout` for the SmolVLM family (template
+        ``smolvlm``: image splitting with row/column markers), None otherwise (the datamodules then use a
+        :class:`~lightning_mm.data.FixedLayout` of :attr:`num_image_tokens`). The datamodules read it in ``setup``.
+        """
+        if self._image_layout is None:
+            self._image_layout = (self._make_image_layout(),)
+        return self._image_layout[0]
+
+    def _make_image_layout(self) -> ImageLayout | None:
+        geometry = image_tiling_geometry(self.spec)
+        if geometry is not None:
+            return AnyResLayout(geometry, self.image_data_config, self.image_token_id)
+        if self.spec.template == "smolvlm":
+            return layout_for_spec(self.spec, self.tokenizer)
+        return None
 
     @property
     def image_token_id(self) -> int:

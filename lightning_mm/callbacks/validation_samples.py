@@ -9,6 +9,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lightning_mm.evaluation import sample_images
+
 __all__ = ["ValidationSamples", "collapse_image_spans", "displayable_images", "format_sample"]
 
 
@@ -84,8 +86,6 @@ class ValidationSamples(Callback):
     def _log(self, trainer: L.Trainer, pl_module: Any, batch: dict[str, Any], generated: dict, loggers: list) -> None:
         tokenizer = pl_module.tokenizer
         image_token_id = pl_module.image_token_id
-        counts = batch["image_counts"].tolist()
-        offsets = [sum(counts[:b]) for b in range(len(counts))]
         config = pl_module.image_data_config
         for i, b in enumerate(generated["rows"][: self.num_samples]):
             prompt = collapse_image_spans(generated["prompt_ids"][i], image_token_id)
@@ -95,8 +95,8 @@ class ValidationSamples(Callback):
                 generated["references"][i],
             )
             image = None
-            if counts[b] and batch.get("pixel_values") is not None:
-                pixels = batch["pixel_values"][offsets[b] : offsets[b] + counts[b]]  # (n, 3, H, W)
+            pixels, _, _ = sample_images(batch, [b])  # (n_tiles, 3, H, W): every tile of the sample's images
+            if pixels is not None:
                 image = displayable_images(pixels, config.get("mean"), config.get("std"))
             for logger in loggers:
                 logger.experiment.add_text(f"val_samples/{i}/text", text, global_step=trainer.global_step)

@@ -21,7 +21,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, TextStreamer
 
 from lightning_mm.commands.export import SPEC_FILE, load_exported, load_module
 from lightning_mm.commands.registry import register_command
+from lightning_mm.data.anyres_layout import anyres_layout
 from lightning_mm.data.images import ASPECT_MODES, ImageLoadError, ImageProcessor
+from lightning_mm.data.layout import ImageLayout, sample_layout
+from lightning_mm.data.segments import encode_conversation
 from lightning_mm.data.templates import IMAGE_PLACEHOLDER, ChatTemplate, Message, encode_segments, get_template
 from lightning_mm.factory import create_model
 from lightning_mm.models import VisionLanguageModel
@@ -43,6 +46,8 @@ class ChatModel:
         num_image_tokens: Tokens one image becomes.
         image_token_id: Id of the image placeholder token.
         stop_token_ids: Ids that end an answer (EOS and the template's end-of-turn token).
+        layout: How images become tiles and prompt ids when their token count depends on their size (None: one
+            resized image of ``num_image_tokens`` tokens).
     """
 
     network: VisionLanguageModel
@@ -52,6 +57,7 @@ class ChatModel:
     num_image_tokens: int
     image_token_id: int
     stop_token_ids: list[int] = field(default_factory=list)
+    layout: ImageLayout | None = None
 
     def __post_init__(self) -> None:
         if not self.stop_token_ids:
@@ -74,6 +80,7 @@ class ChatModel:
             num_image_tokens=module.num_image_tokens,
             image_token_id=module.image_token_id,
             stop_token_ids=module.stop_token_ids,
+            layout=module.image_layout,
         )
 
     @classmethod
@@ -93,6 +100,7 @@ class ChatModel:
             image_data_config=config,
             num_image_tokens=num_image_tokens,
             image_token_id=int(meta["image_token_id"]),
+            layout=anyres_layout(network, config),  # tiling networks; None for fixed-size ones
         )
 
 
@@ -129,7 +137,8 @@ class ChatSession:
         model: The model.
         images: Image files of the conversation; they go into the first question (an ``<image>`` placeholder is put
             in front of it for each image, unless the question places them itself).
-        image_aspect: How images are fitted to the tower's input (``pad``, ``resize``, ``crop``).
+        image_aspect: How images are fitted to the tower's input (``pad``, ``resize``, ``crop``); not read for a model
+            with an image layout (any-resolution tiling, image splitting), whose layout cuts the images.
         max_new_tokens: Longest answer, in tokens.
         temperature: 0: greedy decoding; above 0: sampling at this temperature.
         system_prompt: A system turn in front of the conversation.
@@ -146,8 +155,17 @@ class ChatSession:
     ) -> None:
         self.model = model
         self.image_paths = list(images)
-        processor = ImageProcessor(model.image_data_config, image_aspect)
-        self.pixel_values = processor.load_many(self.image_paths) if self.image_paths else None  # (n, 3, H, W)
+        self.image_sizes = self.tiles_per_image = self.image_prompts = None
+        if model.layout is not None and self.image_paths:  # each image's own tiles and prompt ids
+            layout = sample_layout(model.layout, len(self.image_paths))
+            prepared = [layout.prepare(ImageProcessor.load(p)) for p in self.image_paths]
+            self.pixel_values = torch.cat([im.tiles for im in prepared])  # (n_tiles, 3, H, W)
+            self.image_sizes = torch.tensor([im.size for im in prepared], dtype=torch.long)  # (n, 2)
+            self.tiles_per_image = torch.tensor([len(im.tiles) for im in prepared], dtype=torch.long)  # (n,)
+            self.image_prompts = [layout.prompt_ids(im.size) for im in prepared]
+        else:
+            processor = ImageProcessor(model.image_data_config, image_aspect)
+            self.pixel_values = processor.load_many(self.image_paths) if self.image_paths else None  # (n, 3, H, W)
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.messages: list[Message] = [{"role": "system", "content": system_prompt}] if system_prompt else []
@@ -167,7 +185,10 @@ class ChatSession:
         m = self.model
         messages = [*self.messages, {"role": "user", "content": self._user_turn(question)}]
         segments = m.template.render(messages, add_generation_prompt=True, tokenizer=m.tokenizer)
-        ids, _, _ = encode_segments(segments, m.tokenizer, m.image_token_id, m.num_image_tokens)
+        if self.image_prompts is not None:
+            ids = encode_conversation(segments, m.tokenizer, self.image_prompts).input_ids
+        else:
+            ids, _, _ = encode_segments(segments, m.tokenizer, m.image_token_id, m.num_image_tokens)
         return torch.tensor([ids], dtype=torch.long)  # (1, T)
 
     def ask(self, question: str, stream: TextIO | None = None) -> str:
@@ -186,6 +207,8 @@ class ChatSession:
             torch.ones_like(ids),
             pixels,
             max_new_tokens=self.max_new_tokens,
+            image_sizes=self.image_sizes.to(m.device) if self.image_sizes is not None else None,  # (n, 2)
+            tiles_per_image=self.tiles_per_image.to(m.device) if self.tiles_per_image is not None else None,  # (n,)
             eos_token_id=m.stop_token_ids,
             pad_token_id=m.tokenizer.pad_token_id,
             streamer=streamer,

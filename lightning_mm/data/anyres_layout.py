@@ -11,13 +11,14 @@ so the tensors are uint8 like every other image of the package (or normalised fl
 
 OneVision reads the images of a sample with several images untiled: ``prepare(image, tiled=False)`` gives one tile,
 the image padded to a square with the mean colour and resized (``LlavaOnevisionImageProcessor``'s multi-image path),
-and ``prompt_ids(size, tiled=False)`` its ``side^2 + 1`` tokens; the collator then writes ``tiles_per_image`` 1.
+and ``prompt_ids(size, tiled=False)`` its ``side^2 + 1`` tokens; the collator then writes ``tiles_per_image`` 1. The
+data pipeline asks ``for_images(num_images)`` (:func:`~lightning_mm.data.layout.sample_layout`) for each sample's
+layout: an untiled view of a OneVision layout for a multi-image sample, the layout itself otherwise.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,23 +26,11 @@ from PIL import Image
 from torch import nn
 
 from lightning_mm.data.images import ImageProcessor
+from lightning_mm.data.layout import PreparedImage
 from lightning_mm.models.anyres import AnyResGeometry, anyres_token_count, best_resolution
 from lightning_mm.models.anyres_projector import AnyResProjector
 
-__all__ = ["AnyResLayout", "PreparedImage", "anyres_layout", "fit_size"]
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    """The tensors of one image.
-
-    Attributes:
-        tiles: (n_tiles, 3, H, W) uint8 (or normalised float) tiles, base view first.
-        size: Original (height, width) of the image.
-    """
-
-    tiles: torch.Tensor
-    size: tuple[int, int]
+__all__ = ["AnyResLayout", "UntiledLayout", "anyres_layout", "fit_size"]
 
 
 def fit_size(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
@@ -55,7 +44,7 @@ def fit_size(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
 
 
 class AnyResLayout:
-    """Tiles and image-token ids of an any-resolution model.
+    """Tiles and image-token ids of an any-resolution model (an :class:`~lightning_mm.data.layout.ImageLayout`).
 
     Args:
         geometry: The model's tiling (:attr:`AnyResProjector.geometry
@@ -80,6 +69,8 @@ class AnyResLayout:
         self.tile_transform = ImageProcessor(data_config, aspect="resize", normalize=normalize)
         self.resample = Image.Resampling[str(data_config.get("interpolation", "bicubic")).upper()]
         self.background = tuple(int(m * 255) for m in data_config["mean"])  # transformers truncates, as here
+        # OneVision (a token cap) reads multi-image samples untiled; LLaVA-NeXT tiles every image
+        self.untiled_multi_image = geometry.max_tiles is not None
 
     def tiles(self, image: Image.Image, tiled: bool = True) -> list[Image.Image]:
         """The base view and the grid tiles (row-major) of ``image``, as PIL images of the tile size.
@@ -117,6 +108,23 @@ class AnyResLayout:
     def prompt_ids(self, size: tuple[int, int], tiled: bool = True) -> list[int]:
         """The ids that replace one ``<image>``: the image token once per feature the network writes."""
         return [self.image_token_id] * self.num_tokens(size, tiled)
+
+    def for_images(self, num_images: int) -> AnyResLayout | UntiledLayout:
+        """The layout of a sample with ``num_images`` images: untiled for OneVision's multi-image samples."""
+        return UntiledLayout(self) if self.untiled_multi_image and num_images > 1 else self
+
+
+class UntiledLayout:
+    """The untiled view of an :class:`AnyResLayout`: one padded-square tile per image (OneVision's multi-image path)."""
+
+    def __init__(self, layout: AnyResLayout) -> None:
+        self.layout = layout
+
+    def prepare(self, image: Image.Image) -> PreparedImage:
+        return self.layout.prepare(image, tiled=False)
+
+    def prompt_ids(self, size: tuple[int, int]) -> list[int]:
+        return self.layout.prompt_ids(size, tiled=False)
 
 
 def anyres_layout(network: nn.Module, data_config: dict[str, Any], normalize: bool = False) -> AnyResLayout | None:

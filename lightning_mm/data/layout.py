@@ -21,7 +21,7 @@ from PIL import Image
 
 from lightning_mm.data.images import ImageProcessor
 
-__all__ = ["FixedLayout", "ImageLayout", "PreparedImage", "image_token_counts"]
+__all__ = ["FixedLayout", "ImageLayout", "PreparedImage", "image_token_counts", "sample_layout"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,18 @@ class FixedLayout:
         return [self.image_token_id] * self.num_image_tokens
 
 
+def sample_layout(layout: ImageLayout, num_images: int) -> ImageLayout:
+    """The layout of a sample with ``num_images`` images.
+
+    A layout that reads the images of multi-image samples differently (LLaVA-OneVision: untiled) defines
+    ``for_images(num_images) -> ImageLayout``; every other layout is the same for every sample.
+    """
+    for_images = getattr(layout, "for_images", None)
+    return layout if for_images is None else for_images(num_images)
+
+
 def image_token_counts(layout: ImageLayout, sizes: Sequence[tuple[int, int]], image_token_id: int) -> list[int]:
-    """Image tokens (features) of each image of ``sizes`` under ``layout``: its prompt ids less the markers."""
+    """Image tokens (features) of each image of ``sizes`` (the images of one sample) under ``layout``: its prompt ids
+    less the markers."""
+    layout = sample_layout(layout, len(sizes))
     return [sum(1 for t in layout.prompt_ids(tuple(size)) if t == image_token_id) for size in sizes]

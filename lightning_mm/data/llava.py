@@ -32,7 +32,7 @@ from transformers import PreTrainedTokenizerBase
 from lightning_mm.data.chat_template import ChatTemplate, get_template
 from lightning_mm.data.collate import SKIPPED_KEY
 from lightning_mm.data.images import ImageLoadError, ImageProcessor
-from lightning_mm.data.layout import FixedLayout, ImageLayout, PreparedImage
+from lightning_mm.data.layout import FixedLayout, ImageLayout, PreparedImage, sample_layout
 from lightning_mm.data.llava_records import (
     BAD_INPUT_REASONS,
     DROP_REASONS,
@@ -257,10 +257,12 @@ class LlavaDataset(Dataset):
         if isinstance(self.layout, FixedLayout):  # the count does not depend on the size: no file to open
             return int(self.num_images[index]) * len(self.layout.prompt_ids((0, 0)))
         total = 0
-        for path in self.record(index)["images"]:
+        paths = self.record(index)["images"]
+        layout = sample_layout(self.layout, len(paths))
+        for path in paths:
             try:
                 with Image.open(path) as im:
-                    total += len(self.layout.prompt_ids((im.height, im.width)))
+                    total += len(layout.prompt_ids((im.height, im.width)))
             except (OSError, ValueError):
                 continue
         return total
@@ -293,9 +295,9 @@ class LlavaDataset(Dataset):
         return self.num_images > 0
 
     # ------------------------------------------------------------------ samples
-    def _prepare(self, paths: list[str], at: str) -> list[PreparedImage]:
+    def _prepare(self, layout: ImageLayout, paths: list[str], at: str) -> list[PreparedImage]:
         try:
-            return [self.layout.prepare(ImageProcessor.load(p)) for p in paths]
+            return [layout.prepare(ImageProcessor.load(p)) for p in paths]
         except ImageLoadError as e:
             raise BadSampleError(e.reason, f"{at}: {e}") from e
 
@@ -330,8 +332,9 @@ class LlavaDataset(Dataset):
         """Sample ``index``; raises :class:`BadSampleError` or :class:`SampleDropped` instead of replacing it."""
         rec = self.record(index)
         at = f"{rec['where']}: record {rec['id']!r}"
-        images = self._prepare(rec["images"], at)
-        prompts = [self.layout.prompt_ids(im.size) for im in images]
+        layout = sample_layout(self.layout, len(rec["images"]))  # OneVision: multi-image samples untiled
+        images = self._prepare(layout, rec["images"], at)
+        prompts = [layout.prompt_ids(im.size) for im in images]
         try:
             enc, answer = self.encode(rec["messages"], prompts)
         except ValueError as e:  # the rendered conversation holds another number of placeholders

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from lightning_mm.data.collate import EMPTY_KEY, SKIPPED_KEY, VLMCollator
+from lightning_mm.data.collate import EMPTY_KEY, SKIPPED_KEY, VLMCollator, _image_geometry
+from lightning_mm.data.layout import image_token_counts
 from lightning_mm.data.resumable import ResumableDataLoader
 from lightning_mm.data.templates import IGNORE_INDEX
 
@@ -59,7 +60,7 @@ __all__ = [
 
 #: Batch key of the (B, T) positions of packed rows.
 POSITION_IDS_KEY = "position_ids"
-_TENSOR_KEYS = ("input_ids", "labels", "pixel_values", SKIPPED_KEY)
+_TENSOR_KEYS = ("input_ids", "labels", "pixel_values", "image_sizes", "tiles_per_image", SKIPPED_KEY)
 _STREAM = 0x5041  # third word of the pack order's seed
 
 
@@ -215,8 +216,8 @@ class PackedCollator:
     lengths do not fit ``max_length`` is split over more rows, so the number of rows ``B`` may exceed the number of
     packs. The batch holds, per row: ``input_ids``, ``labels`` (-100 at each sample's first token),
     ``attention_mask`` (1 on the samples, 0 on the padding after them: what token counts read), ``position_ids``,
-    ``image_counts``; ``pixel_values`` of all images in row order; and every other per-sample key as a list per row
-    (``id``: ``[[ids of row 0], [ids of row 1], ...]``). Dropped records and a batch of only dropped records are
+    ``image_counts`` (images per row); ``pixel_values`` (all tiles), ``image_sizes`` and ``tiles_per_image`` of the
+    images in row order; and every other per-sample key as a list per row (``id``: ``[[ids of row 0], ...]``). Dropped records and a batch of only dropped records are
     handled as :class:`VLMCollator` does.
 
     Args:
@@ -242,15 +243,15 @@ class PackedCollator:
             raise ValueError(
                 f"Sample {name!r}: labels {tuple(sample['labels'].shape)} and input_ids {tuple(ids.shape)} differ in shape."
             )
-        image_id, per_image = self.collator.image_token_id, self.collator.num_image_tokens
-        if image_id is not None and per_image is not None:
-            images = sample.get("pixel_values")
-            n_images = 0 if images is None else int(images.shape[0])
+        image_id, layout = self.collator.image_token_id, self.collator.layout
+        if image_id is not None and layout is not None:
+            sizes, _ = _image_geometry(sample)  # (n_images, 2)
+            per_image = image_token_counts(layout, sizes.tolist(), image_id)
             found = int((ids == image_id).sum())
-            if found != n_images * per_image:
+            if found != sum(per_image):
                 raise ValueError(
-                    f"Sample {name!r}: {found} image tokens but {n_images} image(s) x {per_image} tokens "
-                    f"= {n_images * per_image} expected."
+                    f"Sample {name!r}: {found} image tokens but {len(per_image)} image(s) of {per_image} tokens "
+                    f"= {sum(per_image)} expected."
                 )
 
     @staticmethod
@@ -262,14 +263,17 @@ class PackedCollator:
             starts = np.cumsum([0, *(len(s["input_ids"]) for s in samples[:-1])])
             labels[torch.from_numpy(starts)] = IGNORE_INDEX  # no target across a sample boundary
             row["labels"] = labels
-        images = [s["pixel_values"] for s in samples if s.get("pixel_values") is not None]
-        images = [im for im in images if im.shape[0]]
-        if images:
+        with_images = [s for s in samples if s.get("pixel_values") is not None and s["pixel_values"].shape[0]]
+        if with_images:
+            images = [s["pixel_values"] for s in with_images]
             dtypes = {im.dtype for im in images}
             if len(dtypes) > 1:  # torch.cat would promote uint8 pixels to float (taken as already normalised)
                 names = [s.get("id", "?") for s in samples]
                 raise ValueError(f"Samples {names}: uint8 and normalised float images cannot share a packed row.")
-            row["pixel_values"] = torch.cat(images)  # (n_img, 3, H, W)
+            geometry = [_image_geometry(s) for s in with_images]  # per sample: (sizes (n, 2), tiles (n,))
+            row["pixel_values"] = torch.cat(images)  # (n_tiles, 3, H, W), sample order
+            row["image_sizes"] = torch.cat([sizes for sizes, _ in geometry])  # (n_images, 2)
+            row["tiles_per_image"] = torch.cat([tiles for _, tiles in geometry])  # (n_images,)
         return row
 
     def rows(self, items: Sequence[Mapping[str, Any] | Sequence[Mapping[str, Any]]]) -> list[list[Mapping[str, Any]]]:

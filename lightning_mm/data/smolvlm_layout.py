@@ -27,6 +27,8 @@ import torch
 from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
+from lightning_mm.data.layout import PreparedImage
+
 __all__ = ["MAX_IMAGE_SIZE", "SmolVLMLayout", "TiledImage", "resized_size", "tile_grid"]
 
 MAX_IMAGE_SIZE = 4096  # transformers' upper bound on the longest edge after the first resize
@@ -35,8 +37,8 @@ GLOBAL_TOKEN = "<global-img>"
 
 
 @dataclass(frozen=True)
-class TiledImage:
-    """An image cut into the views the tower reads.
+class TiledImage(PreparedImage):
+    """An image cut into the views the tower reads (a :class:`~lightning_mm.data.layout.PreparedImage` with its grid).
 
     Attributes:
         tiles: (n_tiles, 3, tile_size, tile_size) uint8: ``rows * cols`` tiles row-major, then the global view (or one
@@ -46,8 +48,6 @@ class TiledImage:
         cols: Tile columns (0 when not split).
     """
 
-    tiles: torch.Tensor
-    size: tuple[int, int]
     rows: int
     cols: int
 
@@ -111,6 +111,8 @@ def tile_grid(height: int, width: int, longest_edge: int | None, tile_size: int,
 @dataclass
 class SmolVLMLayout:
     """Tiles + global view and their prompt ids, as transformers' ``SmolVLMProcessor`` / ``Idefics3Processor``.
+
+    An :class:`~lightning_mm.data.layout.ImageLayout`.
 
     Args:
         tokenizer: The model's tokenizer, holding ``<image>``, ``<fake_token_around_image>``, ``<global-img>`` and

@@ -14,10 +14,18 @@ from lightning_mm.data.scenes import build_synthetic_tokenizer
 from lightning_mm.errors import ConfigError, did_you_mean
 from lightning_mm.interop.checkpoint import load_checkpoint
 from lightning_mm.models import VisionLanguageModel, VisionTower, build_language_model, build_projector
-from lightning_mm.models.anyres_projector import tiling_projector
+from lightning_mm.models.anyres import AnyResGeometry
+from lightning_mm.models.anyres_projector import tiling_geometry, tiling_projector
 from lightning_mm.models.projector_io import load_projector_weights
 
-__all__ = ["ModelSpec", "build_network", "check_tokenizer", "count_image_tokens", "load_tokenizer"]
+__all__ = [
+    "ModelSpec",
+    "build_network",
+    "check_tokenizer",
+    "count_image_tokens",
+    "image_tiling_geometry",
+    "load_tokenizer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +181,14 @@ def count_image_tokens(spec: ModelSpec) -> tuple[int, dict[str, Any]]:
         if spec.image_tiling is not None:
             tokens = projector.assemble(tokens)[None]  # (1, N + 1, D): one tile, then the newline
     return int(tokens.shape[1]), cfg
+
+
+def image_tiling_geometry(spec: ModelSpec) -> AnyResGeometry | None:
+    """The any-resolution tiling of ``spec`` (read from its tower built on the meta device), None without tiling."""
+    if spec.image_tiling is None:
+        return None
+    with torch.device("meta"):
+        return tiling_geometry(_vision_tower(spec, pretrained=False), spec.image_tiling)
 
 
 def _changed_config_keys(name_or_path: str, overrides: dict[str, Any]) -> list[str]:

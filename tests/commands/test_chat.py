@@ -119,3 +119,20 @@ def test_a_folder_in_transformers_format_answers_as_the_module(tmp_path, scene_i
     # the folder does not record the chat template the model was trained with: the import takes LLaVA-1.5's
     imported.template = mine.template
     assert ChatSession(imported, scene_images[:1], max_new_tokens=4).ask(QUESTION) == expected
+
+
+def test_a_tiling_model_reads_each_image_at_its_own_size():
+    """LLaVA-NeXT: each image's own tiles and token run (by its size) in the prompt, the tiles passed to generation."""
+    assets = Path(__file__).resolve().parents[1] / "assets"
+    torch.manual_seed(0)
+    module = create_model("tiny-llava-next", tokenizer=str(assets / "tokenizer")).eval()
+    model = ChatModel.from_module(module)
+    paths = [str(assets / "llava" / "images" / name) for name in ("blue_wide.png", "green_tall.png")]
+    session = ChatSession(model, images=paths, max_new_tokens=3)
+    sizes = [(im.height, im.width) for im in map(Image.open, paths)]
+    assert session.image_sizes.tolist() == [list(s) for s in sizes]
+    assert session.pixel_values.shape[0] == int(session.tiles_per_image.sum()) > len(paths)
+    ids = session.prompt_ids("What differs?")[0]
+    expected = sum(len(model.layout.prompt_ids(s)) for s in sizes)
+    assert int((ids == model.image_token_id).sum()) == expected != 2 * module.num_image_tokens
+    assert isinstance(session.ask("What differs?"), str)  # the network takes the tiles (a count mismatch raises)

@@ -15,6 +15,7 @@ from transformers import (
 )
 
 from lightning_mm.data.anyres_layout import AnyResLayout, anyres_layout, fit_size
+from lightning_mm.data.layout import image_token_counts, sample_layout
 from lightning_mm.models import VisionTower
 from lightning_mm.models.anyres import AnyResGeometry, num_tiles
 from lightning_mm.zoo import build_network, get_spec
@@ -104,3 +105,16 @@ def test_anyres_layout_of_a_network():
     layout = anyres_layout(from_zoo, VisionTower.data_config(from_zoo.vision))
     assert isinstance(layout, AnyResLayout) and layout.geometry.max_tiles == 4
     assert anyres_layout(build_network(get_spec("tiny")), DATA_CONFIG) is None
+
+
+@pytest.mark.parametrize(("name", "untiled"), [("tiny-llava-next", False), ("tiny-llava-onevision", True)])
+def test_onevision_reads_the_images_of_a_multi_image_sample_untiled(name, untiled):
+    network = build_network(get_spec(name))
+    layout = anyres_layout(network, VisionTower.data_config(network.vision))
+    image, size = _photo(40, 70), (40, 70)
+    assert sample_layout(layout, 1) is layout  # a single image is always tiled
+    several = sample_layout(layout, 2)
+    tiles = several.prepare(image).tiles
+    assert len(tiles) == (1 if untiled else len(layout.prepare(image).tiles)) and len(layout.prepare(image).tiles) > 1
+    assert several.prompt_ids(size) == layout.prompt_ids(size, tiled=not untiled)
+    assert image_token_counts(layout, [size, size], layout.image_token_id) == [len(several.prompt_ids(size))] * 2

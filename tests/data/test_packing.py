@@ -242,3 +242,29 @@ def test_synthetic_datamodule_trains_on_packed_rows(tmp_path):
     batch = next(iter(trainer.train_dataloader))
     assert "position_ids" in batch and batch["input_ids"].shape[1] <= 96 and len(batch["id"][0]) > 1
     assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+def test_packed_rows_of_tiled_images_keep_the_per_image_keys():
+    """Any-resolution images (several tiles each, different sizes) packed: tiles, sizes and counts stay aligned."""
+    root = Path(__file__).resolve().parents[1] / "assets"
+    torch.manual_seed(0)
+    module = MultimodalModule(model="tiny-llava-next", model_overrides={"tokenizer": str(root / "tokenizer")})
+    layout, image_id = module.image_layout, module.image_token_id
+    dm = LlavaDataModule(train_path=str(root / "llava" / "llava_tiny.json"), image_folder=str(root / "llava"),
+                         template="chatml", packing=True, max_length=400, batch_size=8)  # fmt: skip
+    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, image_id, layout)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert any(len(row) > 1 for row in batch["id"]) and batch["tiles_per_image"].max() > 1
+    sizes, tiles = batch["image_sizes"], batch["tiles_per_image"]
+    assert (
+        batch["pixel_values"].shape[0] == int(tiles.sum()) and len(sizes) == len(tiles) == batch["image_counts"].sum()
+    )
+    offset = 0
+    for r, n in enumerate(batch["image_counts"].tolist()):  # each row: its images' tokens, in sample order
+        expected = sum(len(layout.prompt_ids(tuple(s))) for s in sizes[offset : offset + n].tolist())
+        assert int((batch["input_ids"][r] == image_id).sum()) == expected
+        offset += n
+    module.configure_model()
+    hidden = module(batch)  # the network takes every tile of every image: no count mismatch
+    assert hidden.shape[:2] == batch["input_ids"].shape and torch.isfinite(hidden).all()

@@ -33,3 +33,10 @@ def test_pattern_filters_and_unknown_pattern_fails(capsys):
 
 def test_format_count():
     assert [format_count(n) for n in (7_063_427_072, 924_095_168, 489_472, 12)] == ["7.06B", "924.1M", "489.5K", "12"]
+
+
+def test_size_dependent_models_print_their_image_tokens_per_tile_or_view(capsys):
+    assert main(["zoo", "tiny-llava-next"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[1].split()[-2] == "16/tile"  # 4 x 4 tokens a tile
+    assert main(["zoo", "smolvlm-256m"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[1].split()[-2] == "64/view"  # 512 px view, pixel shuffle 4
