@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from transformers.initialization import no_init_weights
 
 from lightning_mm.interop.anyres_processor import anyres_hf_processor
@@ -21,7 +22,7 @@ from lightning_mm.interop.llava import TEMPLATE_KEY
 from lightning_mm.interop.processor import hf_image_processor, hf_processor
 from lightning_mm.placement import merge_lora
 
-__all__ = ["export_hf", "to_hf_model"]
+__all__ = ["export_hf", "save_hf_model", "to_hf_model"]
 
 
 def to_hf_model(network: torch.nn.Module, family: str | None = None) -> Any:
@@ -81,18 +82,8 @@ def export_hf(
         ValueError: for what transformers' LLaVA cannot represent (a DINOv2 tower with registers, another projector),
             naming why.
     """
-    if module.network is None:
-        raise RuntimeError("The network is not built yet: call configure_model() first.")
     out = Path(output_dir)
-    network = copy.deepcopy(module.network).eval()
-    merge_lora(network)
-    model = to_hf_model(network, family)
-    if dtype is not None:
-        model = model.to(dtype)
-    # our chat template by name (transformers keeps unknown config keys): import renders prompts as training did
-    setattr(model.config, TEMPLATE_KEY, module.spec.template)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    model, network = save_hf_model(module, out, family, dtype)
     tower = network.vision
     config = model.config
     if family_of(network) != "llava":
@@ -109,3 +100,25 @@ def export_hf(
     )
     processor.save_pretrained(out)
     return out
+
+
+def save_hf_model(module: Any, out: Path, family: str | None, dtype: torch.dtype | None) -> tuple[Any, nn.Module]:
+    """Write a copy of ``module``'s network, LoRA merged, as transformers' model of ``family`` into ``out``.
+
+    The config records our chat template by name (transformers keeps unknown config keys), so an import renders
+    prompts as training did.
+
+    Returns:
+        (transformers' model, our merged copy of the network).
+    """
+    if module.network is None:
+        raise RuntimeError("The network is not built yet: call configure_model() first.")
+    network = copy.deepcopy(module.network).eval()
+    merge_lora(network)
+    model = to_hf_model(network, family)
+    if dtype is not None:
+        model = model.to(dtype)
+    setattr(model.config, TEMPLATE_KEY, module.spec.template)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    return model, network

@@ -9,13 +9,13 @@ Templates use ``{i}`` for a layer index and ``{p}`` for ``weight``/``bias``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 
-__all__ = ["KeyRule", "apply_rules", "rename_prefixes"]
+__all__ = ["KeyRule", "apply_rules", "convert_network_state", "rename_prefixes"]
 
 _PLACEHOLDERS = {"{i}": r"(?P<i>\d+)", "{p}": r"(?P<p>weight|bias)"}
 
@@ -122,3 +122,43 @@ def rename_prefixes(keys: Iterable[str], prefixes: Iterable[tuple[str, str]]) ->
                 break
         out[key] = new
     return out
+
+
+def convert_network_state(
+    state: Mapping[str, torch.Tensor],
+    to: str,
+    vision: tuple[str, str],
+    vision_rules: Sequence[KeyRule],
+    projector_rules: Sequence[KeyRule],
+    llm: Sequence[tuple[str, str]],
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Names of a whole VLM state dict converted one way: the tower by its rules, the projector by its rules, the LM
+    renamed by prefix.
+
+    Args:
+        state: The tensors, by the source side's names.
+        to: ``"hf"`` (ours -> transformers') or ``"ours"``.
+        vision: (our tower prefix, transformers' tower prefix).
+        vision_rules: The tower family's rules (names relative to the tower prefixes).
+        projector_rules: The projector's rules (whole names).
+        llm: (our prefix, transformers' prefix) pairs renamed as they are (decoder, output projection).
+
+    Returns:
+        (converted tensors, the source names no rule or prefix took, sorted).
+    """
+    src, dst = vision if to == "hf" else vision[::-1]
+    prefixes = list(llm) if to == "hf" else [pair[::-1] for pair in llm]
+    tower = {k[len(src) :]: v for k, v in state.items() if k.startswith(src)}
+    converted, left = apply_rules(tower, vision_rules, to)
+    out = {dst + k: v for k, v in converted.items()}
+    leftover = [src + k for k in left]
+    rest = {k: v for k, v in state.items() if not k.startswith(src)}
+    converted, left = apply_rules(rest, projector_rules, to)
+    out.update(converted)
+    renamed = rename_prefixes(left, prefixes)
+    for key in left:
+        if renamed[key] == key:
+            leftover.append(key)
+        else:
+            out[renamed[key]] = rest[key]
+    return out, sorted(leftover)

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 from transformers import LlavaConfig, LlavaForConditionalGeneration, PretrainedConfig
 
-from lightning_mm.interop.keys import KeyRule, apply_rules, rename_prefixes
+from lightning_mm.interop.keys import KeyRule, convert_network_state, rename_prefixes
 from lightning_mm.interop.towers import tower_for_hf, tower_for_timm
 
 __all__ = ["LlavaConverter", "check_llava_projector"]
@@ -133,11 +133,7 @@ class LlavaConverter:
                 f"{source}: projector_hidden_act={config.projector_hidden_act!r}, multimodal_projector_bias={bias}; "
                 "only projector_hidden_act='gelu' with biases is supported."
             )
-        text = config.text_config
-        llm_config = {k: v for k, v in text.to_diff_dict().items() if k not in _NOT_ARCHITECTURE}
-        # transformers ties lm_head to the input embeddings when the LLaVA config or its text config says so
-        tied = bool(getattr(config, "tie_word_embeddings", False) or getattr(text, "tie_word_embeddings", False))
-        llm_config.update(model_type=text.model_type, vocab_size=int(text.vocab_size), tie_word_embeddings=tied)
+        text, llm_config = config.text_config, text_model_config(config)
         return {
             "vision_model": family.timm_base,
             "vision_kwargs": kwargs,
@@ -185,27 +181,8 @@ class LlavaConverter:
     ) -> tuple[dict[str, torch.Tensor], list[str]]:
         """The tower through its family's rules, the projector through ``PROJECTOR_RULES``, the LM renamed whole."""
         tower = tower_for_timm(network.vision.model, network.vision.model_name)
-        # (our prefix, transformers' prefix)
-        vision_prefixes = ("vision.model.", VISION)
-        llm_prefixes = ((self._llm_prefix(network), LANGUAGE), ("llm.lm_head.", "lm_head."))
-        if to == "ours":
-            vision_prefixes = vision_prefixes[::-1]
-            llm_prefixes = tuple(pair[::-1] for pair in llm_prefixes)
-        src, dst = vision_prefixes
-        vision = {k[len(src) :]: v for k, v in state.items() if k.startswith(src)}
-        converted, left = apply_rules(vision, tower.rules, to)
-        out = {dst + k: v for k, v in converted.items()}
-        leftover = [src + k for k in left]
-        rest = {k: v for k, v in state.items() if not k.startswith(src)}
-        converted, left = apply_rules(rest, PROJECTOR_RULES, to)
-        out.update(converted)
-        renamed = rename_prefixes(left, llm_prefixes)
-        for key in left:
-            if renamed[key] == key:
-                leftover.append(key)
-            else:
-                out[renamed[key]] = rest[key]
-        return out, sorted(leftover)
+        llm = ((self._llm_prefix(network), LANGUAGE), ("llm.lm_head.", "lm_head."))
+        return convert_network_state(state, to, ("vision.model.", VISION), tower.rules, PROJECTOR_RULES, llm)
 
     def tied_keys(self, network: nn.Module) -> set[str]:
         """Our names a checkpoint may leave out because they share storage with another (tied output embeddings)."""
@@ -242,3 +219,15 @@ class LlavaConverter:
             multimodal_projector_bias=True,
             tie_word_embeddings=bool(getattr(text, "tie_word_embeddings", False)),
         )
+
+
+def text_model_config(config: PretrainedConfig) -> dict[str, Any]:
+    """The architecture entries of a VLM config's ``text_config``, as our LLM config dict.
+
+    transformers ties ``lm_head`` to the input embeddings when the VLM config or its text config says so.
+    """
+    text = config.text_config
+    llm_config = {k: v for k, v in text.to_diff_dict().items() if k not in _NOT_ARCHITECTURE}
+    tied = bool(getattr(config, "tie_word_embeddings", False) or getattr(text, "tie_word_embeddings", False))
+    llm_config.update(model_type=text.model_type, vocab_size=int(text.vocab_size), tie_word_embeddings=tied)
+    return llm_config

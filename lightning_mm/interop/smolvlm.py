@@ -29,8 +29,8 @@ from transformers import (
     SmolVLMVisionConfig,
 )
 
-from lightning_mm.interop.keys import KeyRule, apply_rules, rename_prefixes
-from lightning_mm.interop.llava import _NOT_ARCHITECTURE, TEMPLATE_KEY, _image_overlay
+from lightning_mm.interop.keys import KeyRule, convert_network_state
+from lightning_mm.interop.llava import TEMPLATE_KEY, LlavaConverter, _image_overlay, text_model_config
 from lightning_mm.interop.towers import TowerFamily, _encoder_rules
 from lightning_mm.models.token_reduction import PIXEL_SHUFFLE_FACTORS, PixelShuffleProjector
 
@@ -60,24 +60,20 @@ def _rules() -> tuple[KeyRule, ...]:
 
 # not in the registry of LLaVA's towers (lightning_mm.interop.towers): transformers' LLaVA has no such tower, and the
 # timm layout is SigLIP's, so these families are looked up by this converter only
-SMOLVLM_VISION = HeadlessSiglipFamily(
-    name="smolvlm_vision",
-    hf_model_type="smolvlm_vision",
-    hf_config_class=SmolVLMVisionConfig,
-    timm_base="vit_base_patch16_siglip_224",
-    num_prefix_tokens=0,
-    layer_norm_eps=1e-6,
-    rules=_rules(),
-)
-IDEFICS3_VISION = HeadlessSiglipFamily(
-    name="idefics3_vision",
-    hf_model_type="idefics3_vision",
-    hf_config_class=Idefics3VisionConfig,
-    timm_base="vit_base_patch16_siglip_224",
-    num_prefix_tokens=0,
-    layer_norm_eps=1e-6,
-    rules=_rules(),
-)
+def _family(model_type: str, config_class: type) -> HeadlessSiglipFamily:
+    return HeadlessSiglipFamily(
+        name=model_type,
+        hf_model_type=model_type,
+        hf_config_class=config_class,
+        timm_base="vit_base_patch16_siglip_224",
+        num_prefix_tokens=0,
+        layer_norm_eps=1e-6,
+        rules=_rules(),
+    )
+
+
+SMOLVLM_VISION = _family("smolvlm_vision", SmolVLMVisionConfig)
+IDEFICS3_VISION = _family("idefics3_vision", Idefics3VisionConfig)
 _FAMILIES = {"smolvlm": (SmolVLMConfig, SmolVLMForConditionalGeneration, SMOLVLM_VISION)}
 _FAMILIES["idefics3"] = (Idefics3Config, Idefics3ForConditionalGeneration, IDEFICS3_VISION)
 
@@ -124,10 +120,7 @@ class SmolVLMConverter:
         side = int(vision.image_size) // int(vision.patch_size)
         if side % scale:
             raise ValueError(f"{source}: scale_factor={scale} does not divide the {side}x{side} patch grid.")
-        text = config.text_config
-        llm_config = {k: v for k, v in text.to_diff_dict().items() if k not in _NOT_ARCHITECTURE}
-        tied = bool(getattr(config, "tie_word_embeddings", False) or getattr(text, "tie_word_embeddings", False))
-        llm_config.update(model_type=text.model_type, vocab_size=int(text.vocab_size), tie_word_embeddings=tied)
+        text, llm_config = config.text_config, text_model_config(config)
         return {
             "vision_model": family.timm_base,
             "vision_kwargs": kwargs,
@@ -160,32 +153,10 @@ class SmolVLMConverter:
     def _convert(
         self, state: dict[str, torch.Tensor], network: nn.Module, to: str
     ) -> tuple[dict[str, torch.Tensor], list[str]]:
-        vision_prefixes = ("vision.model.", VISION)
-        llm_prefixes = ((f"llm.{network.llm.base_model_prefix}.", LANGUAGE), ("llm.lm_head.", "lm_head."))
-        if to == "ours":
-            vision_prefixes = vision_prefixes[::-1]
-            llm_prefixes = tuple(pair[::-1] for pair in llm_prefixes)
-        src, dst = vision_prefixes
-        vision = {k[len(src) :]: v for k, v in state.items() if k.startswith(src)}
-        converted, left = apply_rules(vision, self.tower.rules, to)
-        out = {dst + k: v for k, v in converted.items()}
-        leftover = [src + k for k in left]
-        rest = {k: v for k, v in state.items() if not k.startswith(src)}
-        converted, left = apply_rules(rest, PROJECTOR_RULES, to)
-        out.update(converted)
-        renamed = rename_prefixes(left, llm_prefixes)
-        for key in left:
-            if renamed[key] == key:
-                leftover.append(key)
-            else:
-                out[renamed[key]] = rest[key]
-        return out, sorted(leftover)
+        llm = ((f"llm.{network.llm.base_model_prefix}.", LANGUAGE), ("llm.lm_head.", "lm_head."))
+        return convert_network_state(state, to, ("vision.model.", VISION), self.tower.rules, PROJECTOR_RULES, llm)
 
-    def tied_keys(self, network: nn.Module) -> set[str]:
-        """Our names a checkpoint may leave out (tied output embeddings)."""
-        if getattr(network.llm.config.get_text_config(), "tie_word_embeddings", False):
-            return {"llm.lm_head.weight"}
-        return set()
+    tied_keys = LlavaConverter.tied_keys  # our names a checkpoint may leave out (tied output embeddings)
 
     # ------------------------------------------------------------ network -> transformers config
     def hf_config(self, network: nn.Module) -> PretrainedConfig:

@@ -9,7 +9,6 @@ the :class:`~lightning_mm.data.smolvlm_layout.SmolVLMLayout` given (tiles, globa
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,7 @@ from transformers.models.smolvlm.processing_smolvlm import SmolVLMProcessor
 from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
 
 from lightning_mm.data.smolvlm_layout import SmolVLMLayout
-from lightning_mm.interop.export import to_hf_model
-from lightning_mm.interop.llava import TEMPLATE_KEY
-from lightning_mm.placement import merge_lora
+from lightning_mm.interop.export import save_hf_model
 
 __all__ = ["export_smolvlm_hf", "smolvlm_image_processor_settings"]
 
@@ -73,17 +70,8 @@ def export_smolvlm_hf(
         ValueError: for a network transformers' class cannot represent (naming why), or a layout whose tokens per
             tile differ from the network's.
     """
-    if module.network is None:
-        raise RuntimeError("The network is not built yet: call configure_model() first.")
     out = Path(output_dir)
-    network = copy.deepcopy(module.network).eval()
-    merge_lora(network)
-    model = to_hf_model(network, family)
-    if dtype is not None:
-        model = model.to(dtype)
-    setattr(model.config, TEMPLATE_KEY, module.spec.template)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    _, network = save_hf_model(module, out, family, dtype)
     tower = network.vision
     settings = smolvlm_image_processor_settings(layout, tower.pixel_mean, tower.pixel_std)
     tokenizer = module.tokenizer

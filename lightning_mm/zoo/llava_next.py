@@ -18,7 +18,13 @@ script writes it (SigLIP geometry, ``text_config`` of Qwen2-0.5B-Instruct with t
 
 from typing import Any
 
-from lightning_mm.zoo.llava import LLAVA_15_HF_IMAGE_PROCESSOR, LLAVA_IMAGE_TOKEN_ID, LLAVA_VOCAB_SIZE, released_llava
+from lightning_mm.zoo.llava import (
+    LLAVA_15_7B_HF_CONFIG,
+    LLAVA_15_HF_IMAGE_PROCESSOR,
+    LLAVA_IMAGE_TOKEN_ID,
+    LLAVA_VOCAB_SIZE,
+    released_llava,
+)
 from lightning_mm.zoo.registry import register_model
 from lightning_mm.zoo.tiny import TINY
 
@@ -38,26 +44,9 @@ LLAVA_NEXT_VICUNA_7B_HF_CONFIG: dict[str, Any] = {
     "use_image_newline_parameter": True,
     "vision_feature_layer": -2,
     "vision_feature_select_strategy": "default",
-    "text_config": {
-        "_name_or_path": "lmsys/vicuna-7b-v1.5",
-        "architectures": ["LlamaForCausalLM"],
-        "max_position_embeddings": 4096,
-        "model_type": "llama",
-        "pad_token_id": 0,
-        "rms_norm_eps": 1e-05,
-        "vocab_size": LLAVA_VOCAB_SIZE,
-    },
-    "vision_config": {
-        "hidden_size": 1024,
-        "image_size": 336,
-        "intermediate_size": 4096,
-        "model_type": "clip_vision_model",
-        "num_attention_heads": 16,
-        "num_hidden_layers": 24,
-        "patch_size": 14,
-        "projection_dim": 768,
-        "vocab_size": 32000,
-    },
+    # the Vicuna-7B and CLIP ViT-L/14-336 of LLaVA-1.5's config (its text config also names pad_token_id 0)
+    "text_config": {**LLAVA_15_7B_HF_CONFIG["text_config"], "pad_token_id": 0},
+    "vision_config": LLAVA_15_7B_HF_CONFIG["vision_config"],
     "vocab_size": LLAVA_VOCAB_SIZE,
 }
 
