@@ -19,7 +19,7 @@ from torch.utils.data import get_worker_info
 from lightning_mm.data.layout import FixedLayout, ImageLayout, image_token_counts
 from lightning_mm.data.segments import IGNORE_INDEX
 
-__all__ = ["EMPTY_KEY", "INLINE_TENSOR_BYTES", "SKIPPED_KEY", "VLMCollator", "WorkerBatch"]
+__all__ = ["EMPTY_KEY", "INLINE_TENSOR_BYTES", "SKIPPED_KEY", "VLMCollator", "WorkerBatch", "check_image_tokens"]
 
 _TENSOR_KEYS = ("input_ids", "labels", "pixel_values", "image_sizes", "tiles_per_image")
 
@@ -90,6 +90,17 @@ def _image_geometry(sample: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]
             f"{per_image.tolist()} and {len(sizes)} image size(s)."
         )
     return torch.as_tensor(sizes, dtype=torch.long), torch.as_tensor(per_image, dtype=torch.long)
+
+
+def check_image_tokens(name: Any, found: int, sizes: torch.Tensor, layout: ImageLayout, image_token_id: int) -> None:
+    """Raise ``ValueError`` naming sample ``name`` unless its ``found`` image tokens are what ``layout`` gives its
+    images of ``sizes`` (n, 2)."""
+    per_image = image_token_counts(layout, sizes.tolist(), image_token_id)
+    if found != sum(per_image):
+        raise ValueError(
+            f"Sample {name!r}: {found} image tokens but {len(per_image)} image(s) of {per_image} tokens "
+            f"= {sum(per_image)} expected."
+        )
 
 
 class VLMCollator:
@@ -186,12 +197,7 @@ class VLMCollator:
             return
         found = (batch["input_ids"] == self.image_token_id).sum(dim=1).tolist()  # (B,)
         for b, (sizes, _) in enumerate(geometry):
-            per_image = image_token_counts(self.layout, sizes.tolist(), self.image_token_id)
-            if found[b] != sum(per_image):
-                raise ValueError(
-                    f"Sample {samples[b].get('id', b)!r}: {found[b]} image tokens but {len(per_image)} image(s) of "
-                    f"{per_image} tokens = {sum(per_image)} expected."
-                )
+            check_image_tokens(samples[b].get("id", b), found[b], sizes, self.layout, self.image_token_id)
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         skipped = [r for s in samples for r in (s.get(SKIPPED_KEY) or ())]

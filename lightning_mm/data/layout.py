@@ -92,4 +92,4 @@ def image_token_counts(layout: ImageLayout, sizes: Sequence[tuple[int, int]], im
     """Image tokens (features) of each image of ``sizes`` (the images of one sample) under ``layout``: its prompt ids
     less the markers."""
     layout = sample_layout(layout, len(sizes))
-    return [sum(1 for t in layout.prompt_ids(tuple(size)) if t == image_token_id) for size in sizes]
+    return [layout.prompt_ids(tuple(size)).count(image_token_id) for size in sizes]

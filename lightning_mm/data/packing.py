@@ -34,6 +34,7 @@ are those of each sample alone. Under data parallelism Lightning hands each rank
 
 from __future__ import annotations
 
+import copy
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -42,8 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from lightning_mm.data.collate import EMPTY_KEY, SKIPPED_KEY, VLMCollator, _image_geometry
-from lightning_mm.data.layout import image_token_counts
+from lightning_mm.data.collate import EMPTY_KEY, SKIPPED_KEY, VLMCollator, _image_geometry, check_image_tokens
 from lightning_mm.data.resumable import ResumableDataLoader
 from lightning_mm.data.templates import IGNORE_INDEX
 
@@ -232,6 +232,10 @@ class PackedCollator:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         self.collator = collator
         self.max_length = int(max_length)
+        # the rows are padded and stacked by a copy without the image-token check: a row is not a sample (its images
+        # belong to several samples), and each sample was checked on its own (``_check``)
+        self._row_collator = copy.copy(collator)
+        self._row_collator.layout = None
 
     def _check(self, sample: Mapping[str, Any]) -> None:
         name, ids = sample.get("id", "?"), sample["input_ids"]
@@ -246,13 +250,7 @@ class PackedCollator:
         image_id, layout = self.collator.image_token_id, self.collator.layout
         if image_id is not None and layout is not None:
             sizes, _ = _image_geometry(sample)  # (n_images, 2)
-            per_image = image_token_counts(layout, sizes.tolist(), image_id)
-            found = int((ids == image_id).sum())
-            if found != sum(per_image):
-                raise ValueError(
-                    f"Sample {name!r}: {found} image tokens but {len(per_image)} image(s) of {per_image} tokens "
-                    f"= {sum(per_image)} expected."
-                )
+            check_image_tokens(name, int((ids == image_id).sum()), sizes, layout, image_id)
 
     @staticmethod
     def _row(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -300,7 +298,7 @@ class PackedCollator:
         samples = [s for item in items for s in ([item] if isinstance(item, Mapping) else item)]
         rows = self.rows(items)
         dropped = [{SKIPPED_KEY: s[SKIPPED_KEY]} for s in samples if SKIPPED_KEY in s]  # no input_ids: counted only
-        batch = self.collator([self._row(r) for r in rows] + dropped)
+        batch = self._row_collator([self._row(r) for r in rows] + dropped)
         if batch.get(EMPTY_KEY):
             return batch
         total = batch["input_ids"].shape[1]

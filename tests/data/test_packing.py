@@ -268,3 +268,21 @@ def test_packed_rows_of_tiled_images_keep_the_per_image_keys():
     module.configure_model()
     hidden = module(batch)  # the network takes every tile of every image: no count mismatch
     assert hidden.shape[:2] == batch["input_ids"].shape and torch.isfinite(hidden).all()
+
+
+def test_packed_rows_of_onevision_samples_are_checked_sample_by_sample():
+    """A row holds several samples: OneVision tiles each single-image sample, though a sample with several images is
+    read untiled, so the image tokens are checked per sample, never per row."""
+    root = Path(__file__).resolve().parents[1] / "assets"
+    torch.manual_seed(0)
+    module = MultimodalModule(model="tiny-llava-onevision", model_overrides={"tokenizer": str(root / "tokenizer")})
+    dm = LlavaDataModule(train_path=str(root / "llava" / "llava_tiny.json"), image_folder=str(root / "llava"),
+                         template="chatml", packing=True, max_length=400, batch_size=8)  # fmt: skip
+    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id,
+            module.image_layout)  # fmt: skip
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert any(len(row) > 1 for row in batch["id"]) and batch["tiles_per_image"].max() > 1
+    module.configure_model()
+    hidden = module(batch)  # the network's splice check: every row's image tokens equal its features
+    assert hidden.shape[:2] == batch["input_ids"].shape and torch.isfinite(hidden).all()
