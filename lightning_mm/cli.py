@@ -6,8 +6,7 @@ import sys
 
 from lightning.pytorch.cli import LightningCLI
 
-from lightning_mm._deprecated import moved
-from lightning_mm.checkpoint_file import check_checkpoint_file
+from lightning_mm.checkpoint.file import check_checkpoint_file
 from lightning_mm.commands import EXTRA_COMMANDS
 from lightning_mm.data.datamodule import VLMDataModule
 from lightning_mm.errors import find_config_error
@@ -15,7 +14,6 @@ from lightning_mm.module import MultimodalModule
 
 __all__ = ["MultimodalCLI", "main"]
 
-__getattr__ = moved(__name__, {"register_command": "lightning_mm.commands.registry"})
 
 
 class MultimodalCLI(LightningCLI):

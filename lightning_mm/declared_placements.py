@@ -13,11 +13,11 @@ from typing import Any
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_mm.checkpoint_format import PLACEMENTS_HPARAM
-from lightning_mm.models.component import COMPONENTS
+from lightning_mm.checkpoint.format import PLACEMENTS_HPARAM
+from lightning_mm.models.component import COMPONENTS, check_component
 from lightning_mm.placement import Placement, apply_placements, format_placement_table, placement_rows
 
-__all__ = ["COMPONENTS", "DeclaredPlacements"]
+__all__ = ["COMPONENTS", "DeclaredPlacements", "check_component"]
 
 
 class DeclaredPlacements:
@@ -46,8 +46,7 @@ class DeclaredPlacements:
             component: ``vision``, ``projector`` or ``llm``.
             placement: A :class:`~lightning_mm.callbacks.Placement` (frozen / full / LoRA, optional ``lr``).
         """
-        if component not in COMPONENTS:
-            raise ValueError(f"Unknown component {component!r}; components are {COMPONENTS}")
+        check_component(component)
         declared: dict[str, Any] = self.hparams[PLACEMENTS_HPARAM]
         previous = declared.get(component)
         declared[component] = placement.to_dict()

@@ -10,13 +10,13 @@ import lightning as L
 import torch
 from torch import nn
 
-from lightning_mm.checkpoint_file import check_checkpoint_file
-from lightning_mm.checkpoint_io import use_atomic_checkpoint_io
-from lightning_mm.checkpoint_state import load_module_state, save_module_state
-from lightning_mm.data.anyres_layout import AnyResLayout
+from lightning_mm.checkpoint.file import check_checkpoint_file
+from lightning_mm.checkpoint.io import use_atomic_checkpoint_io
+from lightning_mm.checkpoint.state import load_module_state, save_module_state
+from lightning_mm.data.contract import DataContract
+from lightning_mm.data.images import ASPECT_MODES
 from lightning_mm.data.layout import ImageLayout
-from lightning_mm.data.templates import get_template
-from lightning_mm.declared_placements import COMPONENTS, DeclaredPlacements
+from lightning_mm.declared_placements import COMPONENTS, DeclaredPlacements, check_component
 from lightning_mm.distributed.setup import check_strategy, shard_for_strategy
 from lightning_mm.evaluation_steps import EvaluationSteps
 from lightning_mm.loss import count_supervised, mask_sample_starts
@@ -24,9 +24,8 @@ from lightning_mm.models import VisionLanguageModel
 from lightning_mm.optim import build_scheduler, split_decay
 from lightning_mm.zoo import ModelSpec, build_network, count_image_tokens, get_spec, load_tokenizer
 from lightning_mm.zoo.checks import check_spec
+from lightning_mm.zoo.contract import data_contract, image_token_id
 from lightning_mm.zoo.hf import absolute_hf_name
-from lightning_mm.zoo.smolvlm import layout_for_spec
-from lightning_mm.zoo.spec import image_tiling_geometry
 
 __all__ = ["COMPONENTS", "MultimodalModule"]
 
@@ -76,6 +75,10 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
             ``.../<category>`` (:class:`~lightning_mm.metrics.AnswerMetrics`).
         placements: Component -> placement, in :meth:`~lightning_mm.callbacks.Placement.to_dict` form
             (``{"llm": {"mode": "lora", "r": 8}}``); the placement callbacks are the usual way to declare them.
+        image_aspect: How an image is fitted to the tower's fixed-size input: ``pad`` (to a square with the mean
+            colour, LLaVA-1.5), ``resize`` or ``crop``. Part of the model: the datamodules, ``chat`` and
+            ``export`` read it from the checkpoint. Families whose layout cuts images themselves (tiling, image
+            splitting) do not read it.
     """
 
     def __init__(
@@ -93,10 +96,13 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
         activation_checkpointing: bool = False,
         eval_generate: bool = False,
         placements: dict[str, dict[str, Any]] | None = None,
+        image_aspect: str = "pad",
     ) -> None:
         super().__init__()
         if loss_normalization not in ("tokens", "mean"):
             raise ValueError(f"loss_normalization must be 'tokens' or 'mean', got {loss_normalization!r}")
+        if image_aspect not in ASPECT_MODES:
+            raise ValueError(f"image_aspect must be one of {', '.join(ASPECT_MODES)}, got {image_aspect!r}")
         self.save_hyperparameters(ignore=["optimizer"])
         # recorded in checkpoints (also when the CLI gives the hyperparameters): not relative to the working directory
         self.hparams["model"] = model = absolute_hf_name(model)
@@ -112,12 +118,13 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
         self.max_new_tokens = max_new_tokens
         self.activation_checkpointing = activation_checkpointing
         self.eval_generate = eval_generate
+        self.image_aspect = image_aspect
         self.network: VisionLanguageModel | None = None
         self.declare_placements(placements)
         self.base_mismatch: list[str] = []  # components whose base differed from an adapter-only checkpoint's
         self._tokenizer = None
         self._image_geometry: tuple[int, dict[str, Any]] | None = None
-        self._image_layout: tuple[ImageLayout | None] | None = None  # (layout,) once computed
+        self._data_contract: DataContract | None = None
         self._window_items = 0  # supervised targets seen since the last optimiser step (this rank)
         self.init_evaluation_metrics()
 
@@ -143,40 +150,28 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
         return dict(self._image_geometry[1])
 
     @property
-    def image_layout(self) -> ImageLayout | None:
-        """How images become tiles and prompt ids when their token count depends on their size; None: fixed size.
+    def data_contract(self) -> DataContract:
+        """What the data side needs from this model (:class:`~lightning_mm.data.DataContract`): tokenizer, image-token
+        id, the family's image layout, image preprocessing with :attr:`image_aspect`, chat template and stop ids. The
+        datamodules bind to it in ``setup``; ``predict``, ``chat`` and ``export`` read it."""
+        if self._data_contract is None:
+            self._data_contract = data_contract(self.spec, self.tokenizer, self.image_aspect)
+        return self._data_contract
 
-        An :class:`~lightning_mm.data.anyres_layout.AnyResLayout` for a spec with ``image_tiling`` (LLaVA-NeXT,
-        LLaVA-OneVision), a :class:`~lightning_mm.data.smolvlm_layout.SmolVLMLayout` for the SmolVLM family (template
-        ``smolvlm``: image splitting with row/column markers), None otherwise (the datamodules then use a
-        :class:`~lightning_mm.data.FixedLayout` of :attr:`num_image_tokens`). The datamodules read it in ``setup``.
-        """
-        if self._image_layout is None:
-            self._image_layout = (self._make_image_layout(),)
-        return self._image_layout[0]
-
-    def _make_image_layout(self) -> ImageLayout | None:
-        geometry = image_tiling_geometry(self.spec)
-        if geometry is not None:
-            return AnyResLayout(geometry, self.image_data_config, self.image_token_id)
-        if self.spec.template == "smolvlm":
-            return layout_for_spec(self.spec, self.tokenizer)
-        return None
+    @property
+    def image_layout(self) -> ImageLayout:
+        """How images become tiles and prompt ids (the contract's layout; never None)."""
+        return self.data_contract.layout
 
     @property
     def image_token_id(self) -> int:
         """Id of the image placeholder token."""
-        if self.spec.image_token_id is not None:
-            return self.spec.image_token_id
-        return int(self.tokenizer.convert_tokens_to_ids(self.spec.image_token))
+        return image_token_id(self.spec, self._tokenizer if self.spec.image_token_id is not None else self.tokenizer)
 
     @property
     def stop_token_ids(self) -> list[int]:
         """Token ids that end generation: EOS and the chat template's end-of-turn token."""
-        tok = self.tokenizer
-        eot = get_template(self.spec.template).end_of_turn(tok)
-        ids = [tok.eos_token_id, tok.convert_tokens_to_ids(eot)]
-        return list(dict.fromkeys(i for i in ids if i is not None))
+        return self.data_contract.stop_token_ids
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -192,7 +187,7 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
         """Lightning's ``load_from_checkpoint``, after a short error for a missing, empty or truncated file.
 
         A whole checkpoint (not adapter-only) builds the network from its configs and loads its weights: the
-        pretrained weights the model started from are not read (:mod:`lightning_mm.checkpoint_state`).
+        pretrained weights the model started from are not read (:mod:`lightning_mm.checkpoint.state`).
         """
         check_checkpoint_file(checkpoint_path)
         return super().load_from_checkpoint(
@@ -226,8 +221,7 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
 
     def component(self, name: str) -> nn.Module:
         """The ``vision``, ``projector`` or ``llm`` submodule of the network."""
-        if name not in COMPONENTS:
-            raise ValueError(f"Unknown component {name!r}; components are {COMPONENTS}")
+        check_component(name)
         if self.network is None:
             raise RuntimeError("The network is not built yet: call configure_model() first.")
         return getattr(self.network, name)
@@ -294,14 +288,14 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
 
     # ---------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Mark the checkpoint whole or adapter-only (:func:`~lightning_mm.checkpoint_state.save_module_state`)."""
+        """Mark the checkpoint whole or adapter-only (:func:`~lightning_mm.checkpoint.state.save_module_state`)."""
         save_module_state(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Placements and adapters in place before the weights load; an adapter-only state dict completed.
 
         A component without a declared placement takes the checkpoint's; one declared differently (e.g. by this run's
-        callbacks) raises (:func:`~lightning_mm.checkpoint_state.load_module_state`).
+        callbacks) raises (:func:`~lightning_mm.checkpoint.state.load_module_state`).
         """
         load_module_state(self, checkpoint)
 

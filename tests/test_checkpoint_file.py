@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lightning_mm import MultimodalModule
-from lightning_mm.checkpoint_file import CheckpointFileError, check_checkpoint_file
+from lightning_mm.checkpoint.file import CheckpointFileError, check_checkpoint_file
 
 
 @pytest.fixture()

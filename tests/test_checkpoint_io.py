@@ -12,7 +12,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lightning_mm.checkpoint_io import AtomicCheckpointIO, use_atomic_checkpoint_io
+from lightning_mm.checkpoint.io import AtomicCheckpointIO, use_atomic_checkpoint_io
 
 ROOT = Path(__file__).parents[1]
 

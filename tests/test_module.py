@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_mm import MultimodalModule
 from lightning_mm.callbacks import FreezeComponent, FullComponent, LoRAComponent, Placement
-from lightning_mm.checkpoint_format import CHECKPOINT_KEY
+from lightning_mm.checkpoint.format import CHECKPOINT_KEY
 from lightning_mm.data import SyntheticVQADataModule, VLMCollator
 
 

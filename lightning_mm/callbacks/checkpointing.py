@@ -1,7 +1,7 @@
 """Adapter-only checkpoints: the trained weights and the placement, without the frozen base.
 
-The checkpoint format (key, fingerprints, adapter-only state dict) is :mod:`lightning_mm.checkpoint_format`; what the
-module writes and reads in its checkpoint hooks is :mod:`lightning_mm.checkpoint_state`.
+The checkpoint format (key, fingerprints, adapter-only state dict) is :mod:`lightning_mm.checkpoint.format`; what the
+module writes and reads in its checkpoint hooks is :mod:`lightning_mm.checkpoint.state`.
 """
 
 from __future__ import annotations
@@ -11,24 +11,10 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from lightning_mm._deprecated import moved
-from lightning_mm.checkpoint_format import make_adapter_only
+from lightning_mm.checkpoint.format import make_adapter_only
 
 __all__ = ["AdapterOnlyCheckpoint"]
 
-__getattr__ = moved(
-    __name__,
-    {
-        name: "lightning_mm.checkpoint_format"
-        for name in (
-            "CHECKPOINT_KEY",
-            "adapter_only_state",
-            "base_fingerprint",
-            "fingerprint_mismatches",
-            "frozen_parameter_names",
-        )
-    },
-)
 
 
 class AdapterOnlyCheckpoint(Callback):

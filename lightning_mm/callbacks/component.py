@@ -18,16 +18,16 @@ when the network already exists), and stores them in its checkpoints.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from lightning_mm.models.component import ComponentName, check_component
 from lightning_mm.placement import Placement
 
 __all__ = ["ComponentPlacement", "FreezeComponent", "FullComponent", "LoRAComponent"]
 
-Component = Literal["vision", "projector", "llm"]
 Mode = Literal["frozen", "full", "lora"]
 
 
@@ -52,7 +52,7 @@ class ComponentPlacement(Callback):
 
     def __init__(
         self,
-        component: Component,
+        component: ComponentName,
         mode: Mode,
         r: int = 8,
         alpha: float = 16.0,
@@ -60,8 +60,7 @@ class ComponentPlacement(Callback):
         target_modules: list[str] | None = None,
         lr: float | None = None,
     ) -> None:
-        if component not in get_args(Component):
-            raise ValueError(f"Unknown component {component!r}; components are {get_args(Component)}.")
+        check_component(component)
         self.component = component
         self.placement = Placement(
             mode=mode,
@@ -100,7 +99,7 @@ class FreezeComponent(ComponentPlacement):
         component: ``vision``, ``projector`` or ``llm``.
     """
 
-    def __init__(self, component: Component) -> None:
+    def __init__(self, component: ComponentName) -> None:
         super().__init__(component, "frozen")
 
 
@@ -112,7 +111,7 @@ class FullComponent(ComponentPlacement):
         lr: Learning rate of this component (default: the optimiser's ``lr``); LLaVA trains its projector at its own.
     """
 
-    def __init__(self, component: Component, lr: float | None = None) -> None:
+    def __init__(self, component: ComponentName, lr: float | None = None) -> None:
         super().__init__(component, "full", lr=lr)
 
 
@@ -133,7 +132,7 @@ class LoRAComponent(ComponentPlacement):
 
     def __init__(
         self,
-        component: Component,
+        component: ComponentName,
         r: int = 8,
         alpha: float = 16.0,
         dropout: float = 0.0,

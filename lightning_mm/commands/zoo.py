@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 from lightning_mm.commands.registry import register_command
+from lightning_mm.families import get_family
 from lightning_mm.zoo import ModelSpec, count_image_tokens, get_spec, list_models, parameter_counts
 
-HEADER = ("name", "vision", "llm", "params", "img tokens", "template")
+HEADER = ("name", "family", "vision", "llm", "params", "img tokens", "template")
 
 
 def format_count(n: int) -> str:
@@ -19,17 +20,9 @@ def format_count(n: int) -> str:
 
 
 def image_tokens(spec: ModelSpec) -> str:
-    """The image-token column: one number for fixed-size models; per tile for models whose count depends on the size.
-
-    Any-resolution tiling (``image_tiling``): the tokens of one tile (plus its row's newline), ``"576/tile"``; image
-    splitting (the ``smolvlm`` family): the tokens of one view, ``"64/view"``. An image takes several of them.
-    """
-    count = count_image_tokens(spec)[0]
-    if spec.image_tiling is not None:
-        return f"{count - 1}/tile"  # count_image_tokens of a tiling spec: one tile + its newline
-    if spec.template == "smolvlm":
-        return f"{count}/view"
-    return str(count)
+    """The image-token column, as the model's family writes it: one number for a fixed-size view, per tile or per
+    view (``"576/tile"``, ``"64/view"``) when an image takes several."""
+    return get_family(spec.family).image_tokens_label(spec, count_image_tokens(spec)[0])
 
 
 def _row(name: str, exact: bool, describe: bool) -> tuple[str, ...]:
@@ -44,7 +37,7 @@ def _row(name: str, exact: bool, describe: bool) -> tuple[str, ...]:
         or spec.checkpoint  # a whole released VLM: its checkpoint
         or f"({spec.llm_config.get('model_type', '?')}, {spec.llm_config.get('num_hidden_layers', '?')}L)"
     )
-    row = (name, spec.vision_model, llm, params, image_tokens(spec), spec.template)
+    row = (name, spec.family, spec.vision_model, llm, params, image_tokens(spec), spec.template)
     return (*row, spec.description) if describe else row
 
 

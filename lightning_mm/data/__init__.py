@@ -2,6 +2,7 @@
 
 from lightning_mm.data.chat_formats import ChatFormat
 from lightning_mm.data.collate import EMPTY_KEY, SKIPPED_KEY, VLMCollator
+from lightning_mm.data.contract import DataContract
 from lightning_mm.data.datamodule import VLMDataModule
 from lightning_mm.data.images import ASPECT_MODES, ImageLoadError, ImageProcessor
 from lightning_mm.data.layout import FixedLayout, ImageLayout, PreparedImage
@@ -30,6 +31,7 @@ __all__ = [
     "BadSampleError",
     "ChatFormat",
     "ChatTemplate",
+    "DataContract",
     "FixedLayout",
     "ImageLayout",
     "ImageLoadError",

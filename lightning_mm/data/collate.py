@@ -16,7 +16,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import get_worker_info
 
-from lightning_mm.data.layout import FixedLayout, ImageLayout, image_token_counts
+from lightning_mm.data.layout import ImageLayout, image_token_counts, resolve_layout
 from lightning_mm.data.segments import IGNORE_INDEX
 
 __all__ = ["EMPTY_KEY", "INLINE_TENSOR_BYTES", "SKIPPED_KEY", "VLMCollator", "WorkerBatch", "check_image_tokens"]
@@ -149,9 +149,7 @@ class VLMCollator:
         self.image_token_id = image_token_id
         self.num_image_tokens = num_image_tokens
         self.pad_to_multiple_of = pad_to_multiple_of
-        if layout is None and image_token_id is not None and num_image_tokens is not None:
-            layout = FixedLayout(num_image_tokens, image_token_id)
-        self.layout = layout
+        self.layout = resolve_layout(layout, num_image_tokens, image_token_id)
 
     def _pad(self, seqs: list[torch.Tensor], value: int) -> torch.Tensor:
         out = pad_sequence(seqs, batch_first=True, padding_value=value, padding_side=self.padding_side)  # (B, T)

@@ -1,4 +1,4 @@
-"""Shared base for the project's LightningDataModules: binds to the model's tokenizer and image geometry."""
+"""Shared base for the project's LightningDataModules: binds to the model's :class:`~lightning_mm.data.DataContract`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from lightning_mm.data.collate import VLMCollator
+from lightning_mm.data.contract import DataContract
 from lightning_mm.data.layout import ImageLayout
 from lightning_mm.data.packing import packed_loader
 from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
@@ -17,12 +18,11 @@ __all__ = ["VLMDataModule"]
 
 
 class VLMDataModule(L.LightningDataModule):
-    """Base datamodule that takes its tokenizer and image geometry from the model it trains.
+    """Base datamodule that reads images and renders prompts as the model it trains says.
 
-    The tokenizer, the number of image tokens per image and timm's image data config belong to the model (they depend
-    on the LLM and the vision tower + projector). Under a Trainer they are read from the LightningModule in ``setup``;
-    outside one, call :meth:`bind`. A model whose images take a number of tokens that depends on their size also gives
-    its :class:`~lightning_mm.data.ImageLayout` (the module's ``image_layout`` attribute, or ``bind(layout=...)``).
+    The tokenizer, the image-token id, the image layout (tiles and prompt ids of each image), the tower's image
+    preprocessing and the chat template belong to the model: its :class:`~lightning_mm.data.DataContract`. Under a
+    Trainer it is read from the LightningModule (``data_contract``) in ``setup``; outside one, call :meth:`bind`.
 
     Args:
         batch_size: Per-device micro-batch size.
@@ -39,47 +39,45 @@ class VLMDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.pad_to_multiple_of = pad_to_multiple_of
-        self.tokenizer: PreTrainedTokenizerBase | None = None
-        self.num_image_tokens: int | None = None
-        self.image_data_config: dict[str, Any] | None = None
-        self.image_token_id: int | None = None
-        self.layout: ImageLayout | None = None
+        self.contract: DataContract | None = None
 
-    def bind(
-        self,
-        tokenizer: PreTrainedTokenizerBase,
-        num_image_tokens: int,
-        image_data_config: dict[str, Any],
-        image_token_id: int,
-        layout: ImageLayout | None = None,
-    ) -> VLMDataModule:
-        """Attach the model's tokenizer, image-token count, timm data config, image-token id and image layout.
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase | None:
+        """The bound model's tokenizer (None before :meth:`bind`)."""
+        return self.contract.tokenizer if self.contract is not None else None
 
-        Args:
-            tokenizer: The LM's tokenizer.
-            num_image_tokens: Tokens per image of the default :class:`~lightning_mm.data.FixedLayout`.
-            image_data_config: timm data config of the tower.
-            image_token_id: Id of the image token.
-            layout: How images become tiles and prompt ids, when the count of tokens depends on the image (None: a
-                fixed layout of ``num_image_tokens`` tokens, one tile resized to ``image_data_config``).
-        """
-        self.tokenizer = tokenizer
-        self.num_image_tokens = int(num_image_tokens)
-        self.image_data_config = dict(image_data_config)
-        self.image_token_id = int(image_token_id)
-        self.layout = layout
+    @property
+    def image_token_id(self) -> int | None:
+        """The bound model's image-token id (None before :meth:`bind`)."""
+        return self.contract.image_token_id if self.contract is not None else None
+
+    @property
+    def layout(self) -> ImageLayout | None:
+        """The bound model's image layout (None before :meth:`bind`)."""
+        return self.contract.layout if self.contract is not None else None
+
+    @property
+    def image_data_config(self) -> dict[str, Any] | None:
+        """The bound model's image data config (None before :meth:`bind`)."""
+        return self.contract.image_data_config if self.contract is not None else None
+
+    def bind(self, contract: DataContract) -> VLMDataModule:
+        """Attach the model's data contract (``module.data_contract``)."""
+        if not isinstance(contract, DataContract):
+            raise TypeError(f"bind() takes the model's DataContract (module.data_contract), got {type(contract).__name__}.")
+        self.contract = contract
         return self
 
     def _bind_from_trainer(self) -> None:
-        if self.tokenizer is not None:
+        if self.contract is not None:
             return
         module = self.trainer.lightning_module if self.trainer is not None else None
-        if module is None or not hasattr(module, "tokenizer"):
+        if module is None or not hasattr(module, "data_contract"):
             raise RuntimeError(
-                f"{type(self).__name__} has no tokenizer: train it with a MultimodalModule or call `.bind(...)`."
+                f"{type(self).__name__} has no data contract: train it with a MultimodalModule or call "
+                "`.bind(module.data_contract)`."
             )
-        layout = getattr(module, "image_layout", None)  # a model whose image-token count depends on the image
-        self.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id, layout)
+        self.bind(module.data_contract)
 
     def setup(self, stage: str) -> None:
         self._bind_from_trainer()
@@ -90,7 +88,6 @@ class VLMDataModule(L.LightningDataModule):
             self.tokenizer.pad_token_id,
             padding_side,
             self.image_token_id,
-            self.num_image_tokens,
             pad_to_multiple_of=self.pad_to_multiple_of,
             layout=self.layout,
         )

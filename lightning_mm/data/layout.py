@@ -21,7 +21,14 @@ from PIL import Image
 
 from lightning_mm.data.images import ImageProcessor
 
-__all__ = ["FixedLayout", "ImageLayout", "PreparedImage", "image_token_counts", "sample_layout"]
+__all__ = [
+    "FixedLayout",
+    "ImageLayout",
+    "PreparedImage",
+    "image_token_counts",
+    "resolve_layout",
+    "sample_layout",
+]
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,24 @@ class FixedLayout:
 
     def prompt_ids(self, size: tuple[int, int]) -> list[int]:
         return [self.image_token_id] * self.num_image_tokens
+
+
+def resolve_layout(
+    layout: ImageLayout | None,
+    num_image_tokens: int | None,
+    image_token_id: int | None,
+    processor: ImageProcessor | None = None,
+) -> ImageLayout | None:
+    """``layout``; when None, the :class:`FixedLayout` of ``num_image_tokens`` (None when that is not given either).
+
+    The one place where "no layout" means one fixed-size view per image: a model's
+    :class:`~lightning_mm.data.DataContract` always names its layout; this serves datasets and collators built by hand.
+    """
+    if layout is not None:
+        return layout
+    if num_image_tokens is None or image_token_id is None:
+        return None
+    return FixedLayout(num_image_tokens, image_token_id, processor)
 
 
 def sample_layout(layout: ImageLayout, num_images: int) -> ImageLayout:

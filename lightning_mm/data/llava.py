@@ -32,7 +32,7 @@ from transformers import PreTrainedTokenizerBase
 from lightning_mm.data.chat_template import ChatTemplate, get_template
 from lightning_mm.data.collate import SKIPPED_KEY
 from lightning_mm.data.images import ImageLoadError, ImageProcessor
-from lightning_mm.data.layout import FixedLayout, ImageLayout, PreparedImage, sample_layout
+from lightning_mm.data.layout import FixedLayout, ImageLayout, PreparedImage, resolve_layout, sample_layout
 from lightning_mm.data.llava_records import (
     BAD_INPUT_REASONS,
     DROP_REASONS,
@@ -138,10 +138,9 @@ class LlavaDataset(Dataset):
                 raise ValueError(f"The tokenizer has no {IMAGE_PLACEHOLDER} token: pass image_token_id.")
         self.image_token_id = int(image_token_id)
         self.images = ImageProcessor(image_data_config, image_aspect) if image_data_config is not None else None
+        layout = resolve_layout(layout, self.num_image_tokens, self.image_token_id, self.images)
         if layout is None:
-            if self.num_image_tokens is None:
-                raise ValueError("LlavaDataset needs num_image_tokens or a layout.")
-            layout = FixedLayout(self.num_image_tokens, self.image_token_id, self.images)
+            raise ValueError("LlavaDataset needs num_image_tokens or a layout.")
         self.layout = layout
         self._can_prepare = self.images is not None or not isinstance(layout, FixedLayout)
         self.max_length = max_length

@@ -25,9 +25,11 @@ class LlavaDataModule(VLMDataModule):
         val_path: Validation file(s) (None: no validation).
         predict_path: File(s) whose prompts ``lightning-mm predict`` answers (None: ``val_path``).
         image_folder: Folder the image paths in the records are relative to (None: each data file's folder).
-        template: Chat template: ``plain``, ``vicuna_v1``, ``llama3``, ``chatml`` or ``tokenizer`` (None: the model's).
+        template: Chat template of the data: ``plain``, ``vicuna_v1``, ``llama3``, ``chatml`` or ``tokenizer`` (None:
+            the model's). Overriding it renders the data only (e.g. LLaVA's ``plain`` projector pretraining); ``chat``
+            and ``export`` use the model's own (``model_overrides.template``). How images are fitted to the tower
+            (``image_aspect``) is the model's setting.
         template_kwargs: Arguments of the template (e.g. ``{"system_prompt": "..."}``).
-        image_aspect: ``pad`` (to square with the mean colour, LLaVA-1.5), ``resize`` or ``crop``.
         max_length: Longest sample in tokens, image tokens included (longer: cut, or dropped if the cut would fall
             inside an image span).
         on_bad_sample: ``error`` (raise, naming file, line and id) or ``skip`` (skip and count by reason).
@@ -50,7 +52,6 @@ class LlavaDataModule(VLMDataModule):
         image_folder: str | None = None,
         template: str | None = None,
         template_kwargs: dict[str, Any] | None = None,
-        image_aspect: Literal["pad", "resize", "crop"] = "pad",
         max_length: int = 2048,
         on_bad_sample: Literal["error", "skip"] = "error",
         group_by_length: bool = True,
@@ -71,7 +72,6 @@ class LlavaDataModule(VLMDataModule):
         self.image_folder = image_folder
         self.template = template
         self.template_kwargs = dict(template_kwargs or {})
-        self.image_aspect = image_aspect
         self.max_length = max_length
         self.on_bad_sample = on_bad_sample
         self.group_by_length = group_by_length
@@ -84,11 +84,6 @@ class LlavaDataModule(VLMDataModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if self.template is None:  # the model's own chat format
-            spec = getattr(getattr(self.trainer, "lightning_module", None), "spec", None)
-            self.template = getattr(spec, "template", None)
-            if self.template is None:
-                raise ValueError("LlavaDataModule: set `template` (the model does not name one).")
         if stage == "fit" and self.train_dataset is None:
             self.train_dataset = self.dataset(self.train_path)
         if stage in ("fit", "validate", "test") and self.val_path is not None and self.val_dataset is None:
@@ -107,11 +102,9 @@ class LlavaDataModule(VLMDataModule):
             path,
             self.image_folder,
             self.tokenizer,
-            self.template or "chatml",
-            num_image_tokens=self.num_image_tokens,
-            image_data_config=self.image_data_config,
+            self.template or self.contract.template.name,
+            num_image_tokens=None,
             image_token_id=self.image_token_id,
-            image_aspect=self.image_aspect,
             max_length=self.max_length,
             on_bad_sample=self.on_bad_sample,
             generation=generation,

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_mm.data.chat_template import get_template
 from lightning_mm.data.datamodule import VLMDataModule
-from lightning_mm.data.layout import FixedLayout, ImageLayout
+from lightning_mm.data.layout import FixedLayout, ImageLayout, resolve_layout
 from lightning_mm.data.scenes import (
     ATTRIBUTES,
     CAPTION_PROMPT,
@@ -114,9 +114,9 @@ class SyntheticVQADataset(Dataset):
         self.num_image_tokens = num_image_tokens
         self.image_token_id = image_token_id
         self.canvas = SceneCanvas(image_data_config)
-        self.layout = layout
+        self.layout = resolve_layout(layout, num_image_tokens, image_token_id)
         size = (self.canvas.size, self.canvas.size)
-        self.image_prompt = (layout or FixedLayout(num_image_tokens, image_token_id)).prompt_ids(size)
+        self.image_prompt = self.layout.prompt_ids(size)
         self.num_samples = num_samples
         self.seed = seed
         self.blind_images = blind_images
@@ -192,7 +192,7 @@ class SyntheticVQADataset(Dataset):
             img = torch.zeros(3, self.canvas.size, self.canvas.size)
         else:
             img = self.canvas.draw(s, np.random.default_rng(s["jitter_seed"]))  # (3, S, S)
-        if self.layout is None:
+        if isinstance(self.layout, FixedLayout):  # drawn at the tower's input size: no resizing
             sample["pixel_values"] = self.canvas.normalise(img).unsqueeze(0)  # (1, 3, S, S)
             return sample
         image = Image.fromarray((img * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())  # (S, S, 3) RGB
@@ -260,7 +260,7 @@ class SyntheticVQADataModule(VLMDataModule):
     ) -> SyntheticVQADataset:
         return SyntheticVQADataset(
             self.tokenizer,
-            self.num_image_tokens,
+            self.contract.num_image_tokens,
             self.image_data_config,
             self.image_token_id,
             num_samples=num_samples,

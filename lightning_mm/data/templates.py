@@ -13,9 +13,6 @@ the tokenizer's own Jinja ``chat_template``, supervised where it marks ``{% gene
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 from lightning_mm.data.chat_formats import CHAT_FORMATS, VICUNA_SYSTEM, ChatFormat
 from lightning_mm.data.chat_template import (
     ChatTemplate,
@@ -57,31 +54,3 @@ __all__ = [
     "register_template",
     "split_system",
 ]
-
-# Template classes of earlier releases, now rows of the ChatFormat table: name -> registry name.
-_DEPRECATED_CLASSES = {
-    "PlainTemplate": "plain",
-    "VicunaV1Template": "vicuna_v1",
-    "Llama3Template": "llama3",
-    "ChatMLTemplate": "chatml",
-}
-
-
-def _deprecated_factory(old: str, name: str) -> Any:
-    def make(**options: Any) -> ChatTemplate:
-        warnings.warn(
-            f"lightning_mm.data.templates.{old} is deprecated: use get_template({name!r}, ...).",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return get_template(name, **options)
-
-    make.__name__ = make.__qualname__ = old
-    make.__doc__ = f"Deprecated: ``get_template({name!r}, **options)``."
-    return make
-
-
-def __getattr__(attr: str) -> Any:
-    if attr in _DEPRECATED_CLASSES:
-        return _deprecated_factory(attr, _DEPRECATED_CLASSES[attr])
-    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

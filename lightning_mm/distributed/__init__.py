@@ -13,7 +13,6 @@ DDP's gradient reduction of the projector happen on every rank, in the same orde
 text-only batches (LLaVA's instruction mix has such samples, and modality grouping puts them in batches of their own).
 """
 
-from lightning_mm._deprecated import moved
 from lightning_mm.distributed.checkpoint import PlacementAwareLoading, check_placements, consolidate_checkpoint
 from lightning_mm.distributed.fsdp1 import VLMFSDPStrategy
 from lightning_mm.distributed.fsdp2 import (
@@ -46,4 +45,3 @@ __all__ = [
     "vision_blocks",
 ]
 
-__getattr__ = moved(__name__, {"clean_name": "lightning_mm.checkpoint_format"})

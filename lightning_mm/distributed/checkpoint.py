@@ -17,8 +17,8 @@ from lightning.pytorch.utilities.consolidate_checkpoint import _format_checkpoin
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 
-from lightning_mm.checkpoint_file import check_checkpoint_file
-from lightning_mm.checkpoint_format import clean_name, is_adapter_only, saved_placements
+from lightning_mm.checkpoint.file import check_checkpoint_file
+from lightning_mm.checkpoint.format import clean_name, is_adapter_only, saved_placements
 from lightning_mm.placement import Placement
 
 __all__ = [

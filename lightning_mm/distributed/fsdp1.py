@@ -9,12 +9,10 @@ from typing import Any
 
 from lightning.pytorch.strategies import FSDPStrategy
 
-from lightning_mm._deprecated import moved
 from lightning_mm.errors import ConfigError
 
 __all__ = ["FSDP1_REMOVED", "VLMFSDPStrategy"]
 
-__getattr__ = moved(__name__, {"clean_name": "lightning_mm.checkpoint_format"})
 
 FSDP1_REMOVED = (
     "FSDP1 (FSDPStrategy / lightning_mm.distributed.VLMFSDPStrategy) is no longer supported: use FSDP2, "

@@ -1,9 +1,11 @@
-"""``export_hf``: merge LoRA and write a folder that transformers' ``LlavaForConditionalGeneration`` and
+"""``export_hf``: merge LoRA and write a folder that transformers' VLM class of the model's family and
 ``AutoProcessor`` load with plain ``from_pretrained``.
 
 The weights go through transformers' own model: built from the converted config without initialising its weights,
 the converted tensors assigned strictly (a name left over on either side is an error), then ``save_pretrained``, so
-the files have the layout, sharding and tied-weight handling transformers writes.
+the files have the layout, sharding and tied-weight handling transformers writes. The processor comes from the family
+(:meth:`~lightning_mm.families.Family.hf_processor`) with the model's :class:`~lightning_mm.data.DataContract`: the
+image aspect and chat template the model was trained with.
 """
 
 from __future__ import annotations
@@ -16,31 +18,28 @@ import torch
 from torch import nn
 from transformers.initialization import no_init_weights
 
-from lightning_mm.interop.anyres_processor import anyres_hf_processor
-from lightning_mm.interop.converters import converter_for_network, family_of
-from lightning_mm.interop.llava import TEMPLATE_KEY
-from lightning_mm.interop.processor import hf_image_processor, hf_processor
+from lightning_mm.families.registry import family_for_model_type, get_family, known_model_types
+from lightning_mm.interop.hf_config import TEMPLATE_KEY
 from lightning_mm.placement import merge_lora
 
 __all__ = ["export_hf", "save_hf_model", "to_hf_model"]
 
 
-def to_hf_model(network: torch.nn.Module, family: str | None = None) -> Any:
-    """transformers' model holding ``network``'s weights (shared, not copied; LoRA must be merged first).
-
-    ``family`` (a transformers ``model_type``) defaults to the network's own (:func:`family_of`: ``llava``, or
-    ``llava_next`` / ``llava_onevision`` for any-resolution tiling).
+def to_hf_model(network: torch.nn.Module, model_type: str) -> Any:
+    """transformers' model of ``model_type`` holding ``network``'s weights (shared, not copied; LoRA merged first).
 
     Raises:
         ValueError: when the network cannot be represented (tower, projector, prefix tokens) or a weight has no
             transformers name, naming it.
     """
-    family = family or family_of(network)
-    converter = converter_for_network(family)
+    found = family_for_model_type(model_type)
+    if found is None:
+        raise ValueError(f"No family writes transformers {model_type!r}; known: {', '.join(known_model_types())}.")
+    converter = found[1]
     config = converter.hf_config(network)
     state, leftover = converter.to_hf(network.state_dict(), network)
     if leftover:
-        raise ValueError(f"No transformers {family} name for: {', '.join(leftover[:8])}.")
+        raise ValueError(f"No transformers {model_type} name for: {', '.join(leftover[:8])}.")
     with no_init_weights():  # parameters left uninitialised (all replaced below), buffers (rotary, positions) computed
         model = converter.hf_model_class(config)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
@@ -55,55 +54,42 @@ def to_hf_model(network: torch.nn.Module, family: str | None = None) -> Any:
 
 
 def export_hf(
-    module: Any,
-    output_dir: str | Path,
-    image_aspect: str = "crop",
-    dtype: torch.dtype | None = None,
-    family: str | None = None,
+    module: Any, output_dir: str | Path, dtype: torch.dtype | None = None, model_type: str | None = None
 ) -> Path:
-    """Write ``module``'s network, tokenizer and image processor in transformers' LLaVA format.
+    """Write ``module``'s network, tokenizer and processor in transformers' format of its family.
 
-    Every LoRA adapter is merged (into a copy: the module keeps its adapters). The folder loads with
-    ``LlavaForConditionalGeneration.from_pretrained(output_dir)`` and ``AutoProcessor.from_pretrained(output_dir)``.
+    Every LoRA adapter is merged (into a copy: the module keeps its adapters). The folder loads with the family's
+    transformers class (``LlavaForConditionalGeneration``, ``LlavaNextForConditionalGeneration``,
+    ``LlavaOnevisionForConditionalGeneration``, ``Idefics3ForConditionalGeneration``, ...) and
+    ``AutoProcessor.from_pretrained(output_dir)``; the processor prepares images with the module's ``image_aspect``.
 
     Args:
         module: A built :class:`~lightning_mm.MultimodalModule` (``configure_model()`` called).
         output_dir: Directory to write (created if missing).
-        image_aspect: The aspect mode the data used (``crop``, ``resize``; ``pad`` is approximated, see
-            :mod:`lightning_mm.interop.processor`).
         dtype: Dtype of the written weights (None: as trained).
-        family: transformers model family to write (None: the network's own, ``llava``, ``llava_next`` or
-            ``llava_onevision``). A tiling network's processor reproduces its tiling; ``image_aspect`` is not read.
+        model_type: transformers ``model_type`` to write (None: the family's choice for this network, e.g.
+            ``llava_onevision`` for a tiling that caps its tokens; ``smolvlm`` instead of ``idefics3``).
 
     Returns:
         The output directory.
 
     Raises:
-        ValueError: for what transformers' LLaVA cannot represent (a DINOv2 tower with registers, another projector),
+        ValueError: for what transformers' class cannot represent (a DINOv2 tower with registers, another projector),
             naming why.
     """
     out = Path(output_dir)
-    model, network = save_hf_model(module, out, family, dtype)
-    tower = network.vision
-    config = model.config
-    if family_of(network) != "llava":
-        processor = anyres_hf_processor(network, module.tokenizer, module.image_data_config, module.spec.image_token)
-        processor.save_pretrained(out)
-        return out
-    processor = hf_processor(
-        module.tokenizer,
-        hf_image_processor(module.image_data_config, image_aspect),
-        patch_size=int(tower.model.patch_embed.patch_size[0]),
-        select_strategy=config.vision_feature_select_strategy,
-        num_prefix_tokens=tower.num_prefix_tokens,
-        image_token=module.spec.image_token,
-    )
-    processor.save_pretrained(out)
+    family = get_family(module.spec.family)
+    if module.network is None:
+        raise RuntimeError("The network is not built yet: call configure_model() first.")
+    model_type = model_type or family.hf_model_type(module.network)
+    family.converter(model_type)  # the family writes this format: else an error naming the ones it has
+    model, network = save_hf_model(module, out, model_type, dtype)
+    family.hf_processor(module.data_contract, network, model.config).save_pretrained(out)
     return out
 
 
-def save_hf_model(module: Any, out: Path, family: str | None, dtype: torch.dtype | None) -> tuple[Any, nn.Module]:
-    """Write a copy of ``module``'s network, LoRA merged, as transformers' model of ``family`` into ``out``.
+def save_hf_model(module: Any, out: Path, model_type: str, dtype: torch.dtype | None) -> tuple[Any, nn.Module]:
+    """Write a copy of ``module``'s network, LoRA merged, as transformers' model of ``model_type`` into ``out``.
 
     The config records our chat template by name (transformers keeps unknown config keys), so an import renders
     prompts as training did.
@@ -115,7 +101,7 @@ def save_hf_model(module: Any, out: Path, family: str | None, dtype: torch.dtype
         raise RuntimeError("The network is not built yet: call configure_model() first.")
     network = copy.deepcopy(module.network).eval()
     merge_lora(network)
-    model = to_hf_model(network, family)
+    model = to_hf_model(network, model_type)
     if dtype is not None:
         model = model.to(dtype)
     setattr(model.config, TEMPLATE_KEY, module.spec.template)

@@ -49,13 +49,14 @@ inside it.
 from __future__ import annotations
 
 import types
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 import torch.utils.checkpoint
 from torch import nn
 from transformers import PreTrainedModel
 
+from lightning_mm.errors import ConfigError, did_you_mean
 from lightning_mm.models.language import decoder_of
 
 __all__ = [
@@ -63,15 +64,26 @@ __all__ = [
     "COMPONENTS",
     "DEFAULT_LORA_TARGETS",
     "Component",
+    "ComponentName",
     "LanguageModelComponent",
     "ModuleComponent",
     "TimmTowerComponent",
     "as_component",
+    "check_component",
     "checkpoint_activations",
     "repeated_modules",
 ]
 
 COMPONENTS = ("vision", "projector", "llm")  # forward order
+ComponentName = Literal["vision", "projector", "llm"]  # the names of COMPONENTS, as a type (CLI choices)
+
+
+def check_component(name: str) -> str:
+    """``name`` when it names a component; else a :class:`~lightning_mm.errors.ConfigError` with the close name."""
+    if name not in COMPONENTS:
+        raise ConfigError(f"Unknown component {name!r}.{did_you_mean(str(name), COMPONENTS)} Components: {', '.join(COMPONENTS)}.")
+    return name
+
 ALL_LINEAR = "all-linear"
 # Default LoRA targets by component name. The vision names cover timm ViTs (fused ``qkv``) and the timm families that
 # split q/k/v or gate the MLP (EVA: ``q_proj``..., ``fc1_g``/``fc1_x``); ``all-linear`` is every linear layer of the

@@ -8,7 +8,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from lightning_mm.loss import linear_cross_entropy, shift_labels
-from lightning_mm.models.component import COMPONENTS, Component, as_component, checkpoint_activations
+from lightning_mm.models.component import COMPONENTS, Component, as_component, check_component, checkpoint_activations
 from lightning_mm.models.language import decoder_of
 from lightning_mm.models.vision import VisionTower
 
@@ -110,8 +110,7 @@ class VisionLanguageModel(nn.Module):
         Returns:
             A :class:`~lightning_mm.models.component.Component` (its ``module`` is ``getattr(self, name)``).
         """
-        if name not in COMPONENTS:
-            raise ValueError(f"Unknown component {name!r}; components are {COMPONENTS}")
+        check_component(name)
         return as_component(getattr(self, name), name)
 
     def enable_activation_checkpointing(self) -> None:
@@ -136,7 +135,7 @@ class VisionLanguageModel(nn.Module):
 
         A tower with no trainable parameter runs under ``no_grad`` (no activations are kept for it); the projector's
         input dtype follows the projector's weights. A projector with an ``assemble`` method (any-resolution tiling,
-        :class:`~lightning_mm.models.anyres_projector.AnyResProjector`) turns the tiles' features into each image's
+        :class:`~lightning_mm.families.llava_next.projector.AnyResProjector`) turns the tiles' features into each image's
         tokens.
 
         Args:

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from lightning_mm.models.component import COMPONENTS, as_component
+from lightning_mm.models.component import COMPONENTS, as_component, check_component
 from lightning_mm.placement.lora import (
     adapter_settings,
     inject_lora,
@@ -187,9 +187,8 @@ def apply_placements(network: nn.Module, placements: Mapping[str, Placement]) ->
     Raises:
         ValueError: for an unknown component name, or as :func:`apply_placement`.
     """
-    unknown = sorted(set(placements) - set(COMPONENTS))
-    if unknown:
-        raise ValueError(f"Unknown component {unknown[0]!r}; components are {COMPONENTS}")
+    for name in sorted(placements):
+        check_component(name)
     for component in COMPONENTS:
         if component in placements:
             apply_placement(getattr(network, component), component, placements[component])

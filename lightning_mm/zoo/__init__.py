@@ -1,10 +1,10 @@
-"""Model zoo: named specs (``list_models``), their builders and parameter counts.
+"""Model zoo: named specs (``list_models``), their builders and parameter counts (family-agnostic).
+
+The entries themselves live with their family (``lightning_mm/families/<family>/``), registered when the families load.
 
 ``create_model`` (a ready MultimodalModule) lives above the zoo and the module: :mod:`lightning_mm.factory`.
 """
 
-from lightning_mm._deprecated import moved
-from lightning_mm.zoo import llava, llava_next, small, smolvlm, tiny  # noqa: F401  (registers entries)
 from lightning_mm.zoo.factory import parameter_counts
 from lightning_mm.zoo.registry import get_spec, list_models, register_model
 from lightning_mm.zoo.spec import ModelSpec, build_network, check_tokenizer, count_image_tokens, load_tokenizer
@@ -21,4 +21,3 @@ __all__ = [
     "register_model",
 ]
 
-__getattr__ = moved(__name__, {"create_model": "lightning_mm.factory"})

@@ -10,6 +10,7 @@ import torch
 
 from lightning_mm.data.templates import list_templates
 from lightning_mm.errors import ConfigError, did_you_mean
+from lightning_mm.families.registry import get_family, list_families
 from lightning_mm.models import build_projector, list_projectors
 from lightning_mm.zoo.spec import ModelSpec
 
@@ -32,8 +33,8 @@ def _tower_problem(name: str) -> str | None:
 
 
 def check_spec(spec: ModelSpec, overrides: Mapping[str, Any] | None = None) -> None:
-    """Raise :class:`~lightning_mm.errors.ConfigError` when ``spec`` names a template, projector or tower that does
-    not exist, naming the key (``model_overrides.template`` when an override set it).
+    """Raise :class:`~lightning_mm.errors.ConfigError` when ``spec`` names a family, template, projector or tower that
+    does not exist, naming the key (``model_overrides.template`` when an override set it).
 
     Nothing is built or downloaded: the names are looked up in the template and projector registries and in timm.
 
@@ -42,6 +43,13 @@ def check_spec(spec: ModelSpec, overrides: Mapping[str, Any] | None = None) -> N
         overrides: The overrides it was made with (``model_overrides``), to name the key in errors.
     """
     overrides = overrides or {}
+    try:
+        get_family(spec.family)
+    except ConfigError as err:
+        raise ConfigError(
+            f"{_where(spec, 'family', overrides)}: unknown model family {spec.family!r}."
+            f"{did_you_mean(spec.family, list_families())} Known: {', '.join(list_families())}."
+        ) from err
     templates = list_templates()
     if spec.template not in templates:
         raise ConfigError(

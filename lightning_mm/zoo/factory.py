@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from lightning_mm._deprecated import moved
 from lightning_mm.zoo.registry import get_spec
 from lightning_mm.zoo.spec import ModelSpec, build_network
 
 __all__ = ["parameter_counts"]
 
-__getattr__ = moved(__name__, {"create_model": "lightning_mm.factory"})
 
 
 def parameter_counts(spec: ModelSpec | str) -> dict[str, int]:

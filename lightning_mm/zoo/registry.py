@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 
 from lightning_mm.errors import ConfigError, close_matches
+from lightning_mm.families.registry import load_builtin_families
 from lightning_mm.zoo.hf import HF_PREFIX, hf_spec, is_hf_name
 from lightning_mm.zoo.spec import ModelSpec
 
@@ -29,6 +30,7 @@ def get_spec(name: str) -> ModelSpec:
     Raises:
         ConfigError: for an unknown name, with the closest known names.
     """
+    load_builtin_families()
     if is_hf_name(name):
         source = name.removeprefix(HF_PREFIX)
         registered = [s for s in _REGISTRY.values() if s.checkpoint == source]
@@ -45,5 +47,6 @@ def get_spec(name: str) -> ModelSpec:
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered names, sorted, optionally filtered by a shell-style ``pattern`` (``llava-*``)."""
+    load_builtin_families()
     names = sorted(_REGISTRY)
     return fnmatch.filter(names, pattern) if pattern else names

@@ -12,10 +12,9 @@ from transformers import AddedToken, AutoConfig, AutoTokenizer, PreTrainedModel,
 
 from lightning_mm.data.scenes import build_synthetic_tokenizer
 from lightning_mm.errors import ConfigError, did_you_mean
+from lightning_mm.families.registry import get_family
 from lightning_mm.interop.checkpoint import load_checkpoint
-from lightning_mm.models import VisionLanguageModel, VisionTower, build_language_model, build_projector
-from lightning_mm.models.anyres import AnyResGeometry
-from lightning_mm.models.anyres_projector import tiling_geometry, tiling_projector
+from lightning_mm.models import VisionLanguageModel, VisionTower, build_language_model
 from lightning_mm.models.projector_io import load_projector_weights
 
 __all__ = [
@@ -23,8 +22,8 @@ __all__ = [
     "build_network",
     "check_tokenizer",
     "count_image_tokens",
-    "image_tiling_geometry",
     "load_tokenizer",
+    "vision_tower",
 ]
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ BUILTIN_TOKENIZERS = ("builtin:synthetic",)
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A named model: vision tower, projector, LLM, tokenizer and chat format.
+    """A named model: its family, vision tower, projector, LLM, tokenizer and chat format.
 
     Variants are made with :meth:`replace`, overriding only the fields that differ; dict fields (``vision_kwargs``,
     ``llm_config``) are merged key by key.
@@ -45,6 +44,9 @@ class ModelSpec:
 
     Attributes:
         name: Registry name.
+        family: The model family (:func:`~lightning_mm.families.get_family`): how the projector is built, how images
+            become tiles and prompt ids, which transformers formats it reads and writes (``llava``, ``llava_next``,
+            ``smolvlm``, or a family of your own).
         vision_model: timm architecture, optionally with a pretrained tag (``vit_large_patch14_clip_336.openai``).
         vision_kwargs: Extra ``timm.create_model`` arguments (``img_size``, ``act_layer``, ...).
         feature_layer: Block of the tower whose output is used (LLaVA: -2).
@@ -67,8 +69,8 @@ class ModelSpec:
             (``LlavaForConditionalGeneration``): with ``pretrained=True`` the network builds from the configs above and
             this checkpoint's weights are converted and loaded strictly (:mod:`lightning_mm.interop`);
             ``vision_model``'s tag and ``llm`` are then not read. None: start from the components.
-        image_tiling: Any-resolution tiling (LLaVA-NeXT, LLaVA-OneVision): ``grid_pinpoints`` and optionally
-            ``vision_aspect_ratio`` (``anyres_max_9``); None: one fixed-size image per ``<image>``.
+        image_tiling: Any-resolution tiling, read by the ``llava_next`` family: ``grid_pinpoints`` and optionally
+            ``vision_aspect_ratio`` (``anyres_max_9``).
     """
 
     name: str
@@ -88,6 +90,7 @@ class ModelSpec:
     description: str = ""
     checkpoint: str | None = None
     image_tiling: dict[str, Any] | None = None
+    family: str = "llava"
 
     def replace(self, **overrides: Any) -> ModelSpec:
         """A copy with ``overrides`` applied (dict fields merged, others replaced)."""
@@ -150,7 +153,8 @@ def check_tokenizer(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> None
         )
 
 
-def _vision_tower(spec: ModelSpec, pretrained: bool) -> VisionTower:
+def vision_tower(spec: ModelSpec, pretrained: bool = False) -> VisionTower:
+    """The timm vision tower of ``spec`` (pretrained weights as its ``vision_model`` tag names, when asked)."""
     return VisionTower(
         spec.vision_model,
         pretrained=pretrained,
@@ -162,33 +166,22 @@ def _vision_tower(spec: ModelSpec, pretrained: bool) -> VisionTower:
 
 
 def count_image_tokens(spec: ModelSpec) -> tuple[int, dict[str, Any]]:
-    """Tokens one image becomes after the tower and projector, read from a meta-device forward pass.
+    """Tokens one view of an image becomes after the tower and projector, read from a meta-device forward pass.
 
-    With ``image_tiling``, the tokens of an image given as one tile (its view plus the newline); a tiled image's count
-    depends on its size (:func:`~lightning_mm.models.anyres.anyres_token_count`).
+    A view is the whole image for a fixed-size model, one tile for a tiling one (its family counts what it adds, e.g.
+    a row's newline); the family's layout turns views into an image's count.
 
     Returns:
-        (tokens per image, timm data config of the tower).
+        (tokens per view, timm data config of the tower).
     """
+    family = get_family(spec.family)
     with torch.device("meta"):
-        tower = _vision_tower(spec, pretrained=False)
-        projector = build_projector(spec.projector, tower.hidden_size, tower.hidden_size)
-        if spec.image_tiling is not None:
-            projector = tiling_projector(projector, tower, spec.image_tiling, tower.hidden_size)
+        tower = vision_tower(spec)
+        projector = family.build_projector(spec, tower, tower.hidden_size)
         cfg = tower.data_config()
         x = torch.empty(1, *cfg["input_size"])  # (1, 3, H, W)
-        tokens = projector(tower(x))  # (1, N, D)
-        if spec.image_tiling is not None:
-            tokens = projector.assemble(tokens)[None]  # (1, N + 1, D): one tile, then the newline
-    return int(tokens.shape[1]), cfg
-
-
-def image_tiling_geometry(spec: ModelSpec) -> AnyResGeometry | None:
-    """The any-resolution tiling of ``spec`` (read from its tower built on the meta device), None without tiling."""
-    if spec.image_tiling is None:
-        return None
-    with torch.device("meta"):
-        return tiling_geometry(_vision_tower(spec, pretrained=False), spec.image_tiling)
+        tokens = family.view_tokens(projector, tower(x))
+    return tokens, cfg
 
 
 def _changed_config_keys(name_or_path: str, overrides: dict[str, Any]) -> list[str]:
@@ -263,12 +256,10 @@ def build_network(
         check_tokenizer(spec, tokenizer)
     torch_dtype = torch_dtype or torch.get_default_dtype()
     from_checkpoint = pretrained and spec.checkpoint is not None  # one whole VLM instead of its components
-    vision = _vision_tower(spec, pretrained and not from_checkpoint)
+    vision = vision_tower(spec, pretrained and not from_checkpoint)
     llm = _language_model(spec, tokenizer, pretrained and not from_checkpoint, torch_dtype)
     text_dim = llm.config.get_text_config().hidden_size
-    projector = build_projector(spec.projector, vision.hidden_size, text_dim)
-    if spec.image_tiling is not None:  # the newline embedding and the assembly of each image's tiles
-        projector = tiling_projector(projector, vision, spec.image_tiling, text_dim)
+    projector = get_family(spec.family).build_projector(spec, vision, text_dim)
     if spec.projector_weights is not None:
         if pretrained:
             load_projector_weights(projector, spec.projector_weights)

@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lightning_mm import MultimodalModule
 from lightning_mm.callbacks import AdapterOnlyCheckpoint, FullComponent, LoRAComponent
-from lightning_mm.checkpoint_format import CHECKPOINT_KEY
+from lightning_mm.checkpoint.format import CHECKPOINT_KEY
 from lightning_mm.cli import main
 from lightning_mm.commands.export import load_exported
 

@@ -14,10 +14,10 @@ from transformers import (
     LlavaOnevisionImageProcessorPil,
 )
 
-from lightning_mm.data.anyres_layout import AnyResLayout, anyres_layout, fit_size
+from lightning_mm.families.llava_next.layout import AnyResLayout, anyres_layout, fit_size
 from lightning_mm.data.layout import image_token_counts, sample_layout
 from lightning_mm.models import VisionTower
-from lightning_mm.models.anyres import AnyResGeometry, num_tiles
+from lightning_mm.families.llava_next.geometry import AnyResGeometry, num_tiles
 from lightning_mm.zoo import build_network, get_spec
 from tests.models.test_anyres import IMAGE_TOKEN_ID, TOKENIZER
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from lightning_mm.data.smolvlm_layout import SmolVLMLayout
+from lightning_mm.families.smolvlm.layout import SmolVLMLayout
 from tests.interop.smolvlm_fixtures import (
     ASSETS,
     LONGEST_EDGE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
 
 from lightning_mm.data import get_template
-from lightning_mm.data.smolvlm_template import SmolVLMTemplate  # noqa: F401  (registers ``smolvlm``)
+from lightning_mm.families.smolvlm.template import SmolVLMTemplate  # noqa: F401  (registers ``smolvlm``)
 from tests.interop.smolvlm_fixtures import smolvlm_tokenizer
 
 CONVERSATION = [

@@ -17,7 +17,7 @@ from lightning_mm.callbacks import Placement
 from lightning_mm.cli import main
 from lightning_mm.data import ImageProcessor
 from lightning_mm.interop.export import to_hf_model
-from lightning_mm.interop.processor import hf_image_processor
+from lightning_mm.families.llava.processor import hf_image_processor
 from tests.interop.conftest import (
     ASSETS,
     IMAGE_TOKEN_ID,

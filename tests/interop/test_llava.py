@@ -10,7 +10,7 @@ from transformers import AutoConfig, LlavaForConditionalGeneration
 import lightning_mm
 from lightning_mm.interop import converter_for_network
 from lightning_mm.zoo import build_network, get_spec
-from lightning_mm.zoo.llava import LLAVA_15_7B_HF_CONFIG, LLAVA_15_13B_HF_CONFIG
+from lightning_mm.families.llava.zoo import LLAVA_15_7B_HF_CONFIG, LLAVA_15_13B_HF_CONFIG
 from tests.interop.conftest import batch, rel_err
 
 RELEASED = {"llava-1.5-7b": LLAVA_15_7B_HF_CONFIG, "llava-1.5-13b": LLAVA_15_13B_HF_CONFIG}

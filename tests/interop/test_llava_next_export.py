@@ -19,7 +19,7 @@ from transformers import (
 )
 
 import lightning_mm
-from lightning_mm.data.anyres_layout import AnyResLayout
+from lightning_mm.families.llava_next.layout import AnyResLayout
 from lightning_mm.interop.export import export_hf
 from tests.interop.conftest import ASSETS, IMAGE_TOKEN_ID, rel_err
 from tests.interop.test_llava_next import HF_CLASS

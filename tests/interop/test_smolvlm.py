@@ -8,12 +8,12 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import lightning_mm
-from lightning_mm.data.smolvlm_layout import SmolVLMLayout
+from lightning_mm.families.smolvlm.layout import SmolVLMLayout
 from lightning_mm.interop.checkpoint import checkpoint_spec_fields
 from lightning_mm.interop.export import to_hf_model
-from lightning_mm.interop.smolvlm_export import export_smolvlm_hf
+from lightning_mm.families.smolvlm.processor import export_smolvlm_hf
 from lightning_mm.zoo import ModelSpec, build_network, get_spec
-from lightning_mm.zoo.smolvlm import layout_for_spec
+from lightning_mm.families.smolvlm.zoo import layout_for_spec
 from tests.interop.conftest import rel_err
 from tests.interop.smolvlm_fixtures import (
     LONGEST_EDGE,

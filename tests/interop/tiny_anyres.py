@@ -20,7 +20,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from lightning_mm.models.anyres import AnyResGeometry, anyres_token_count, num_tiles, parse_max_tiles
+from lightning_mm.families.llava_next.geometry import AnyResGeometry, anyres_token_count, num_tiles, parse_max_tiles
 from tests.interop.conftest import IMAGE_TOKEN_ID, VOCAB, perturb
 
 TILE, PATCH = 16, 4

@@ -16,7 +16,7 @@ from transformers import (
     LlavaOnevisionVideoProcessor,
 )
 
-from lightning_mm.models.anyres import (
+from lightning_mm.families.llava_next.geometry import (
     AnyResGeometry,
     anyres_token_count,
     assemble_anyres,

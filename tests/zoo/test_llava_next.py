@@ -10,10 +10,10 @@ from transformers import AutoConfig, LlavaNextForConditionalGeneration, LlavaOne
 from lightning_mm import MultimodalModule
 from lightning_mm.data import SyntheticVQADataModule
 from lightning_mm.interop import converter_for_network
-from lightning_mm.models.anyres import anyres_token_count, num_tiles
-from lightning_mm.models.anyres_projector import AnyResProjector
+from lightning_mm.families.llava_next.geometry import anyres_token_count, num_tiles
+from lightning_mm.families.llava_next.projector import AnyResProjector
 from lightning_mm.zoo import build_network, get_spec
-from lightning_mm.zoo.llava_next import LLAVA_NEXT_VICUNA_7B_HF_CONFIG, LLAVA_ONEVISION_0_5B_HF_CONFIG
+from lightning_mm.families.llava_next.zoo import LLAVA_NEXT_VICUNA_7B_HF_CONFIG, LLAVA_ONEVISION_0_5B_HF_CONFIG
 
 RELEASED = {
     "llava-next-vicuna-7b": ("llava_next", LLAVA_NEXT_VICUNA_7B_HF_CONFIG, LlavaNextForConditionalGeneration),

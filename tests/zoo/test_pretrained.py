@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from lightning_mm import MultimodalModule, create_model
 from lightning_mm.callbacks import Placement
-from lightning_mm.checkpoint_format import CHECKPOINT_KEY, make_adapter_only
+from lightning_mm.checkpoint.format import CHECKPOINT_KEY, make_adapter_only
 from lightning_mm.zoo import ModelSpec, build_network
 
 LLAMA = {

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_mm.models.anyres import AnyResGeometry, assemble_anyres, num_tiles, parse_max_tiles
+from lightning_mm.families.llava_next.geometry import AnyResGeometry, assemble_anyres, num_tiles, parse_max_tiles
 from lightning_mm.models.vision import VisionTower
 
 __all__ = ["AnyResProjector", "tiling_geometry", "tiling_projector"]

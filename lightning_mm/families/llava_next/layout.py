@@ -7,7 +7,7 @@ tower's timm transform (:class:`~lightning_mm.data.images.ImageProcessor`, ``res
 so the tensors are uint8 like every other image of the package (or normalised floats with ``normalize=True``).
 
 ``prompt_ids(size)`` is the image-token run one ``<image>`` becomes: its length is
-:func:`~lightning_mm.models.anyres.anyres_token_count`, the number of features the network writes for the image.
+:func:`~lightning_mm.families.llava_next.geometry.anyres_token_count`, the number of features the network writes for the image.
 
 OneVision reads the images of a sample with several images untiled: ``prepare(image, tiled=False)`` gives one tile,
 the image padded to a square with the mean colour and resized (``LlavaOnevisionImageProcessor``'s multi-image path),
@@ -23,14 +23,12 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torch import nn
 
 from lightning_mm.data.images import ImageProcessor
 from lightning_mm.data.layout import PreparedImage
-from lightning_mm.models.anyres import AnyResGeometry, anyres_token_count, best_resolution
-from lightning_mm.models.anyres_projector import AnyResProjector
+from lightning_mm.families.llava_next.geometry import AnyResGeometry, anyres_token_count, best_resolution
 
-__all__ = ["AnyResLayout", "UntiledLayout", "anyres_layout", "fit_size"]
+__all__ = ["AnyResLayout", "UntiledLayout", "fit_size"]
 
 
 def fit_size(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
@@ -48,7 +46,7 @@ class AnyResLayout:
 
     Args:
         geometry: The model's tiling (:attr:`AnyResProjector.geometry
-            <lightning_mm.models.anyres_projector.AnyResProjector.geometry>`).
+            <lightning_mm.families.llava_next.projector.AnyResProjector.geometry>`).
         data_config: timm data config of the tower (input size, mean, std, interpolation).
         image_token_id: Id of the image token.
         normalize: Return normalised float32 tiles instead of uint8 ones.
@@ -125,17 +123,3 @@ class UntiledLayout:
 
     def prompt_ids(self, size: tuple[int, int]) -> list[int]:
         return self.layout.prompt_ids(size, tiled=False)
-
-
-def anyres_layout(network: nn.Module, data_config: dict[str, Any], normalize: bool = False) -> AnyResLayout | None:
-    """The layout of ``network`` when it tiles images (its projector is an :class:`AnyResProjector`), else None.
-
-    Args:
-        network: A :class:`~lightning_mm.models.VisionLanguageModel`.
-        data_config: timm data config of its tower (``module.image_data_config``).
-        normalize: Normalised float32 tiles instead of uint8 ones.
-    """
-    projector = getattr(network, "projector", None)
-    if not isinstance(projector, AnyResProjector):
-        return None
-    return AnyResLayout(projector.geometry, data_config, network.image_token_id, normalize=normalize)

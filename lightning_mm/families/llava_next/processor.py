@@ -1,8 +1,8 @@
 """transformers' processors of an any-resolution network: ``LlavaNextProcessor`` / ``LlavaOnevisionProcessor``.
 
-Their image processors cut tiles exactly as :class:`~lightning_mm.data.anyres_layout.AnyResLayout` does (base view
+Their image processors cut tiles exactly as :class:`~lightning_mm.families.llava_next.layout.AnyResLayout` does (base view
 resized to the tile, grid tiles from the image fitted into the best pinpoint on black) with the tower's mean, std and
-resampling, and their token counts are :func:`~lightning_mm.models.anyres.anyres_token_count`'s, so an exported
+resampling, and their token counts are :func:`~lightning_mm.families.llava_next.geometry.anyres_token_count`'s, so an exported
 folder reads images as training did.
 """
 
@@ -22,7 +22,7 @@ from transformers import (
     ProcessorMixin,
 )
 
-from lightning_mm.models.anyres_projector import AnyResProjector
+from lightning_mm.families.llava_next.projector import AnyResProjector
 
 __all__ = ["anyres_hf_processor"]
 

@@ -5,7 +5,7 @@ other: ``load_from_checkpoint`` builds the network with its adapters before the 
 
 * saving: a whole checkpoint (every weight in the file) records ``pretrained: false`` in its hyperparameters, so
   loading it builds the network from configs and never reads (or downloads) the pretrained weights again; the
-  module's own setting is kept under :data:`~lightning_mm.checkpoint_format.CHECKPOINT_KEY` and restored on load.
+  module's own setting is kept under :data:`~lightning_mm.checkpoint.format.CHECKPOINT_KEY` and restored on load.
 * loading into a module that exists already (``fit(ckpt_path=...)``): it takes the checkpoint's placement for every
   component it does not declare, and refuses a different one; checkpoints of earlier versions (placements under the
   checkpoint key) are read the same way. An adapter-only state dict is completed with the freshly built base.
@@ -17,7 +17,7 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lightning_mm.checkpoint_format import (
+from lightning_mm.checkpoint.format import (
     CHECKPOINT_KEY,
     base_fingerprint,
     fingerprint_mismatches,

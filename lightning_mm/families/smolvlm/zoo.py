@@ -4,8 +4,8 @@ The released Instruct checkpoints are transformers' Idefics3 (``model_type`` ``i
 512 px (93M parameters) read at its last block through ``post_layernorm``, pixel shuffle by 4 (1024 patches -> 64
 tokens per 512 px tile) + one Linear without bias, and SmolLM2-135M / SmolLM2-360M (Llama) with 49280 embedding rows.
 Images are resized to a longest edge of 2048, split into 512 px tiles plus a global view, and written with row/column
-marker tokens (:class:`~lightning_mm.data.smolvlm_layout.SmolVLMLayout`). The chat format is ``smolvlm``
-(:mod:`lightning_mm.data.smolvlm_template`, registered by importing this module).
+marker tokens (:class:`~lightning_mm.families.smolvlm.layout.SmolVLMLayout`). The chat format is ``smolvlm``
+(:mod:`lightning_mm.families.smolvlm.template`).
 
 ``pretrained=True`` loads the whole released checkpoint through :mod:`lightning_mm.interop`; the configs below are the
 architecture entries of the released ``config.json`` / ``preprocessor_config.json`` (transformers fills in the rest
@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning_mm.data import smolvlm_template  # noqa: F401  (registers the ``smolvlm`` chat template)
-from lightning_mm.data.smolvlm_layout import SmolVLMLayout
-from lightning_mm.interop.checkpoint import config_spec_fields, read_config
+from lightning_mm.families.smolvlm.settings import SMOLVLM_IMAGE_PROCESSOR
+from lightning_mm.interop.checkpoint import config_spec_fields
 from lightning_mm.zoo.registry import register_model
-from lightning_mm.zoo.spec import ModelSpec, count_image_tokens
+from lightning_mm.zoo.spec import ModelSpec
 
-__all__ = ["SMOLVLM_256M", "SMOLVLM_500M", "SMOLVLM_IMAGE_PROCESSOR", "layout_for_spec", "smolvlm_layout"]
+__all__ = ["SMOLVLM_256M", "SMOLVLM_256M_CONFIG", "SMOLVLM_500M", "SMOLVLM_500M_CONFIG"]
 
 SMOLVLM_VOCAB_SIZE = 49280  # SmolLM2's 49152 tokens + 128 added (<global-img>, <row_i_col_j>, <image>, ...)
 SMOLVLM_IMAGE_TOKEN_ID = 49190
@@ -75,56 +74,6 @@ SMOLVLM_500M_CONFIG: dict[str, Any] = {
         "num_key_value_heads": 5,
     },
 }
-
-# their preprocessor_config.json (Idefics3ImageProcessor): LANCZOS, mean = std = 0.5, longest edge 2048, 512 px tiles
-SMOLVLM_IMAGE_PROCESSOR: dict[str, Any] = {
-    "do_image_splitting": True,
-    "image_mean": [0.5, 0.5, 0.5],
-    "image_std": [0.5, 0.5, 0.5],
-    "max_image_size": {"longest_edge": 512},
-    "resample": 1,
-    "size": {"longest_edge": 2048},
-}
-
-
-def smolvlm_layout(
-    tokenizer: Any, preprocessor: dict[str, Any] = SMOLVLM_IMAGE_PROCESSOR, image_seq_len: int = 64
-) -> SmolVLMLayout:
-    """The image layout of an image processor's settings (default: the released SmolVLM-256M/500M's, 64 tokens/tile).
-
-    Args:
-        tokenizer: The model's tokenizer (with the marker tokens).
-        preprocessor: ``preprocessor_config.json`` settings: ``max_image_size``, ``size``, ``do_image_splitting``.
-        image_seq_len: Image tokens per tile.
-    """
-    size = preprocessor.get("size") or {}
-    return SmolVLMLayout(
-        tokenizer,
-        image_seq_len=image_seq_len,
-        tile_size=int(preprocessor["max_image_size"]["longest_edge"]),
-        longest_edge=int(size["longest_edge"]) if preprocessor.get("do_resize", True) and size else None,
-        split=bool(preprocessor.get("do_image_splitting", True)),
-    )
-
-
-def layout_for_spec(spec: ModelSpec, tokenizer: Any) -> SmolVLMLayout:
-    """The image layout of a SmolVLM-family spec: a zoo entry's written-down settings, else its checkpoint's.
-
-    Image tokens per tile are counted by the spec's own tower and projector (a meta-device forward pass).
-
-    Raises:
-        ValueError: for a spec without a checkpoint whose image-processor settings could be read.
-    """
-    per_tile, _ = count_image_tokens(spec)
-    if spec.checkpoint in {SMOLVLM_256M.checkpoint, SMOLVLM_500M.checkpoint}:
-        return smolvlm_layout(tokenizer, SMOLVLM_IMAGE_PROCESSOR, per_tile)
-    if spec.checkpoint is None:
-        raise ValueError(f"Model {spec.name!r} names no checkpoint to read its image-processor settings from.")
-    _, preprocessor = read_config(spec.checkpoint)
-    if not preprocessor or "max_image_size" not in preprocessor:
-        raise ValueError(f"{spec.checkpoint}: no SmolVLM image-processor settings (max_image_size) to split images by.")
-    return smolvlm_layout(tokenizer, preprocessor, per_tile)
-
 
 def released_smolvlm(name: str, hub_id: str, config: dict[str, Any], description: str) -> ModelSpec:
     """The spec of a released SmolVLM checkpoint, derived offline from its written-down configs."""

@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 from transformers import LlavaConfig, LlavaForConditionalGeneration, PretrainedConfig
 
+from lightning_mm.interop.hf_config import TEMPLATE_KEY, image_overlay, text_model_config
 from lightning_mm.interop.keys import KeyRule, convert_network_state, rename_prefixes
 from lightning_mm.interop.towers import tower_for_hf, tower_for_timm
 
@@ -42,9 +42,6 @@ PROJECTOR_RULES = (
 )
 # chat format of the data per LM family (what the released LLaVA checkpoints were trained with)
 TEMPLATES = {"llama": "vicuna_v1", "qwen2": "chatml"}
-TEMPLATE_KEY = "lightning_mm_template"  # config.json key: the chat template an exported model was trained with
-_NOT_ARCHITECTURE = ("architectures", "_name_or_path", "transformers_version", "dtype", "torch_dtype")
-_TIMM_RESAMPLING = ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")  # PIL's modes timm resizes with
 
 
 def check_llava_projector(projector: nn.Module) -> None:
@@ -66,33 +63,11 @@ def check_llava_projector(projector: nn.Module) -> None:
         )
 
 
-def _image_overlay(preprocessor: dict[str, Any] | None) -> dict[str, Any]:
-    """timm ``pretrained_cfg`` entries (mean, std, crop, interpolation) read from a ``preprocessor_config.json``."""
-    if not preprocessor:
-        return {}
-    out: dict[str, Any] = {}
-    if preprocessor.get("image_mean") is not None:
-        out["mean"] = tuple(float(m) for m in preprocessor["image_mean"])
-    if preprocessor.get("image_std") is not None:
-        out["std"] = tuple(float(s) for s in preprocessor["image_std"])
-    if preprocessor.get("resample") is not None:
-        mode = Image.Resampling(preprocessor["resample"]).name.lower()  # PIL's code, e.g. 3 -> bicubic
-        if mode not in _TIMM_RESAMPLING:
-            raise ValueError(f"image processor resample={preprocessor['resample']} ({mode}) has no timm equivalent.")
-        out["interpolation"] = mode
-    size, crop = preprocessor.get("size") or {}, preprocessor.get("crop_size") or {}
-    if preprocessor.get("do_center_crop") and "shortest_edge" in size and crop.get("height"):
-        out["crop_pct"] = crop["height"] / size["shortest_edge"]
-        out["crop_mode"] = "center"
-    else:
-        out["crop_pct"] = 1.0
-    return out
-
-
 class LlavaConverter:
     """Converter of transformers' LLaVA (``model_type`` ``llava``)."""
 
     name = "llava"
+    family = "llava"
     model_types = ("llava",)
     architectures = ("LlavaForConditionalGeneration",)
     hf_model_class = LlavaForConditionalGeneration
@@ -108,7 +83,7 @@ class LlavaConverter:
         vision = config.vision_config
         family = tower_for_hf(vision.model_type)
         kwargs = family.timm_kwargs(vision)
-        overlay = _image_overlay(preprocessor)
+        overlay = image_overlay(preprocessor)
         if overlay:
             kwargs["pretrained_cfg_overlay"] = overlay
         layer = config.vision_feature_layer
@@ -147,6 +122,7 @@ class LlavaConverter:
             # a folder written by export_hf names the template it was trained with; else the family's usual one
             "template": getattr(config, TEMPLATE_KEY, None) or TEMPLATES.get(text.model_type, "tokenizer"),
             "image_token_id": int(config.image_token_index),
+            "family": self.family,
             "description": f"transformers LLaVA checkpoint {source} ({family.name} + {text.model_type})",
         }
 
@@ -219,15 +195,3 @@ class LlavaConverter:
             multimodal_projector_bias=True,
             tie_word_embeddings=bool(getattr(text, "tie_word_embeddings", False)),
         )
-
-
-def text_model_config(config: PretrainedConfig) -> dict[str, Any]:
-    """The architecture entries of a VLM config's ``text_config``, as our LLM config dict.
-
-    transformers ties ``lm_head`` to the input embeddings when the VLM config or its text config says so.
-    """
-    text = config.text_config
-    llm_config = {k: v for k, v in text.to_diff_dict().items() if k not in _NOT_ARCHITECTURE}
-    tied = bool(getattr(config, "tie_word_embeddings", False) or getattr(text, "tie_word_embeddings", False))
-    llm_config.update(model_type=text.model_type, vocab_size=int(text.vocab_size), tie_word_embeddings=tied)
-    return llm_config

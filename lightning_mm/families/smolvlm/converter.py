@@ -5,7 +5,7 @@ head, no class token; every tile is a full ``image_size`` square, so the NaViT-s
 the plain ``0..N-1`` of timm's ``pos_embed``), Idefics3's pixel-shuffle connector (``pixel_shuffle{s}_linear``, a
 Linear without bias) and a Llama decoder. Tiles are encoded independently and their features follow each other in the
 order of the image tokens, so the composed :class:`~lightning_mm.models.VisionLanguageModel` computes what transformers
-computes once the data writes the tiles and marker tokens of :class:`~lightning_mm.data.smolvlm_layout.SmolVLMLayout`.
+computes once the data writes the tiles and marker tokens of :class:`~lightning_mm.families.smolvlm.layout.SmolVLMLayout`.
 
 Weight names (transformers 5 modules, and what ``save_pretrained`` of transformers 4 and 5 writes):
 ``model.vision_model.*`` (SigLIP names without the head), ``model.connector.modality_projection.proj.weight``,
@@ -29,8 +29,9 @@ from transformers import (
     SmolVLMVisionConfig,
 )
 
+from lightning_mm.families.llava.converter import LlavaConverter
+from lightning_mm.interop.hf_config import TEMPLATE_KEY, image_overlay, text_model_config
 from lightning_mm.interop.keys import KeyRule, convert_network_state
-from lightning_mm.interop.llava import TEMPLATE_KEY, LlavaConverter, _image_overlay, text_model_config
 from lightning_mm.interop.towers import TowerFamily, _encoder_rules
 from lightning_mm.models.token_reduction import PIXEL_SHUFFLE_FACTORS, PixelShuffleProjector
 
@@ -85,6 +86,8 @@ class SmolVLMConverter:
         model_type: ``smolvlm`` or ``idefics3``.
     """
 
+    family = "smolvlm"
+
     def __init__(self, model_type: str = "smolvlm") -> None:
         if model_type not in _FAMILIES:
             raise ValueError(f"Unknown SmolVLM-family model_type {model_type!r}; one of {', '.join(_FAMILIES)}.")
@@ -109,7 +112,7 @@ class SmolVLMConverter:
             )
         family = self.tower
         kwargs = family.timm_kwargs(vision)
-        overlay = _image_overlay(preprocessor)
+        overlay = image_overlay(preprocessor)
         if overlay:
             kwargs["pretrained_cfg_overlay"] = overlay
         scale = int(config.scale_factor)
@@ -134,6 +137,7 @@ class SmolVLMConverter:
             "checkpoint": source,
             "template": getattr(config, TEMPLATE_KEY, None) or TEMPLATE,
             "image_token_id": int(config.image_token_id),
+            "family": self.family,
             "description": f"transformers {self.name} checkpoint {source} ({text.model_type})",
         }
 

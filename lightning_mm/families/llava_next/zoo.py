@@ -9,7 +9,7 @@
 - ``tiny-llava-next``, ``tiny-llava-onevision``: the same layouts in miniature for tests (32 px tiles of 4 x 4 tokens).
 
 The specs are derived offline from the released ``config.json`` and image-processor settings written down below
-(:func:`~lightning_mm.zoo.llava.released_llava`); ``pretrained=True`` loads the released checkpoint through
+(:func:`~lightning_mm.families.llava.zoo.released_llava`); ``pretrained=True`` loads the released checkpoint through
 :mod:`lightning_mm.interop`. Sources: llava-hf/llava-v1.6-vicuna-7b-hf ``config.json`` (commit 78d9aec) and
 ``preprocessor_config.json``; llava-hf/llava-onevision-qwen2-0.5b-ov-hf ``config.json`` as transformers' conversion
 script writes it (SigLIP geometry, ``text_config`` of Qwen2-0.5B-Instruct with the vocabulary grown by ``<image>`` and
@@ -18,7 +18,8 @@ script writes it (SigLIP geometry, ``text_config`` of Qwen2-0.5B-Instruct with t
 
 from typing import Any
 
-from lightning_mm.zoo.llava import (
+from lightning_mm.families.llava.tiny import TINY
+from lightning_mm.families.llava.zoo import (
     LLAVA_15_7B_HF_CONFIG,
     LLAVA_15_HF_IMAGE_PROCESSOR,
     LLAVA_IMAGE_TOKEN_ID,
@@ -26,7 +27,6 @@ from lightning_mm.zoo.llava import (
     released_llava,
 )
 from lightning_mm.zoo.registry import register_model
-from lightning_mm.zoo.tiny import TINY
 
 __all__ = ["LLAVA_NEXT_VICUNA_7B_HF_CONFIG", "LLAVA_ONEVISION_0_5B_HF_CONFIG"]
 
@@ -148,6 +148,7 @@ register_model(
         vision_model="vit_base_patch16_clip_quickgelu_224",
         vision_kwargs=TINY_TILE,
         image_tiling={"grid_pinpoints": [[32, 64], [64, 32], [64, 64]]},
+        family="llava_next",
     )
 )
 
@@ -161,5 +162,6 @@ register_model(
             "grid_pinpoints": [[32 * r, 32 * c] for r in (1, 2, 3) for c in (1, 2, 3)],
             "vision_aspect_ratio": "anyres_max_4",
         },
+        family="llava_next",
     )
 )

@@ -3,7 +3,7 @@
 Both are LLaVA (tower, ``mlp2x_gelu`` projector, causal LM) plus any-resolution tiling: ``image_grid_pinpoints``, a
 learned ``image_newline`` (transformers' ``model.image_newline``, ours ``projector.image_newline``) and, for
 OneVision, the ``vision_aspect_ratio`` token cap (``anyres_max_9``). Everything else, the tower, projector and LM
-weights and the checks of what our network can compute, is LLaVA's (:class:`~lightning_mm.interop.llava.LlavaConverter`).
+weights and the checks of what our network can compute, is LLaVA's (:class:`~lightning_mm.families.llava.converter.LlavaConverter`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from transformers import (
     PretrainedConfig,
 )
 
-from lightning_mm.interop.llava import LlavaConverter
-from lightning_mm.models.anyres_projector import AnyResProjector
+from lightning_mm.families.llava.converter import LlavaConverter
+from lightning_mm.families.llava_next.projector import AnyResProjector
 
 __all__ = ["LlavaNextConverter", "LlavaOnevisionConverter"]
 
@@ -32,6 +32,7 @@ class LlavaNextConverter(LlavaConverter):
     """Converter of transformers' LLaVA-NeXT (``model_type`` ``llava_next``)."""
 
     name = "llava_next"
+    family = "llava_next"
     model_types = ("llava_next",)
     architectures = ("LlavaNextForConditionalGeneration",)
     hf_model_class = LlavaNextForConditionalGeneration

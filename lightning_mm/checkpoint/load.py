@@ -1,0 +1,49 @@
+"""Load a trained module from a Lightning checkpoint: adapters rebuilt, weights loaded, ready for inference."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from lightning_mm.checkpoint.file import check_checkpoint_file
+from lightning_mm.checkpoint.format import is_adapter_only
+
+__all__ = ["load_module"]
+
+
+def load_module(
+    checkpoint_path: str | Path,
+    module_class: str = "lightning_mm.MultimodalModule",
+    seed: int | None = None,
+) -> Any:
+    """Load a MultimodalModule (or subclass) from a Lightning checkpoint, adapters rebuilt and weights loaded.
+
+    A full checkpoint holds every weight, so the base is built without downloading pretrained weights; an adapter-only
+    checkpoint builds the base as the model's config says (pretrained weights when it was trained on them).
+
+    Args:
+        checkpoint_path: ``.ckpt`` file written by Lightning.
+        module_class: Dotted path of the LightningModule class (``package.module.Class``).
+        seed: Seed set before the base is built: an adapter-only checkpoint of a randomly initialised base needs the
+            run's seed (``seed_everything``) to rebuild the same base.
+    """
+    check_checkpoint_file(checkpoint_path)  # missing, empty or truncated: a short error naming the file
+    if seed is not None:
+        L.seed_everything(seed, verbose=False)
+
+    module_path, _, name = module_class.rpartition(".")
+    cls = getattr(importlib.import_module(module_path), name)
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    overrides = {} if is_adapter_only(checkpoint) else {"pretrained": False}
+    module = cls.load_from_checkpoint(checkpoint_path, map_location="cpu", **overrides)
+    if getattr(module, "base_mismatch", None):
+        raise ValueError(
+            f"{checkpoint_path} holds adapters trained on another base of the {', '.join(module.base_mismatch)}: "
+            "give the training run's seed (--seed) when its base was a random init."
+        )
+    module.configure_model()
+    return module.eval()
