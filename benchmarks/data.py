@@ -33,7 +33,7 @@ import torch
 from _harness import apply_tiny, benchmark_parser, write_json
 
 from lightning_mm import MultimodalModule
-from lightning_mm.data import LlavaDataModule, SyntheticVQADataModule
+from lightning_mm.data import ImageProcessor, LlavaDataModule, SyntheticVQADataModule
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "tests" / "assets"
@@ -64,12 +64,11 @@ def _datamodule(data_path: Path, workers: int, batch_size: int):
         train_path=str(data_path),
         image_folder=str(ASSETS / "llava"),
         template="vicuna_v1",
-        image_aspect="pad",
         max_length=256,
         batch_size=batch_size,
         num_workers=workers,
     )
-    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    dm.bind(module.data_contract)
     dm.setup("fit")
     return dm
 
@@ -107,8 +106,8 @@ def stage_split(samples: int, batch_size: int, data_path: Path) -> dict[str, flo
     split = {
         "record": timed(lambda i, rec: ds.record(i)),
         "template+tokenize": timed(lambda i, rec: ds.encode(rec["messages"])),
-        "image open+decode": timed(lambda i, rec: [ds.images.load(p) for p in rec["images"]]),
-        "image transform": timed(lambda i, rec: rec["images"] and ds.images.load_many(rec["images"])),
+        "image open+decode": timed(lambda i, rec: [ImageProcessor.load(p) for p in rec["images"]]),
+        "image transform": timed(lambda i, rec: rec["images"] and ds.layout.processor.load_many(rec["images"])),
         "__getitem__ total": timed(lambda i, rec: ds[i]),
     }
     split["image transform"] -= split["image open+decode"]  # load_many = open+decode + transform + stack
@@ -127,7 +126,7 @@ def consumer_rate(steps: int, batch_size: int, repeats: int) -> float:
     module = MultimodalModule(model="tiny")
     module.configure_model()
     dm = SyntheticVQADataModule(train_samples=batch_size * 4, batch_size=batch_size, train_questions_per_image=3)
-    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    dm.bind(module.data_contract)
     batches = list(dm.train_dataloader())
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
 

@@ -88,7 +88,7 @@ def build_pair(args: argparse.Namespace):
         for p in ours.parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    hf = to_hf_model(ours)
+    hf = to_hf_model(ours, "llava")
     hf.set_attn_implementation("sdpa")
     return ours, hf.eval(), module.image_token_id
 

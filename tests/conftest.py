@@ -33,9 +33,7 @@ def tiny_module():
 def tiny_batch(tiny_module):
     """A collated batch of 4 synthetic VQA samples bound to the tiny module."""
     dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4)
-    dm.bind(
-        tiny_module.tokenizer, tiny_module.num_image_tokens, tiny_module.image_data_config, tiny_module.image_token_id
-    )
+    dm.bind(tiny_module.data_contract)
     return next(iter(dm.train_dataloader()))
 
 
@@ -44,7 +42,7 @@ def vqa_batch() -> dict:
     """One collated training batch (4 samples) of the synthetic task for the ``tiny`` model."""
     module = MultimodalModule(model="tiny")
     dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4)
-    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    dm.bind(module.data_contract)
     return next(iter(dm.train_dataloader()))
 
 

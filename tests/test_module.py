@@ -27,7 +27,7 @@ class RecordingStrategy(SingleDeviceStrategy):
 
 def _batch(module: MultimodalModule, n: int = 4) -> dict:
     dm = SyntheticVQADataModule(train_samples=n, val_samples=n, batch_size=n)
-    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    dm.bind(module.data_contract)
     return next(iter(dm.train_dataloader()))
 
 

@@ -17,10 +17,10 @@ from PIL import Image
 
 from lightning_mm import MultimodalModule
 from lightning_mm.data import LlavaDataModule
-from lightning_mm.families.llava_next.layout import AnyResLayout
 from lightning_mm.data.layout import sample_layout
-from lightning_mm.families.smolvlm.layout import SmolVLMLayout
 from lightning_mm.evaluation import generate_last_answers, sample_images
+from lightning_mm.families.llava_next.layout import AnyResLayout
+from lightning_mm.families.smolvlm.layout import SmolVLMLayout
 from tests.interop.smolvlm_fixtures import make_hf, save_checkpoint, smolvlm_tokenizer
 
 ASSETS = Path(__file__).resolve().parent / "assets"

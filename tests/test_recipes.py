@@ -151,7 +151,7 @@ def test_llava_v15_recipe_carries_the_papers_settings(recipe):
     assert data["max_length"] == 2048
     assert data["template"] == ("plain" if stage == "pretrain" else "vicuna_v1")
     if stage != "pretrain":
-        assert data["image_aspect"] == "pad"
+        assert model["image_aspect"] == "pad"
         assert model["model_overrides"]["projector_weights"]  # stage 2 starts from the stage-1 projector
 
     placements = _placements(config)

@@ -55,8 +55,7 @@ def run(argv: list[str]) -> int:
     parser.add_argument(
         "--hf-model-type",
         default=None,
-        help="--format hf: transformers model_type to write (default: the family's, e.g. llava, llava_onevision, "
-        "idefics3)",
+        help="--format hf: transformers model_type to write (default: the one the model's family writes it as)",
     )
     parser.add_argument(
         "--dtype",

@@ -106,7 +106,7 @@ def resolve_layout(
 def sample_layout(layout: ImageLayout, num_images: int) -> ImageLayout:
     """The layout of a sample with ``num_images`` images.
 
-    A layout that reads the images of multi-image samples differently (LLaVA-OneVision: untiled) defines
+    A layout that reads the images of multi-image samples differently (e.g. untiled) defines
     ``for_images(num_images) -> ImageLayout``; every other layout is the same for every sample.
     """
     for_images = getattr(layout, "for_images", None)

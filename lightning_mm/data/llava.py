@@ -137,12 +137,12 @@ class LlavaDataset(Dataset):
             if image_token_id is None or image_token_id == tokenizer.unk_token_id:
                 raise ValueError(f"The tokenizer has no {IMAGE_PLACEHOLDER} token: pass image_token_id.")
         self.image_token_id = int(image_token_id)
-        self.images = ImageProcessor(image_data_config, image_aspect) if image_data_config is not None else None
-        layout = resolve_layout(layout, self.num_image_tokens, self.image_token_id, self.images)
+        images = ImageProcessor(image_data_config, image_aspect) if image_data_config is not None else None
+        layout = resolve_layout(layout, self.num_image_tokens, self.image_token_id, images)
         if layout is None:
             raise ValueError("LlavaDataset needs num_image_tokens or a layout.")
         self.layout = layout
-        self._can_prepare = self.images is not None or not isinstance(layout, FixedLayout)
+        self._can_prepare = not isinstance(layout, FixedLayout) or layout.processor is not None
         self.max_length = max_length
         self.on_bad_sample = on_bad_sample
         self.generation = generation
@@ -331,7 +331,7 @@ class LlavaDataset(Dataset):
         """Sample ``index``; raises :class:`BadSampleError` or :class:`SampleDropped` instead of replacing it."""
         rec = self.record(index)
         at = f"{rec['where']}: record {rec['id']!r}"
-        layout = sample_layout(self.layout, len(rec["images"]))  # OneVision: multi-image samples untiled
+        layout = sample_layout(self.layout, len(rec["images"]))  # a layout may read multi-image samples differently
         images = self._prepare(layout, rec["images"], at)
         prompts = [layout.prompt_ids(im.size) for im in images]
         try:

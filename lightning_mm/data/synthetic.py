@@ -215,7 +215,7 @@ class SyntheticVQADataModule(VLMDataModule):
             ``seed + 2``).
         blind_images: Blank every image (image-blind control).
         question_types: Which question types to ask: ``color``, ``shape``, ``position``.
-        template: Chat template name.
+        template: Chat template name (None: the model's).
         predict_samples: Number of samples rendered for ``lightning-mm predict``.
         train_questions_per_image: Question turns per training sample (validation always asks one question).
         mode: ``vqa`` (questions about the image), ``caption`` (image and caption, for alignment; use it with the
@@ -234,7 +234,7 @@ class SyntheticVQADataModule(VLMDataModule):
         seed: int = 0,
         blind_images: bool = False,
         question_types: list[str] | None = None,
-        template: str = "chatml",
+        template: str | None = None,
         predict_samples: int = 32,
         train_questions_per_image: int = 1,
         mode: str = "vqa",
@@ -267,7 +267,7 @@ class SyntheticVQADataModule(VLMDataModule):
             seed=seed,
             blind_images=self.blind_images,
             question_types=self.question_types,
-            template=self.template,
+            template=self.template or self.contract.template.name,
             generation=generation,
             questions_per_image=questions_per_image,
             mode=self.mode,

@@ -59,8 +59,7 @@ def export_hf(
     """Write ``module``'s network, tokenizer and processor in transformers' format of its family.
 
     Every LoRA adapter is merged (into a copy: the module keeps its adapters). The folder loads with the family's
-    transformers class (``LlavaForConditionalGeneration``, ``LlavaNextForConditionalGeneration``,
-    ``LlavaOnevisionForConditionalGeneration``, ``Idefics3ForConditionalGeneration``, ...) and
+    transformers class (``LlavaForConditionalGeneration`` and the others its converters name) and
     ``AutoProcessor.from_pretrained(output_dir)``; the processor prepares images with the module's ``image_aspect``.
 
     Args:
@@ -68,7 +67,7 @@ def export_hf(
         output_dir: Directory to write (created if missing).
         dtype: Dtype of the written weights (None: as trained).
         model_type: transformers ``model_type`` to write (None: the family's choice for this network, e.g.
-            ``llava_onevision`` for a tiling that caps its tokens; ``smolvlm`` instead of ``idefics3``).
+            one of two formats by the network's settings; another of the family's formats when asked).
 
     Returns:
         The output directory.

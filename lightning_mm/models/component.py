@@ -218,7 +218,7 @@ class TimmTowerComponent(ModuleComponent):
         model = self.timm_model
         prefix = "" if model is self.module else next(n for n, m in self.module.named_children() if m is model) + "."
         after = {id(p) for block in self.blocks()[index + 1 :] for p in block.parameters()}
-        # a tower that reads its features through the final norm (``feature_norm``: SmolVLM) runs that norm
+        # a tower that reads its features through the final norm (``feature_norm``) runs that norm
         tail = tuple(t for t in _TIMM_TAIL if not (t == "norm." and getattr(self.module, "feature_norm", False)))
         return [
             name

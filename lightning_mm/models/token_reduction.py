@@ -3,13 +3,13 @@
 Each projector takes the patch tokens of a square grid, (N_img, L, D_v) with L = side * side, reduces the grid and
 maps the result to (N_img, L', D_t):
 
-* ``pixel_shuffle{s}_linear`` / ``pixel_shuffle{s}_mlp2x_gelu`` (s = 2, 3, 4): space-to-depth, as Idefics3 / SmolVLM's
+* ``pixel_shuffle{s}_linear`` / ``pixel_shuffle{s}_mlp2x_gelu`` (s = 2, 3, 4): space-to-depth, as image-splitting VLMs'
   connector does. Each s x s block of neighbouring patches becomes one token of width s * s * D_v (L' = L / s^2), in
-  the channel order of transformers' ``Idefics3Connector.pixel_shuffle``: row offset, then column offset, then
-  feature. The ``linear`` head is SmolVLM's ``modality_projection`` (one Linear without bias).
+  the channel order of transformers' pixel-shuffle connectors: row offset, then column offset, then
+  feature. The ``linear`` head is one Linear without bias.
 * ``avgpool2x2_linear`` / ``avgpool2x2_mlp2x_gelu``: 2 x 2 average pooling of the grid (L' = L / 4).
 * ``bilinear{n}_linear`` / ``bilinear{n}_mlp2x_gelu`` (n = 64, 144, 256, 576): the grid resized bilinearly to a token
-  budget of n = k * k tokens (``align_corners=False``, as LLaVA-OneVision downsamples its features).
+  budget of n = k * k tokens (``align_corners=False``, as tiling VLMs downsample capped features).
 
 All are registered with :func:`~lightning_mm.models.projector.register_projector` when this module is imported.
 """
@@ -56,7 +56,7 @@ def grid_side(num_tokens: int, what: str = "projector") -> int:
 
 
 def pixel_shuffle(x: torch.Tensor, scale_factor: int) -> torch.Tensor:
-    """Space-to-depth of a square token grid, with the channel order of Idefics3 / SmolVLM.
+    """Space-to-depth of a square token grid, with transformers' pixel-shuffle channel order.
 
     Token (i, j) of the output holds input tokens (i*s + a, j*s + b) for a, b in 0..s-1, at channels
     ``a * s * D + b * D + d``.
@@ -93,7 +93,7 @@ class PixelShuffleProjector(nn.Module):
         vision_dim: D_v.
         text_dim: D_t.
         scale_factor: s (2, 3, 4): s * s neighbouring patches become one token.
-        head: ``linear`` (SmolVLM's bias-free ``modality_projection``) or ``mlp2x_gelu`` (Linear, GELU, Linear).
+        head: ``linear`` (one bias-free Linear) or ``mlp2x_gelu`` (Linear, GELU, Linear).
     """
 
     def __init__(self, vision_dim: int, text_dim: int, scale_factor: int = 2, head: str = "linear") -> None:

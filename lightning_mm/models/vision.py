@@ -44,7 +44,7 @@ class VisionTower(nn.Module):
         feature_layer: Index of the block whose output is used (negative counts from the end).
         drop_prefix_tokens: Drop CLS/register tokens and keep patch tokens only.
         model_kwargs: Extra keyword arguments for ``timm.create_model`` (e.g. ``img_size``, ``depth``).
-        feature_norm: Apply the tower's final norm to the features read (Idefics3 / SmolVLM read the last block
+        feature_norm: Apply the tower's final norm to the features read (image-splitting models read the last block
             through ``post_layernorm``); the norm then counts as a used parameter.
 
     Its blocks, unused parameters, sharding and checkpointing units are those of a

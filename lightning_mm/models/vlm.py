@@ -135,7 +135,7 @@ class VisionLanguageModel(nn.Module):
 
         A tower with no trainable parameter runs under ``no_grad`` (no activations are kept for it); the projector's
         input dtype follows the projector's weights. A projector with an ``assemble`` method (any-resolution tiling,
-        :class:`~lightning_mm.families.llava_next.projector.AnyResProjector`) turns the tiles' features into each image's
+        a family's tiling projector) turns the tiles' features into each image's
         tokens.
 
         Args:

@@ -45,13 +45,13 @@ class ModelSpec:
     Attributes:
         name: Registry name.
         family: The model family (:func:`~lightning_mm.families.get_family`): how the projector is built, how images
-            become tiles and prompt ids, which transformers formats it reads and writes (``llava``, ``llava_next``,
-            ``smolvlm``, or a family of your own).
+            become tiles and prompt ids, which transformers formats it reads and writes (``lightning-mm zoo`` shows
+            each entry's; or a family of your own).
         vision_model: timm architecture, optionally with a pretrained tag (``vit_large_patch14_clip_336.openai``).
         vision_kwargs: Extra ``timm.create_model`` arguments (``img_size``, ``act_layer``, ...).
         feature_layer: Block of the tower whose output is used (LLaVA: -2).
         drop_prefix_tokens: Drop CLS/register tokens (LLaVA: patch tokens only; SigLIP has none to drop).
-        feature_norm: Read the feature layer through the tower's final norm (Idefics3 / SmolVLM: last block +
+        feature_norm: Read the feature layer through the tower's final norm (image-splitting models: last block +
             ``post_layernorm``; LLaVA: off).
         projector: Projector name (``linear``, ``mlp2x_gelu``, ...).
         projector_weights: File of trained projector weights loaded when building with ``pretrained=True``: LLaVA's
@@ -69,8 +69,8 @@ class ModelSpec:
             (``LlavaForConditionalGeneration``): with ``pretrained=True`` the network builds from the configs above and
             this checkpoint's weights are converted and loaded strictly (:mod:`lightning_mm.interop`);
             ``vision_model``'s tag and ``llm`` are then not read. None: start from the components.
-        image_tiling: Any-resolution tiling, read by the ``llava_next`` family: ``grid_pinpoints`` and optionally
-            ``vision_aspect_ratio`` (``anyres_max_9``).
+        image_tiling: Any-resolution tiling settings, read by the families that tile images: ``grid_pinpoints``
+            and optionally ``vision_aspect_ratio`` (a cap on the tokens).
     """
 
     name: str

@@ -51,7 +51,7 @@ def text_task_accuracy(module: Any, samples: int, seed: int, batch_size: int = 6
     These are new samples of the task the LLM was pretrained on in stage 0 (``mode: text``, no image).
     """
     data = SyntheticVQADataModule(mode="text", val_samples=samples, seed=seed - 1, batch_size=batch_size)
-    data.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    data.bind(module.data_contract)
     return answer_accuracy(module, data.val_dataloader())["all"]
 
 

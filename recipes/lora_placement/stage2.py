@@ -74,7 +74,7 @@ def run_stage2(
         for cb in callbacks:
             module.set_placement(cb.component, cb.placement)
         steps = epochs = 0
-    data.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    data.bind(module.data_contract)
     eval_start = time.process_time()
     splits = ("val_seen", "val_unseen") + (("test_seen", "test_unseen") if phase != "sweep" else ())
     accuracy = {split: answer_accuracy(module, data.eval_dataloader(split)) for split in splits}

@@ -168,7 +168,7 @@ class HeldOutVQADataModule(SyntheticVQADataModule):
     def _split(self, combinations: str, num_samples: int, seed: int, questions: int = 1) -> HeldOutVQADataset:
         return HeldOutVQADataset(
             self.tokenizer,
-            self.num_image_tokens,
+            self.contract.num_image_tokens,
             self.image_data_config,
             self.image_token_id,
             combination_split(combinations),

@@ -11,7 +11,7 @@ from lightning_mm import MultimodalModule
 from lightning_mm.callbacks import AdapterOnlyCheckpoint, FullComponent, LoRAComponent
 from lightning_mm.checkpoint.format import CHECKPOINT_KEY
 from lightning_mm.cli import main
-from lightning_mm.commands.export import load_exported
+from lightning_mm.interop.parts import load_exported
 
 
 def placement_callbacks() -> list:

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lightning_mm.callbacks import Placement
 from lightning_mm.cli import main
-from lightning_mm.commands.export import export_model, load_exported
+from lightning_mm.interop.parts import export_model, load_exported
 
 PLACEMENTS = {
     "vision": Placement("lora", r=4, alpha=8.0),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,13 @@ import torch
 from PIL import Image
 
 from lightning_mm import create_model
-from lightning_mm.commands.chat import ChatModel, ChatSession, load_chat_model, run
-from lightning_mm.commands.export import export_model, load_module
+from lightning_mm.chat import ChatModel, ChatSession, load_chat_model
+from lightning_mm.checkpoint.load import load_module
+from lightning_mm.commands.chat import run
 from lightning_mm.data import SyntheticVQADataset
 from lightning_mm.data.synthetic import render_scene
 from lightning_mm.interop.export import export_hf
+from lightning_mm.interop.parts import export_model
 
 QUESTION = "What color is the shape?"
 CHAT = ("-m", "lightning_mm.cli", "chat")
@@ -62,8 +65,8 @@ def test_questions_from_stdin_are_one_conversation_with_an_exported_folder(
     assert proc.stdout.splitlines() == answers
     # the second prompt holds the first turn and its answer; the image only once
     assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]
-    second = session.model.tokenizer.decode(session.prompt_ids(questions[1])[0])
-    assert second.count(answers[0]) >= 1 and second.count("<image>") == session.model.num_image_tokens
+    second = session.model.contract.tokenizer.decode(session.prompt_ids(questions[1])[0])
+    assert second.count(answers[0]) >= 1 and second.count("<image>") == session.model.contract.num_image_tokens
 
     # the exported folder answers as the checkpoint does
     from_ckpt = ChatSession(load_chat_model(str(quickstart_run["ckpt"])), scene_images[1:], max_new_tokens=6)
@@ -72,20 +75,22 @@ def test_questions_from_stdin_are_one_conversation_with_an_exported_folder(
 
 def test_the_prompt_is_the_one_the_model_was_trained_on(quickstart_run):
     model = load_chat_model(str(quickstart_run["ckpt"]))
+    c = model.contract
     data = SyntheticVQADataset(
-        model.tokenizer,
-        model.num_image_tokens,
-        model.image_data_config,
-        model.image_token_id,
+        c.tokenizer,
+        c.num_image_tokens,
+        c.image_data_config,
+        c.image_token_id,
         num_samples=1,
         question_types=["color"],
         generation=True,
     )
     sample = data[0]
     question = data.scene(0)["questions"][0][1]
-    image = torch.zeros(1, *model.image_data_config["input_size"])
+    image = torch.zeros(1, *c.image_data_config["input_size"])
     session = ChatSession(model)
     session.pixel_values, session.image_paths = image, ["scene.png"]
+    session.image_prompts = [c.layout.prompt_ids(tuple(c.image_data_config["input_size"][1:]))]
     assert torch.equal(session.prompt_ids(question)[0], sample["input_ids"])
 
 
@@ -93,11 +98,11 @@ def test_repeated_images_each_get_a_placeholder(quickstart_run, scene_images):
     model = load_chat_model(str(quickstart_run["ckpt"]))
     session = ChatSession(model, scene_images, max_new_tokens=2)
     ids = session.prompt_ids(QUESTION)
-    assert int((ids == model.image_token_id).sum()) == 2 * model.num_image_tokens
+    assert int((ids == model.contract.image_token_id).sum()) == 2 * model.contract.num_image_tokens
     assert session.pixel_values.shape[0] == 2
     session.ask(QUESTION)
     assert session.messages[0]["content"].count("<image>") == 2
-    assert int((session.prompt_ids(QUESTION) == model.image_token_id).sum()) == 2 * model.num_image_tokens
+    assert int((session.prompt_ids(QUESTION) == model.contract.image_token_id).sum()) == 2 * model.contract.num_image_tokens
 
 
 def test_a_folder_that_is_not_an_export_and_a_missing_image_are_clear_errors(tmp_path, quickstart_run, capsys):
@@ -117,7 +122,7 @@ def test_a_folder_in_transformers_format_answers_as_the_module(tmp_path, scene_i
     expected = ChatSession(mine, scene_images[:1], max_new_tokens=4).ask(QUESTION)
     imported = load_chat_model(str(folder))
     # the folder does not record the chat template the model was trained with: the import takes LLaVA-1.5's
-    imported.template = mine.template
+    imported.contract = dataclasses.replace(imported.contract, template=mine.contract.template, stop_token_ids=[])
     assert ChatSession(imported, scene_images[:1], max_new_tokens=4).ask(QUESTION) == expected
 
 
@@ -133,6 +138,6 @@ def test_a_tiling_model_reads_each_image_at_its_own_size():
     assert session.image_sizes.tolist() == [list(s) for s in sizes]
     assert session.pixel_values.shape[0] == int(session.tiles_per_image.sum()) > len(paths)
     ids = session.prompt_ids("What differs?")[0]
-    expected = sum(len(model.layout.prompt_ids(s)) for s in sizes)
-    assert int((ids == model.image_token_id).sum()) == expected != 2 * module.num_image_tokens
+    expected = sum(len(model.contract.layout.prompt_ids(s)) for s in sizes)
+    assert int((ids == model.contract.image_token_id).sum()) == expected != 2 * module.num_image_tokens
     assert isinstance(session.ask("What differs?"), str)  # the network takes the tiles (a count mismatch raises)

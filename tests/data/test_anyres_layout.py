@@ -14,11 +14,11 @@ from transformers import (
     LlavaOnevisionImageProcessorPil,
 )
 
-from lightning_mm.families.llava_next.layout import AnyResLayout, anyres_layout, fit_size
-from lightning_mm.data.layout import image_token_counts, sample_layout
-from lightning_mm.models import VisionTower
+from lightning_mm.data.layout import FixedLayout, image_token_counts, sample_layout
 from lightning_mm.families.llava_next.geometry import AnyResGeometry, num_tiles
-from lightning_mm.zoo import build_network, get_spec
+from lightning_mm.families.llava_next.layout import AnyResLayout, fit_size
+from lightning_mm.zoo import get_spec
+from lightning_mm.zoo.contract import data_contract
 from tests.models.test_anyres import IMAGE_TOKEN_ID, TOKENIZER
 
 TILE = 56  # small tiles: the same arithmetic as 336 px, a fraction of the pixels
@@ -100,17 +100,15 @@ def test_untiled_images_equal_onevision_multi_image_processing():
         assert len(layout.prompt_ids(ours.size, tiled=False)) == 4 * 4 + 1
 
 
-def test_anyres_layout_of_a_network():
-    from_zoo = build_network(get_spec("tiny-llava-onevision"))
-    layout = anyres_layout(from_zoo, VisionTower.data_config(from_zoo.vision))
+def test_the_layout_of_a_model_comes_from_its_family():
+    layout = data_contract(get_spec("tiny-llava-onevision")).layout
     assert isinstance(layout, AnyResLayout) and layout.geometry.max_tiles == 4
-    assert anyres_layout(build_network(get_spec("tiny")), DATA_CONFIG) is None
+    assert isinstance(data_contract(get_spec("tiny")).layout, FixedLayout)
 
 
 @pytest.mark.parametrize(("name", "untiled"), [("tiny-llava-next", False), ("tiny-llava-onevision", True)])
 def test_onevision_reads_the_images_of_a_multi_image_sample_untiled(name, untiled):
-    network = build_network(get_spec(name))
-    layout = anyres_layout(network, VisionTower.data_config(network.vision))
+    layout = data_contract(get_spec(name)).layout
     image, size = _photo(40, 70), (40, 70)
     assert sample_layout(layout, 1) is layout  # a single image is always tiled
     several = sample_layout(layout, 2)

@@ -6,6 +6,7 @@ around the image and after each tile, so a place that still assumes one count pe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -177,7 +178,7 @@ def test_length_grouping_uses_each_images_own_count(make_dataset, data_file, lay
 def test_datamodules_take_the_layout_from_bind(tiny_module, layout, data_file, tokenizer):
     m = tiny_module
     dm = LlavaDataModule(train_path=str(data_file), image_folder=str(LLAVA_DIR), template="vicuna_v1", batch_size=5)
-    dm.bind(tokenizer, m.num_image_tokens, m.image_data_config, layout.image_token_id, layout=layout)
+    dm.bind(dataclasses.replace(m.data_contract, tokenizer=tokenizer, image_token_id=layout.image_token_id, layout=layout))
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert loader.sampler.lengths.tolist() == dm.train_dataset.lengths.tolist()
@@ -192,7 +193,7 @@ def test_synthetic_task_with_a_layout(tiny_module):
     start, row, end = (tok.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<pad>", "<|im_end|>"))
     toy = ToyLayout(image_id, start, row, end)
     dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4)
-    dm.bind(tok, tiny_module.num_image_tokens, tiny_module.image_data_config, image_id, layout=toy)
+    dm.bind(dataclasses.replace(tiny_module.data_contract, tokenizer=tok, image_token_id=image_id, layout=toy))
     size = tuple(tiny_module.image_data_config["input_size"][1:])
     sample = dm._dataset(4, seed=0)[0]
     assert int((sample["input_ids"] == image_id).sum()) == size[0] // 12 != tiny_module.num_image_tokens

@@ -35,7 +35,7 @@ def asset_module() -> MultimodalModule:
 def test_datamodule_binds_to_the_model_and_groups_by_length(asset_module):
     dm = LlavaDataModule(train_path=str(LLAVA_DIR / "llava_tiny.json"), template="chatml", batch_size=4)
     m = asset_module
-    dm.bind(m.tokenizer, m.num_image_tokens, m.image_data_config, m.image_token_id)
+    dm.bind(m.data_contract)
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert isinstance(loader.sampler, LengthGroupedSampler)
@@ -76,7 +76,7 @@ def test_fit_logs_dropped_fraction_skip_counts_and_supervised_fraction(tmp_path,
         num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=dm)
-    assert dm.template == "vicuna_v1"  # the model's own template
+    assert dm.train_dataset.template.name == "vicuna_v1"  # the model's own template
     m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("data/")}
     assert m["data/train/skipped/unknown_role"] == 1 and m["data/train/skipped/image_missing"] == 1
     assert m["data/train/skipped"] == 2

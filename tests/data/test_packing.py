@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from lightning_mm import MultimodalModule
-from lightning_mm.callbacks.placement import Placement
 from lightning_mm.data import LlavaDataModule, SyntheticVQADataModule, SyntheticVQADataset, VLMCollator
 from lightning_mm.data.packing import (
     PackedCollator,
@@ -24,6 +23,7 @@ from lightning_mm.data.packing import (
 )
 from lightning_mm.loss import count_supervised, mask_sample_starts, shift_labels
 from lightning_mm.models.packed_attention import use_packed_attention
+from lightning_mm.placement import Placement
 
 IMAGE_ID, TOKENS = 9, 2
 
@@ -217,7 +217,7 @@ def test_llava_datamodule_packs_its_training_rows():
     module = MultimodalModule(model="tiny", model_overrides={"tokenizer": str(root / "tokenizer")})
     dm = LlavaDataModule(train_path=str(root / "llava" / "llava_tiny.json"), template="chatml", packing=True,
                          max_length=160, batch_size=2)  # fmt: skip
-    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    dm.bind(module.data_contract)
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert isinstance(loader.collate_fn, PackedCollator) and isinstance(loader.sampler, PackingSampler)
@@ -252,7 +252,7 @@ def test_packed_rows_of_tiled_images_keep_the_per_image_keys():
     layout, image_id = module.image_layout, module.image_token_id
     dm = LlavaDataModule(train_path=str(root / "llava" / "llava_tiny.json"), image_folder=str(root / "llava"),
                          template="chatml", packing=True, max_length=400, batch_size=8)  # fmt: skip
-    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, image_id, layout)
+    dm.bind(module.data_contract)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert any(len(row) > 1 for row in batch["id"]) and batch["tiles_per_image"].max() > 1
@@ -278,8 +278,7 @@ def test_packed_rows_of_onevision_samples_are_checked_sample_by_sample():
     module = MultimodalModule(model="tiny-llava-onevision", model_overrides={"tokenizer": str(root / "tokenizer")})
     dm = LlavaDataModule(train_path=str(root / "llava" / "llava_tiny.json"), image_folder=str(root / "llava"),
                          template="chatml", packing=True, max_length=400, batch_size=8)  # fmt: skip
-    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id,
-            module.image_layout)  # fmt: skip
+    dm.bind(module.data_contract)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert any(len(row) > 1 for row in batch["id"]) and batch["tiles_per_image"].max() > 1

@@ -8,7 +8,7 @@ from lightning_mm.data.synthetic import COLORS, render_scene
 
 def _bound_dm(module, **kw):
     dm = SyntheticVQADataModule(**{"train_samples": 16, "val_samples": 16, "batch_size": 8, **kw})
-    return dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    return dm.bind(module.data_contract)
 
 
 def test_deterministic_by_seed_and_seeds_differ(tiny_module):

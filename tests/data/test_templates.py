@@ -17,7 +17,6 @@ from lightning_mm.data import (
     get_template,
     list_templates,
     register_template,
-    templates,
 )
 from lightning_mm.data.scenes import build_synthetic_tokenizer
 from lightning_mm.data.segments import _direct_backend, _plain_fast_class, encode_texts
@@ -299,11 +298,3 @@ def test_a_new_format_is_a_table_row(tokenizer):
         get_template("test_zephyr", nope=1)
     with pytest.raises(ValueError, match="'chatml' has no role 'tool'"):
         get_template("chatml").render([{"role": "tool", "content": "{}"}])
-
-
-def test_template_classes_of_earlier_releases_warn_and_build_the_table_rows():
-    with pytest.warns(DeprecationWarning, match="get_template\\('vicuna_v1'"):
-        vicuna = templates.VicunaV1Template(system_prompt="")
-    assert vicuna == get_template("vicuna_v1", system_prompt="")
-    with pytest.warns(DeprecationWarning):
-        assert templates.PlainTemplate(keep_prompt=True).keep_prompt

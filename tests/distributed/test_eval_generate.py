@@ -29,7 +29,7 @@ def _expected() -> dict[str, float]:
     spec.loader.exec_module(worker)
     module = MultimodalModule(model="tiny")
     dm = worker.data()
-    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    dm.bind(module.data_contract)
     samples = [dm.val_dataloader().dataset[i] for i in range(worker.VAL_SAMPLES)]
     out: dict[str, float] = {}
     for category in [None, *sorted({s["category"] for s in samples})]:

@@ -36,7 +36,7 @@ def single_process_grads(worker, tmp_path_factory) -> dict[str, dict[str, torch.
 def test_micro_batches_and_ranks_hold_unequal_numbers_of_targets(worker):
     module = MultimodalModule(model="tiny")
     dm = worker.UnequalVQA(batch_size=2)
-    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    dm.bind(module.data_contract)
     per_micro_batch = [int(count_supervised(batch["labels"])) for batch in dm.train_dataloader()]
     assert per_micro_batch == [3, 12, 4, 7]  # shifted targets of KEEP, two samples at a time
     per_rank = [sum(worker.KEEP[r::2]) for r in (0, 1)]

@@ -73,7 +73,7 @@ def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def test_the_samples_pack_into_rows_that_mix_images_and_text(packing_worker):
     module = MultimodalModule(model="tiny")
     dm = packing_worker.MixedSamples(packed=True, batch_size=2)
-    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    dm.bind(module.data_contract)
     batches = list(dm.train_dataloader())
     assert len(batches) == 2 and all(b["input_ids"].shape[0] == 2 for b in batches)
     rows = [row for b in batches for row in b["id"]]

@@ -27,7 +27,7 @@ def one_process(worker, tmp_path_factory) -> list[dict[str, torch.Tensor]]:
 def test_step_1_is_text_only_and_step_2_text_only_on_rank_0(worker):
     module = MultimodalModule(model="tiny")
     dm = worker.MixedModalities(batch_size=1)
-    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    dm.bind(module.data_contract)
     images = [int(b["image_counts"].sum()) for b in dm.train_dataloader()]
     assert images == [0, 0, 0, 0, 0, 1, 0, 1]  # rank r reads samples r, r + 2, ...
 

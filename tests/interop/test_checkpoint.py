@@ -51,7 +51,7 @@ def test_a_checkpoint_that_is_not_llava_is_named(tmp_path):
     LlamaForCausalLM(
         LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=64)
     ).save_pretrained(tmp_path / "llama")
-    with pytest.raises(ValueError, match=r"not a LLaVA checkpoint.*'llama' \(LlamaForCausalLM\)"):
+    with pytest.raises(ValueError, match=r"not a supported vision-language checkpoint.*'llama' \(LlamaForCausalLM\)"):
         lightning_mm.create_model(f"hf:{tmp_path / 'llama'}")
 
 

@@ -14,10 +14,11 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 import lightning_mm
 from lightning_mm.callbacks import Placement
+from lightning_mm.chat import load_chat_model
 from lightning_mm.cli import main
-from lightning_mm.data import ImageProcessor
-from lightning_mm.interop.export import to_hf_model
+from lightning_mm.data import ImageProcessor, SyntheticVQADataModule
 from lightning_mm.families.llava.processor import hf_image_processor
+from lightning_mm.interop.export import to_hf_model
 from tests.interop.conftest import (
     ASSETS,
     IMAGE_TOKEN_ID,
@@ -136,8 +137,8 @@ PNGS = ("blue_wide.png", "green_tall.png", "red_circle.png", "yellow_cross.png")
 @pytest.mark.parametrize("aspect", ["crop", "resize"])
 def test_auto_processor_gives_our_pixel_values(hf_checkpoint, float64, tmp_path, aspect):
     _, _, path = hf_checkpoint
-    module = lightning_mm.create_model(f"hf:{path}", pretrained=True)
-    out = lightning_mm.export_hf(module, tmp_path / "export", image_aspect=aspect)
+    module = lightning_mm.create_model(f"hf:{path}", pretrained=True, image_aspect=aspect)
+    out = lightning_mm.export_hf(module, tmp_path / "export")  # the processor reproduces the model's image_aspect
     tower = module.network.vision
     ours_uint8 = ImageProcessor(module.image_data_config, aspect=aspect)
     exact = AutoProcessor.from_pretrained(out, backend="pil")  # PIL resampling, as our pipeline
@@ -222,7 +223,7 @@ def test_zoo_components_model_exports_too(tmp_path):
     with torch.no_grad():
         ours = net.lm_head(net(ids, None, pixels))
         theirs = hf(input_ids=ids, pixel_values=pixels).logits
-        in_memory = to_hf_model(net)(input_ids=ids, pixel_values=pixels).logits  # shares our weights, runs as is
+        in_memory = to_hf_model(net, "llava")(input_ids=ids, pixel_values=pixels).logits  # shares our weights, runs as is
     assert rel_err(ours, theirs) < 1e-5
     assert rel_err(ours, in_memory) < 1e-5
 
@@ -246,7 +247,7 @@ def test_what_transformers_llava_cannot_represent_is_a_clear_error(name, overrid
 def test_cli_hf_options_are_refused_with_the_parts_format(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", str(tmp_path / "x.ckpt"), str(tmp_path / "out"), "--dtype", "bfloat16"])
-    assert "--image-aspect and --dtype apply to --format hf only" in capsys.readouterr().err
+    assert "--hf-model-type and --dtype apply to --format hf only" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "x.ckpt"), str(tmp_path / "out"), "--format", "hf"]) == 2
     assert "x.ckpt" in capsys.readouterr().err  # a missing checkpoint is named, without a traceback
 
@@ -258,3 +259,33 @@ def test_the_trained_chat_template_travels_with_the_export(template, tmp_path):
     out = lightning_mm.export_hf(module, tmp_path / "hf")
     # a Llama-based LLaVA would otherwise be read as vicuna_v1, whatever it was trained with
     assert lightning_mm.get_spec(f"hf:{out}").template == template
+
+
+@pytest.mark.parametrize("aspect", ["pad", "resize"])
+def test_chat_and_export_use_the_image_aspect_the_model_was_trained_with(tmp_path, aspect):
+    """No flag: the checkpoint's ``image_aspect`` reaches chat, the parts export and transformers' image processor."""
+    L.seed_everything(0, verbose=False)
+    module = lightning_mm.MultimodalModule(model="tiny-llava", image_aspect=aspect)
+    data = SyntheticVQADataModule(train_samples=8, val_samples=4, batch_size=4)
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, data)
+    ckpt = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    contract = load_chat_model(str(ckpt)).contract
+    assert contract.image_aspect == aspect and contract.layout.processor.aspect == aspect
+    assert main(["export", str(ckpt), str(tmp_path / "parts")]) == 0
+    assert load_chat_model(str(tmp_path / "parts")).contract.layout.processor.aspect == aspect
+    assert main(["export", str(ckpt), str(tmp_path / "hf"), "--format", "hf"]) == 0
+    written = AutoProcessor.from_pretrained(tmp_path / "hf").image_processor
+    expected = hf_image_processor(module.image_data_config, aspect)
+    assert written.size == expected.size and bool(getattr(written, "do_pad", False)) == (aspect == "pad")

@@ -8,9 +8,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, LlavaForConditionalGeneration
 
 import lightning_mm
-from lightning_mm.interop import converter_for_network
-from lightning_mm.zoo import build_network, get_spec
+from lightning_mm.families import family_for_model_type
 from lightning_mm.families.llava.zoo import LLAVA_15_7B_HF_CONFIG, LLAVA_15_13B_HF_CONFIG
+from lightning_mm.zoo import build_network, get_spec
 from tests.interop.conftest import batch, rel_err
 
 RELEASED = {"llava-1.5-7b": LLAVA_15_7B_HF_CONFIG, "llava-1.5-13b": LLAVA_15_13B_HF_CONFIG}
@@ -23,7 +23,7 @@ def test_every_key_of_the_released_model_maps_both_ways_on_meta(name):
         hf = LlavaForConditionalGeneration(AutoConfig.for_model(**RELEASED[name]))
         net = build_network(get_spec(name), pretrained=False)
     theirs, ours = hf.state_dict(), net.state_dict()
-    converter = converter_for_network("llava")
+    converter = family_for_model_type("llava")[1]
 
     to_ours, left = converter.to_ours(theirs, net)
     assert left == []

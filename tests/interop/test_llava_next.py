@@ -8,10 +8,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlavaNextForConditionalGeneration, LlavaOnevisionForConditionalGeneration
 
-from lightning_mm.interop import checkpoint_spec_fields
-from lightning_mm.interop.export import to_hf_model
 from lightning_mm.families.llava_next.geometry import capped_shape, grid_shape, unpad_bounds
 from lightning_mm.families.llava_next.projector import AnyResProjector
+from lightning_mm.interop import checkpoint_spec_fields
+from lightning_mm.interop.export import to_hf_model
 from lightning_mm.zoo import ModelSpec, build_network
 from tests.interop.conftest import rel_err
 from tests.interop.tiny_anyres import SIZES, anyres_batch, geometry, make_hf

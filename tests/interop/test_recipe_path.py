@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import LlavaForConditionalGeneration
 
+from lightning_mm.checkpoint.load import load_module
 from lightning_mm.cli import main
-from lightning_mm.commands.export import load_module
 from tests.interop.conftest import ASSETS, batch, make_hf_llava, rel_err, save_checkpoint
 
 RECIPE = Path(__file__).parents[2] / "recipes" / "interop" / "llava15_7b_lora.yaml"

@@ -9,11 +9,10 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import lightning_mm
 from lightning_mm.families.smolvlm.layout import SmolVLMLayout
+from lightning_mm.families.smolvlm.settings import layout_for_spec
 from lightning_mm.interop.checkpoint import checkpoint_spec_fields
 from lightning_mm.interop.export import to_hf_model
-from lightning_mm.families.smolvlm.processor import export_smolvlm_hf
 from lightning_mm.zoo import ModelSpec, build_network, get_spec
-from lightning_mm.families.smolvlm.zoo import layout_for_spec
 from tests.interop.conftest import rel_err
 from tests.interop.smolvlm_fixtures import (
     LONGEST_EDGE,
@@ -100,7 +99,7 @@ def test_export_round_trip_equals_and_loads_in_transformers(tokenizer, float64, 
     hf_model = make_hf("smolvlm", seed=1).double()
     path = save_checkpoint(hf_model, tokenizer, tmp_path / "in")
     network = build_network(ModelSpec(name="t", **checkpoint_spec_fields(str(path))), pretrained=True).eval()
-    exported = to_hf_model(network, family="smolvlm")
+    exported = to_hf_model(network, "smolvlm")
     assert type(exported).__name__ == "SmolVLMForConditionalGeneration"
     saved = {k: v for k, v in hf_model.state_dict().items()}
     for key, value in exported.state_dict().items():
@@ -136,15 +135,15 @@ def test_a_scale_factor_without_a_projector_is_named(tokenizer, tmp_path):
 def test_a_llava_projector_cannot_be_written_as_smolvlm():
     network = lightning_mm.create_model("tiny", device="meta").network
     with pytest.raises(ValueError, match="last vision block through its final norm"):
-        to_hf_model(network, family="smolvlm")
+        to_hf_model(network, "smolvlm")
 
 
 def test_the_layout_of_an_imported_checkpoint_is_its_processors(tokenizer, tmp_path):
     path = save_checkpoint(make_hf("smolvlm"), tokenizer, tmp_path / "ckpt")
     spec = ModelSpec(name="t", **checkpoint_spec_fields(str(path)))
-    layout = layout_for_spec(spec, tokenizer)
+    layout = layout_for_spec(spec, tokenizer, SEQ_LEN)
     assert (layout.image_seq_len, layout.tile_size, layout.longest_edge) == (SEQ_LEN, TILE, LONGEST_EDGE)
-    released = layout_for_spec(get_spec("smolvlm-256m"), tokenizer)
+    released = layout_for_spec(get_spec("smolvlm-256m"), tokenizer, 64)
     assert (released.image_seq_len, released.tile_size, released.longest_edge) == (64, 512, 2048)
     assert released.grid((480, 640)) == (3, 4)  # 2048 x 1536 -> 4 x 3 tiles of 512 (+ the global view)
 
@@ -154,8 +153,8 @@ def test_exported_folder_loads_in_transformers_and_its_processor_writes_our_ids(
     hf_model = make_hf(family, seed=3).double()
     path = save_checkpoint(hf_model, tokenizer, tmp_path / "in")
     module = lightning_mm.create_model(f"hf:{path}", pretrained=True)
-    layout = layout_for_spec(module.spec, module.tokenizer)
-    out = export_smolvlm_hf(module, tmp_path / "out", layout, family=family)
+    layout = module.image_layout
+    out = lightning_mm.export_hf(module, tmp_path / "out", model_type=family)
     model = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float64).eval()
     # the PIL backend resizes exactly as the layout does; SmolVLM's video processor has no PIL backend (torchvision
     # resamples slightly differently: within 2 uint8 levels)

@@ -80,9 +80,7 @@ def test_uint8_images_give_the_output_of_images_normalised_on_the_cpu(tiny_modul
 def text_batch(tiny_module):
     """4 text-only synthetic samples (no image)."""
     dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4, mode="text")
-    dm.bind(
-        tiny_module.tokenizer, tiny_module.num_image_tokens, tiny_module.image_data_config, tiny_module.image_token_id
-    )
+    dm.bind(tiny_module.data_contract)
     batch = next(iter(dm.train_dataloader()))
     assert batch["pixel_values"] is None
     return batch

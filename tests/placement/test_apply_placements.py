@@ -1,13 +1,10 @@
-"""apply_placements on a plain network (no Lightning) and the deprecated import paths of the placement layer."""
+"""apply_placements on a plain network (no Lightning)."""
 
 from __future__ import annotations
-
-import importlib
 
 import pytest
 import torch
 
-import lightning_mm.placement as placement
 from lightning_mm.placement import Placement, apply_placements
 from lightning_mm.zoo import build_network, get_spec
 
@@ -40,15 +37,3 @@ def test_an_unknown_component_is_refused_before_anything_changes():
     with pytest.raises(ValueError, match="Unknown component 'audio'"):
         apply_placements(network, {"vision": Placement("frozen"), "audio": Placement("full")})
     assert all(p.requires_grad for p in network.vision.parameters())
-
-
-@pytest.mark.parametrize("old", ["placement", "lora", "lora_dropout"])
-def test_old_paths_warn_and_give_the_same_objects(old):
-    alias = importlib.import_module(f"lightning_mm.callbacks.{old}")
-    new = importlib.import_module(f"lightning_mm.placement.{old}")
-    assert alias.__all__ == new.__all__ and set(alias.__all__) <= set(placement.__all__)
-    for name in alias.__all__:
-        with pytest.warns(DeprecationWarning, match=f"callbacks.{old}.{name} moved to lightning_mm.placement.{name}"):
-            assert getattr(alias, name) is getattr(new, name)
-    with pytest.raises(AttributeError):
-        alias.not_a_name  # noqa: B018

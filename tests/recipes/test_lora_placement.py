@@ -95,7 +95,7 @@ def test_latin_square_split_holds_out_combinations_of_trained_colours_and_shapes
 
 def _task(module, **kw):
     dm = HeldOutVQADataModule(**{"train_images": 24, "val_samples": 40, "test_samples": 40, "batch_size": 8, **kw})
-    return dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    return dm.bind(module.data_contract)
 
 
 def test_splits_draw_only_their_combinations_and_describe_answers_the_caption(tiny_module):

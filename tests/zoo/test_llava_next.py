@@ -9,11 +9,11 @@ from transformers import AutoConfig, LlavaNextForConditionalGeneration, LlavaOne
 
 from lightning_mm import MultimodalModule
 from lightning_mm.data import SyntheticVQADataModule
-from lightning_mm.interop import converter_for_network
+from lightning_mm.families import family_for_model_type
 from lightning_mm.families.llava_next.geometry import anyres_token_count, num_tiles
 from lightning_mm.families.llava_next.projector import AnyResProjector
-from lightning_mm.zoo import build_network, get_spec
 from lightning_mm.families.llava_next.zoo import LLAVA_NEXT_VICUNA_7B_HF_CONFIG, LLAVA_ONEVISION_0_5B_HF_CONFIG
+from lightning_mm.zoo import build_network, get_spec
 
 RELEASED = {
     "llava-next-vicuna-7b": ("llava_next", LLAVA_NEXT_VICUNA_7B_HF_CONFIG, LlavaNextForConditionalGeneration),
@@ -32,7 +32,7 @@ def test_meta_build_equals_transformers_class_from_the_released_config(name):
     n_hf = sum(p.numel() for p in hf.parameters())
     assert n_hf == sum(p.numel() for p in net.parameters()) == PARAMS[name]
 
-    converter = converter_for_network(family)
+    converter = family_for_model_type(family)[1]
     theirs, ours = hf.state_dict(), net.state_dict()
     to_ours, left = converter.to_ours(theirs, net)
     assert left == [] and sorted(to_ours) == sorted(ours)
@@ -85,7 +85,7 @@ def test_fixed_size_data_trains_a_tiling_model_one_tile_per_image(name):
     module.configure_model()
     assert module.num_image_tokens == 4 * 4 + 1
     dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4)
-    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    dm.bind(module.data_contract)
     batch = next(iter(dm.train_dataloader()))
     loss_sum, n = module.compute_loss(module(batch), batch["labels"])
     (loss_sum / n).backward()

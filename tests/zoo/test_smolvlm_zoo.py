@@ -7,9 +7,9 @@ import torch
 from transformers import Idefics3Config, Idefics3ForConditionalGeneration
 
 import lightning_mm
+from lightning_mm.families.smolvlm.zoo import SMOLVLM_256M_CONFIG, SMOLVLM_500M_CONFIG
 from lightning_mm.models.token_reduction import PixelShuffleProjector
 from lightning_mm.zoo import build_network, count_image_tokens, get_spec, list_models, parameter_counts
-from lightning_mm.families.smolvlm.zoo import SMOLVLM_256M_CONFIG, SMOLVLM_500M_CONFIG
 
 ENTRIES = {"smolvlm-256m": SMOLVLM_256M_CONFIG, "smolvlm-500m": SMOLVLM_500M_CONFIG}
 

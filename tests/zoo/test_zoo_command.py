@@ -7,12 +7,13 @@ from lightning_mm.cli import main
 from lightning_mm.commands.zoo import format_count
 
 
-def test_table_has_name_vision_llm_and_exact_params(capsys):
+def test_table_has_name_family_vision_llm_and_exact_params(capsys):
     assert main(["zoo", "llava-1.5-7b", "--exact"]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()
-    assert header.split()[:4] == ["name", "vision", "llm", "params"]
-    assert row.split()[:5] == [
+    assert header.split()[:5] == ["name", "family", "vision", "llm", "params"]
+    assert row.split()[:6] == [
         "llava-1.5-7b",
+        "llava",
         "vit_large_patch14_clip_336",
         "llava-hf/llava-1.5-7b-hf",
         "7,063,427,072",
@@ -20,7 +21,7 @@ def test_table_has_name_vision_llm_and_exact_params(capsys):
     ]
     assert main(["zoo", "llava-1.5-7b-components", "--exact"]) == 0
     _, row = capsys.readouterr().out.strip().splitlines()
-    assert row.split()[1:4] == ["vit_large_patch14_clip_336.openai", "lmsys/vicuna-7b-v1.5", "7,063,427,072"]
+    assert row.split()[1:5] == ["llava", "vit_large_patch14_clip_336.openai", "lmsys/vicuna-7b-v1.5", "7,063,427,072"]
 
 
 def test_pattern_filters_and_unknown_pattern_fails(capsys):
