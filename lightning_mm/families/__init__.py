@@ -7,7 +7,7 @@ markers). A family of your own: subclass :class:`Family`, ``register_family(...)
 ``ModelSpec.family`` of the zoo entries you register.
 """
 
-from lightning_mm.families.base import Family
+from lightning_mm.families.base import Family, ImageSetup
 from lightning_mm.families.registry import (
     BUILTIN_FAMILIES,
     family_for_model_type,
@@ -20,6 +20,7 @@ from lightning_mm.families.registry import (
 __all__ = [
     "BUILTIN_FAMILIES",
     "Family",
+    "ImageSetup",
     "family_for_model_type",
     "get_family",
     "list_families",

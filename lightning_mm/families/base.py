@@ -12,6 +12,7 @@ Nothing outside ``lightning_mm/families`` asks "which family is this?": it asks 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,7 +25,24 @@ from lightning_mm.data.layout import FixedLayout, ImageLayout
 from lightning_mm.models import build_projector
 from lightning_mm.models.vision import VisionTower
 
-__all__ = ["Family"]
+__all__ = ["Family", "ImageSetup"]
+
+
+@dataclass(frozen=True)
+class ImageSetup:
+    """What a family's image layout is made from, besides the spec and the tokenizer.
+
+    Attributes:
+        image_token_id: Id of the image token.
+        image_data_config: timm data config of the tower (input size, mean, std, interpolation).
+        view_tokens: Tokens one view (one tile) becomes (:meth:`Family.view_tokens`).
+        image_aspect: How one fixed-size view is fitted to the tower's input (``pad``, ``resize``, ``crop``).
+    """
+
+    image_token_id: int
+    image_data_config: dict[str, Any]
+    view_tokens: int
+    image_aspect: str = "pad"
 
 
 class Family:
@@ -52,20 +70,11 @@ class Family:
         return int(projector(features).shape[1])
 
     # ------------------------------------------------------------ the data
-    def image_layout(
-        self,
-        spec: Any,
-        tokenizer: PreTrainedTokenizerBase,
-        *,
-        image_token_id: int,
-        image_data_config: dict[str, Any],
-        view_tokens: int,
-        image_aspect: str,
-    ) -> ImageLayout:
-        """How an image becomes tiles and prompt ids: here one view resized to the tower's input with ``image_aspect``
-        and ``view_tokens`` image tokens (:class:`~lightning_mm.data.FixedLayout`)."""
-        processor = ImageProcessor(image_data_config, image_aspect)
-        return FixedLayout(view_tokens, image_token_id, processor)
+    def image_layout(self, spec: Any, tokenizer: PreTrainedTokenizerBase, images: ImageSetup) -> ImageLayout:
+        """How an image becomes tiles and prompt ids: here one view resized to the tower's input with the model's
+        aspect mode and ``images.view_tokens`` image tokens (:class:`~lightning_mm.data.FixedLayout`)."""
+        processor = ImageProcessor(images.image_data_config, images.image_aspect)
+        return FixedLayout(images.view_tokens, images.image_token_id, processor)
 
     def image_tokens_label(self, spec: Any, view_tokens: int) -> str:
         """The image-token column of ``lightning-mm zoo`` (``"576"``, ``"576/tile"``, ``"64/view"``)."""

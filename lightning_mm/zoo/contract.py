@@ -7,6 +7,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lightning_mm.data.chat_template import get_template
 from lightning_mm.data.contract import DataContract
+from lightning_mm.families.base import ImageSetup
 from lightning_mm.families.registry import get_family
 from lightning_mm.zoo.spec import ModelSpec, count_image_tokens, load_tokenizer
 
@@ -33,14 +34,8 @@ def data_contract(
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(spec)
     view_tokens, data_config = count_image_tokens(spec)
     token_id = image_token_id(spec, tokenizer)
-    layout = get_family(spec.family).image_layout(
-        spec,
-        tokenizer,
-        image_token_id=token_id,
-        image_data_config=data_config,
-        view_tokens=view_tokens,
-        image_aspect=image_aspect,
-    )
+    setup = ImageSetup(token_id, dict(data_config), view_tokens, image_aspect)
+    layout = get_family(spec.family).image_layout(spec, tokenizer, setup)
     return DataContract(
         tokenizer=tokenizer,
         image_token_id=token_id,

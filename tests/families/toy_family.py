@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lightning_mm.data import ChatFormat, ImageProcessor, PreparedImage, register_template
 from lightning_mm.data.chat_template import list_templates
-from lightning_mm.families import Family, get_family, list_families, register_family
+from lightning_mm.families import Family, ImageSetup, get_family, list_families, register_family
 from lightning_mm.zoo import ModelSpec, list_models, register_model
 
 FAMILY = "toy_framed"
@@ -42,18 +42,10 @@ class ToyFamily(Family):
     name = FAMILY
     description = "test family: framed image tokens"
 
-    def image_layout(
-        self,
-        spec: Any,
-        tokenizer: PreTrainedTokenizerBase,
-        *,
-        image_token_id: int,
-        image_data_config: dict[str, Any],
-        view_tokens: int,
-        image_aspect: str,
-    ) -> FramedLayout:
+    def image_layout(self, spec: Any, tokenizer: PreTrainedTokenizerBase, images: ImageSetup) -> FramedLayout:
         start, end = tokenizer.convert_tokens_to_ids([START, END])
-        return FramedLayout(ImageProcessor(image_data_config, image_aspect), view_tokens, image_token_id, start, end)
+        processor = ImageProcessor(images.image_data_config, images.image_aspect)
+        return FramedLayout(processor, images.view_tokens, images.image_token_id, start, end)
 
     def image_tokens_label(self, spec: Any, view_tokens: int) -> str:
         return f"{view_tokens}+2"

@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 from lightning_mm.data.contract import DataContract
 from lightning_mm.data.layout import ImageLayout
 from lightning_mm.errors import ConfigError
-from lightning_mm.families.base import Family
+from lightning_mm.families.base import Family, ImageSetup
 from lightning_mm.families.llava_next.converter import LlavaNextConverter, LlavaOnevisionConverter
 from lightning_mm.families.llava_next.layout import AnyResLayout
 from lightning_mm.families.llava_next.processor import anyres_hf_processor
@@ -43,21 +43,12 @@ class LlavaNextFamily(Family):
         """Tokens of one tile: its features and the newline that ends its row."""
         return int(projector.assemble(projector(features)).shape[0])  # (N + 1, D)
 
-    def image_layout(
-        self,
-        spec: Any,
-        tokenizer: PreTrainedTokenizerBase,
-        *,
-        image_token_id: int,
-        image_data_config: dict[str, Any],
-        view_tokens: int,
-        image_aspect: str,
-    ) -> ImageLayout:
+    def image_layout(self, spec: Any, tokenizer: PreTrainedTokenizerBase, images: ImageSetup) -> ImageLayout:
         """:class:`~lightning_mm.families.llava_next.layout.AnyResLayout` of the spec's tiling (``image_aspect`` is
         not read: the tiling cuts the images)."""
         with torch.device("meta"):
             geometry = tiling_geometry(vision_tower(spec), spec.image_tiling)
-        return AnyResLayout(geometry, image_data_config, image_token_id)
+        return AnyResLayout(geometry, images.image_data_config, images.image_token_id)
 
     def image_tokens_label(self, spec: Any, view_tokens: int) -> str:
         return f"{view_tokens - 1}/tile"  # one tile's tokens, without its row's newline

@@ -10,7 +10,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lightning_mm.data.contract import DataContract
 from lightning_mm.data.layout import ImageLayout
-from lightning_mm.families.base import Family
+from lightning_mm.families.base import Family, ImageSetup
 from lightning_mm.families.smolvlm.converter import SmolVLMConverter
 from lightning_mm.families.smolvlm.processor import smolvlm_hf_processor
 from lightning_mm.families.smolvlm.settings import layout_for_spec
@@ -26,19 +26,10 @@ class SmolVLMFamily(Family):
     description = "SmolVLM / Idefics3: image splitting into tiles + a global view, pixel shuffle, row/column markers"
     converters = (SmolVLMConverter("idefics3"), SmolVLMConverter("smolvlm"))
 
-    def image_layout(
-        self,
-        spec: Any,
-        tokenizer: PreTrainedTokenizerBase,
-        *,
-        image_token_id: int,
-        image_data_config: dict[str, Any],
-        view_tokens: int,
-        image_aspect: str,
-    ) -> ImageLayout:
+    def image_layout(self, spec: Any, tokenizer: PreTrainedTokenizerBase, images: ImageSetup) -> ImageLayout:
         """:class:`~lightning_mm.families.smolvlm.layout.SmolVLMLayout` of the spec's image-processor settings
         (``image_aspect`` is not read: the layout cuts the images)."""
-        return layout_for_spec(spec, tokenizer, view_tokens)
+        return layout_for_spec(spec, tokenizer, images.view_tokens)
 
     def image_tokens_label(self, spec: Any, view_tokens: int) -> str:
         return f"{view_tokens}/view"
