@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -37,6 +38,24 @@ def tiny_batch(tiny_module):
         tiny_module.tokenizer, tiny_module.num_image_tokens, tiny_module.image_data_config, tiny_module.image_token_id
     )
     return next(iter(dm.train_dataloader()))
+
+
+@pytest.fixture()
+def training_steps(monkeypatch) -> list:
+    """The modules of the training steps run during the test, in order (MultimodalModule and subclasses).
+
+    For runs whose only result is a return code: the CLI returns 0 once Lightning returns, whatever it trained.
+    """
+    steps: list = []
+    training_step = MultimodalModule.training_step
+
+    @functools.wraps(training_step)
+    def recorded(self, *args, **kwargs):
+        steps.append(self)
+        return training_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(MultimodalModule, "training_step", recorded)
+    return steps
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +104,7 @@ def quickstart_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("quickstart")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
     args = ["--config", str(recipe), *QUICKSTART_SHORT, f"--trainer.logger.init_args.save_dir={root}"]
-    main(["fit", *args])
+    assert main(["fit", *args]) == 0
     ckpt = root / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file(), f"the quickstart run wrote no {ckpt}"
     return {"args": args, "root": root, "ckpt": ckpt}

@@ -36,10 +36,10 @@ def test_subclass_with_custom_projector_and_auxiliary_loss_trains():
     assert not torch.allclose(norm_w, torch.ones_like(norm_w))
 
 
-def test_subclass_from_the_cli(tmp_path, monkeypatch):
+def test_subclass_from_the_cli(tmp_path, monkeypatch, training_steps):
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)
-    main(
+    rc = main(
         [
             "fit",
             "--config",
@@ -56,3 +56,5 @@ def test_subclass_from_the_cli(tmp_path, monkeypatch):
             "--data.init_args.val_samples=8",
         ]
     )
+    assert rc == 0
+    assert len(training_steps) == 1 and type(training_steps[0]) is NormedProjectorModule  # fast_dev_run=1

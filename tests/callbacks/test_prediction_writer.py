@@ -47,7 +47,7 @@ def test_predict_after_the_quickstart_writes_the_held_out_samples_and_agrees_wit
     quickstart_run, capsys
 ):
     capsys.readouterr()
-    main(["predict", *quickstart_run["args"], f"--ckpt_path={quickstart_run['ckpt']}"])
+    assert main(["predict", *quickstart_run["args"], f"--ckpt_path={quickstart_run['ckpt']}"]) == 0
     out = capsys.readouterr().out
     path = _wrote(out)
     # default path: the predict run's log directory under the recipe's logger save_dir
