@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -38,6 +39,29 @@ def tiny_batch(tiny_module):
         tiny_module.tokenizer, tiny_module.num_image_tokens, tiny_module.image_data_config, tiny_module.image_token_id
     )
     return next(iter(dm.train_dataloader()))
+
+
+#: Trainer settings of a run that logs, checkpoints and prints nothing, on the CPU (see :func:`quiet_trainer`).
+QUIET_TRAINER = {
+    "accelerator": "cpu",
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
+
+
+@pytest.fixture(scope="session")
+def quiet_trainer():
+    """Factory: a Lightning Trainer with the :data:`QUIET_TRAINER` settings; keyword arguments add or replace some.
+
+    ``quiet_trainer(max_steps=2, callbacks=[...])``; ``quiet_trainer(logger=CSVLogger(path))`` for a run that logs.
+    """
+
+    def make(**overrides) -> L.Trainer:
+        return L.Trainer(**{**QUIET_TRAINER, **overrides})
+
+    return make
 
 
 @pytest.fixture()

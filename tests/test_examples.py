@@ -13,20 +13,11 @@ from lightning_mm.cli import main
 from lightning_mm.data import SyntheticVQADataModule  # noqa: E402
 
 
-def test_subclass_with_custom_projector_and_auxiliary_loss_trains():
+def test_subclass_with_custom_projector_and_auxiliary_loss_trains(quiet_trainer):
     L.seed_everything(0)
     module = NormedProjectorModule(feature_penalty=1e-3, model="tiny")
     dm = SyntheticVQADataModule(train_samples=32, val_samples=16, batch_size=8)
-    trainer = L.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_steps=3, limit_val_batches=1, num_sanity_val_steps=0)
     trainer.fit(module, dm)
     assert isinstance(module.network.projector, NormedProjector)
     assert "train/feature_penalty" in trainer.callback_metrics
