@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -35,6 +37,47 @@ def tiny_batch(tiny_module):
     dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4)
     dm.bind(tiny_module.data_contract)
     return next(iter(dm.train_dataloader()))
+
+
+#: Trainer settings of a run that logs, checkpoints and prints nothing, on the CPU (see :func:`quiet_trainer`).
+QUIET_TRAINER = {
+    "accelerator": "cpu",
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
+
+
+@pytest.fixture(scope="session")
+def quiet_trainer():
+    """Factory: a Lightning Trainer with the :data:`QUIET_TRAINER` settings; keyword arguments add or replace some.
+
+    ``quiet_trainer(max_steps=2, callbacks=[...])``; ``quiet_trainer(logger=CSVLogger(path))`` for a run that logs.
+    """
+
+    def make(**overrides) -> L.Trainer:
+        return L.Trainer(**{**QUIET_TRAINER, **overrides})
+
+    return make
+
+
+@pytest.fixture()
+def training_steps(monkeypatch) -> list:
+    """The modules of the training steps run during the test, in order (MultimodalModule and subclasses).
+
+    For runs whose only result is a return code: the CLI returns 0 once Lightning returns, whatever it trained.
+    """
+    steps: list = []
+    training_step = MultimodalModule.training_step
+
+    @functools.wraps(training_step)
+    def recorded(self, *args, **kwargs):
+        steps.append(self)
+        return training_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(MultimodalModule, "training_step", recorded)
+    return steps
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +126,7 @@ def quickstart_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("quickstart")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
     args = ["--config", str(recipe), *QUICKSTART_SHORT, f"--trainer.logger.init_args.save_dir={root}"]
-    main(["fit", *args])
+    assert main(["fit", *args]) == 0
     ckpt = root / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file(), f"the quickstart run wrote no {ckpt}"
     return {"args": args, "root": root, "ckpt": ckpt}

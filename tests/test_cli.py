@@ -11,11 +11,11 @@ def test_zoo_lists_tiny(capsys):
     assert "tiny" in capsys.readouterr().out
 
 
-def test_fit_from_quickstart_recipe_fast_dev_run(tmp_path, monkeypatch):
+def test_fit_from_quickstart_recipe_fast_dev_run(tmp_path, monkeypatch, training_steps):
     monkeypatch.chdir(tmp_path)
 
     recipe = pathlib.Path(__file__).parents[1] / "recipes" / "quickstart.yaml"
-    main(
+    rc = main(
         [
             "fit",
             "--config",
@@ -26,6 +26,8 @@ def test_fit_from_quickstart_recipe_fast_dev_run(tmp_path, monkeypatch):
             "--data.init_args.val_samples=16",
         ]
     )
+    assert rc == 0
+    assert len(training_steps) == 2 and all(type(m) is MultimodalModule for m in training_steps)  # fast_dev_run=2
 
 
 def test_unknown_model_name_is_a_clear_error():

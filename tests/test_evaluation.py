@@ -89,7 +89,7 @@ class _Outputs(Callback):
 
 
 @pytest.mark.slow
-def test_generated_accuracy_equals_teacher_forced_accuracy_of_a_trained_model():
+def test_generated_accuracy_equals_teacher_forced_accuracy_of_a_trained_model(quiet_trainer):
     """A short run (accuracy between 0 and 1): greedy generation reproduces the answer and its end-of-turn exactly
     when teacher-forced argmax is right on every target, so both accuracies agree sample by sample."""
     L.seed_everything(0)
@@ -97,11 +97,10 @@ def test_generated_accuracy_equals_teacher_forced_accuracy_of_a_trained_model():
         model="tiny", optimizer=lambda p: torch.optim.AdamW(p, lr=5e-3, weight_decay=0.0), eval_generate=True
     )
     dm = SyntheticVQADataModule(train_samples=32 * 40, val_samples=64, batch_size=32, question_types=["color"])
-    quiet = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer = L.Trainer(max_epochs=1, enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0, **quiet)
+    trainer = quiet_trainer(max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(module, dm)
     outputs = _Outputs()
-    metrics = L.Trainer(callbacks=[outputs], **quiet).validate(module, dm, verbose=False)[0]
+    metrics = quiet_trainer(callbacks=[outputs]).validate(module, dm, verbose=False)[0]
 
     assert len(outputs.rows) == 64
     teacher_forced = [r[0] for r in outputs.rows]
@@ -117,7 +116,7 @@ def test_generated_accuracy_equals_teacher_forced_accuracy_of_a_trained_model():
         assert target_ids[-1] in stop
 
 
-def test_llava_references_give_soft_accuracy_overall_and_per_category(tmp_path):
+def test_llava_references_give_soft_accuracy_overall_and_per_category(tmp_path, quiet_trainer):
     """Records with ten human answers are also scored with VQAv2 soft accuracy, overall and per category.
 
     A first pass finds what the (untrained, deterministic) model answers; the references then hold that answer 2, 3
@@ -126,7 +125,6 @@ def test_llava_references_give_soft_accuracy_overall_and_per_category(tmp_path):
     records = json.loads((ASSETS / "llava" / "llava_tiny.json").read_text())[:4]
     for k, record in enumerate(records):
         record["category"] = ("a", "b")[k % 2]
-    quiet = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
 
     def validate(rows):
         path = tmp_path / "val.jsonl"
@@ -140,7 +138,7 @@ def test_llava_references_give_soft_accuracy_overall_and_per_category(tmp_path):
         )
         dm = LlavaDataModule(train_path=str(path), val_path=str(path), image_folder=str(ASSETS / "llava"), batch_size=4)
         outputs = _Outputs()
-        metrics = L.Trainer(callbacks=[outputs], **quiet).validate(module, dm, verbose=False)[0]
+        metrics = quiet_trainer(callbacks=[outputs]).validate(module, dm, verbose=False)[0]
         return metrics, outputs.rows
 
     first, rows = validate(records)

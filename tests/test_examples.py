@@ -13,20 +13,11 @@ from lightning_mm.cli import main
 from lightning_mm.data import SyntheticVQADataModule  # noqa: E402
 
 
-def test_subclass_with_custom_projector_and_auxiliary_loss_trains():
+def test_subclass_with_custom_projector_and_auxiliary_loss_trains(quiet_trainer):
     L.seed_everything(0)
     module = NormedProjectorModule(feature_penalty=1e-3, model="tiny")
     dm = SyntheticVQADataModule(train_samples=32, val_samples=16, batch_size=8)
-    trainer = L.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_steps=3, limit_val_batches=1, num_sanity_val_steps=0)
     trainer.fit(module, dm)
     assert isinstance(module.network.projector, NormedProjector)
     assert "train/feature_penalty" in trainer.callback_metrics
@@ -36,10 +27,10 @@ def test_subclass_with_custom_projector_and_auxiliary_loss_trains():
     assert not torch.allclose(norm_w, torch.ones_like(norm_w))
 
 
-def test_subclass_from_the_cli(tmp_path, monkeypatch):
+def test_subclass_from_the_cli(tmp_path, monkeypatch, training_steps):
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)
-    main(
+    rc = main(
         [
             "fit",
             "--config",
@@ -56,3 +47,5 @@ def test_subclass_from_the_cli(tmp_path, monkeypatch):
             "--data.init_args.val_samples=8",
         ]
     )
+    assert rc == 0
+    assert len(training_steps) == 1 and type(training_steps[0]) is NormedProjectorModule  # fast_dev_run=1

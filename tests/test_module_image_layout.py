@@ -73,7 +73,7 @@ def smolvlm_checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.mark.parametrize("family", ["llava_next", "llava_onevision", "smolvlm"])
-def test_size_dependent_layouts_train_validate_and_predict(family, smolvlm_checkpoint, tmp_path):
+def test_size_dependent_layouts_train_validate_and_predict(family, smolvlm_checkpoint, tmp_path, quiet_trainer):
     torch.manual_seed(0)
     if family.startswith("llava"):
         module = MultimodalModule(f"tiny-{family.replace('_', '-')}",
@@ -88,9 +88,8 @@ def test_size_dependent_layouts_train_validate_and_predict(family, smolvlm_check
     dm = LlavaDataModule(train_path=RECORDS, val_path=RECORDS, predict_path=RECORDS, image_folder=str(ASSETS / "llava"),
                          batch_size=8, max_length=1024, group_by_length=False)  # fmt: skip
     recorder = RecordBatches()
-    trainer = L.Trainer(accelerator="cpu", max_steps=2, limit_val_batches=1, num_sanity_val_steps=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[recorder], default_root_dir=tmp_path)  # fmt: skip
+    trainer = quiet_trainer(max_steps=2, limit_val_batches=1, num_sanity_val_steps=0, callbacks=[recorder],
+                            default_root_dir=tmp_path)  # fmt: skip
     trainer.fit(module, dm)
     assert dm.layout is layout and trainer.global_step == 2
     assert torch.isfinite(trainer.callback_metrics["train/loss"])

@@ -80,22 +80,12 @@ class _RecordLR(L.Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def test_module_trains_with_transformers_schedule(tmp_path):
+def test_module_trains_with_transformers_schedule(tmp_path, quiet_trainer):
     torch.manual_seed(0)
     module = MultimodalModule(model="tiny", warmup_ratio=0.25, schedule="cosine", min_lr_ratio=0.1)
     data = SyntheticVQADataModule(train_samples=16, val_samples=4, batch_size=2)
     record = _RecordLR()
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[record],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=0, callbacks=[record], default_root_dir=tmp_path)
     trainer.fit(module, data)
     peak = trainer.optimizers[0].defaults["lr"]
     ref = get_cosine_with_min_lr_schedule_with_warmup(_optimizer(peak), warmup_steps(8, 0.25), 8, min_lr_rate=0.1)

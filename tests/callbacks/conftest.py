@@ -29,7 +29,7 @@ class LossRecorder(Callback):
 
 
 @pytest.fixture(scope="session")
-def fit_tiny():
+def fit_tiny(quiet_trainer):
     """Factory: fit a fresh ``tiny`` module on 16 unshuffled samples (2 steps per epoch), deterministically.
 
     Returns (module, trainer, recorded losses).
@@ -47,14 +47,9 @@ def fit_tiny():
         L.seed_everything(seed, verbose=False)
         module = MultimodalModule(model="tiny", warmup_ratio=0.0, **module_kwargs)
         recorder = LossRecorder()
-        trainer = L.Trainer(
-            accelerator="cpu",
+        trainer = quiet_trainer(
             max_epochs=max_epochs,
             limit_val_batches=0,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
             deterministic=True,
             default_root_dir=root,
             callbacks=[*callbacks, recorder, *(extra_callbacks or [])],

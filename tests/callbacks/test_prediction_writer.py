@@ -8,7 +8,6 @@ import os
 import re
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -30,15 +29,9 @@ def _wrote(stdout: str) -> Path:
     return Path(match.group(2))
 
 
-def _predict(module: MultimodalModule, dm: LlavaDataModule, out: Path) -> list[dict]:
+def _predict(quiet_trainer, module: MultimodalModule, dm: LlavaDataModule, out: Path) -> list[dict]:
     """``trainer.predict`` with a :class:`PredictionWriter` to ``out``; the rows it wrote."""
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        callbacks=[PredictionWriter(output_path=str(out))],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(callbacks=[PredictionWriter(output_path=str(out))])
     trainer.predict(module, datamodule=dm, return_predictions=False)
     return read_predictions(out)
 
@@ -47,7 +40,7 @@ def test_predict_after_the_quickstart_writes_the_held_out_samples_and_agrees_wit
     quickstart_run, capsys
 ):
     capsys.readouterr()
-    main(["predict", *quickstart_run["args"], f"--ckpt_path={quickstart_run['ckpt']}"])
+    assert main(["predict", *quickstart_run["args"], f"--ckpt_path={quickstart_run['ckpt']}"]) == 0
     out = capsys.readouterr().out
     path = _wrote(out)
     # default path: the predict run's log directory under the recipe's logger save_dir
@@ -89,14 +82,14 @@ def test_predict_after_the_quickstart_writes_the_held_out_samples_and_agrees_wit
     assert any(correct), "the short run learnt nothing: the comparison would be vacuous"
 
 
-def test_llava_rows_hold_the_conversation_up_to_the_last_answer_and_that_answer(tmp_path):
+def test_llava_rows_hold_the_conversation_up_to_the_last_answer_and_that_answer(tmp_path, quiet_trainer):
     data_file = ASSETS / "llava" / "llava_tiny.jsonl"
     overrides = {"tokenizer": str(ASSETS / "tokenizer"), "template": "vicuna_v1"}
     torch.manual_seed(0)
     module = MultimodalModule(model="tiny", model_overrides=overrides, max_new_tokens=2)
     dm = LlavaDataModule(train_path=str(data_file), val_path=str(data_file), val_batch_size=3)
     out = tmp_path / "sub" / "preds.jsonl"
-    rows = _predict(module, dm, out)
+    rows = _predict(quiet_trainer, module, dm, out)
     lines = [json.loads(line) for line in data_file.read_text().splitlines() if line.strip()]
     assert [r["index"] for r in rows] == list(range(len(lines)))
     for row, raw in zip(rows, lines, strict=True):
@@ -140,7 +133,7 @@ def test_two_ddp_ranks_write_one_file_in_the_order_of_the_data(tmp_path, run_pyt
     assert [r["id"] for r in ddp] == [f"synthetic-2-{i}" for i in range(worker.NUM_SAMPLES)]
 
 
-def test_rows_keep_their_dataset_index_when_records_are_dropped(tmp_path):
+def test_rows_keep_their_dataset_index_when_records_are_dropped(tmp_path, quiet_trainer):
     lines = (ASSETS / "llava" / "llava_tiny.jsonl").read_text().splitlines()
     missing = {
         "id": "missing-image",
@@ -160,7 +153,7 @@ def test_rows_keep_their_dataset_index_when_records_are_dropped(tmp_path):
         val_batch_size=2,
     )
     out = tmp_path / "preds.jsonl"
-    rows = _predict(module, dm, out)
+    rows = _predict(quiet_trainer, module, dm, out)
     ids = [str(json.loads(line)["id"]) for line in [lines[0], json.dumps(missing), *lines[1:3]]]
     assert [r["id"] for r in rows] == [i for i in ids if i != "missing-image"]
     assert [r["index"] for r in rows] == [ids.index(r["id"]) for r in rows] == [0, 2, 3]

@@ -23,7 +23,7 @@ def _short_run(recipe: str, tmp_path: Path, *overrides: str) -> EventAccumulator
     path.write_text(yaml.safe_dump(config))
     args = ["fit", "--config", str(path), "--trainer.accelerator=cpu", "--trainer.max_steps=6"]
     args += ["--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false", *overrides]
-    main(args)
+    assert main(args) == 0
     version = next((tmp_path / "runs").glob("*/version_0"))
     events = EventAccumulator(str(version), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
     events.Reload()

@@ -6,7 +6,6 @@ import csv
 import json
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
@@ -54,7 +53,7 @@ def test_datamodule_binds_to_the_model_and_groups_by_length(asset_module):
     assert isinstance(dm.train_dataloader().sampler, ShuffleSampler)
 
 
-def test_fit_logs_dropped_fraction_skip_counts_and_supervised_fraction(tmp_path, records_with_bad_rows):
+def test_fit_logs_dropped_fraction_skip_counts_and_supervised_fraction(tmp_path, records_with_bad_rows, quiet_trainer):
     train_path, n_records = records_with_bad_rows
     dm = LlavaDataModule(
         train_path=str(train_path),
@@ -65,15 +64,8 @@ def test_fit_logs_dropped_fraction_skip_counts_and_supervised_fraction(tmp_path,
         max_length=256,
     )
     model = MultimodalModule(model="tiny", model_overrides=OVERRIDES)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=CSVLogger(tmp_path),
-        callbacks=[DataStatsCallback()],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+    trainer = quiet_trainer(
+        max_epochs=1, logger=CSVLogger(tmp_path), callbacks=[DataStatsCallback()], num_sanity_val_steps=0
     )
     trainer.fit(model, datamodule=dm)
     assert dm.train_dataset.template.name == "vicuna_v1"  # the model's own template

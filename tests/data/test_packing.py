@@ -6,7 +6,6 @@ import copy
 import warnings
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -231,13 +230,11 @@ def test_llava_datamodule_packs_its_training_rows():
         assert counts.tolist() == (b["image_counts"] * module.num_image_tokens).tolist()
 
 
-def test_synthetic_datamodule_trains_on_packed_rows(tmp_path):
+def test_synthetic_datamodule_trains_on_packed_rows(tmp_path, quiet_trainer):
     torch.manual_seed(0)
     module = MultimodalModule(model="tiny")
     dm = SyntheticVQADataModule(train_samples=24, val_samples=4, batch_size=2, packing=96)
-    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        default_root_dir=tmp_path)  # fmt: skip
+    trainer = quiet_trainer(max_steps=2, limit_val_batches=0, default_root_dir=tmp_path)
     trainer.fit(module, dm)
     batch = next(iter(trainer.train_dataloader))
     assert "position_ids" in batch and batch["input_ids"].shape[1] <= 96 and len(batch["id"][0]) > 1

@@ -10,15 +10,13 @@ import torch
 from transformers import (
     AutoTokenizer,
     CLIPImageProcessor,
-    CLIPVisionConfig,
-    LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
-    Qwen2Config,
     SiglipImageProcessor,
-    SiglipVisionConfig,
 )
+
+from tests.helpers import tiny_text_config, tiny_vision_config
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 IMAGE_TOKEN_ID = 4  # <image> in tests/assets/tokenizer
@@ -27,35 +25,12 @@ IMG, PATCH = 16, 8  # 2 x 2 = 4 patches per image
 
 
 def vision_config(family: str):
-    common = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "image_size": IMG,
-        "patch_size": PATCH,
-    }
-    if family == "clip":
-        return CLIPVisionConfig(**common, hidden_act="quick_gelu", projection_dim=16)
-    return SiglipVisionConfig(**common)  # gelu_pytorch_tanh, attention-pool head
+    # SigLIP: gelu_pytorch_tanh, attention-pool head
+    return tiny_vision_config(family, image_size=IMG, patch_size=PATCH)
 
 
 def text_config(family: str):
-    common = {
-        "hidden_size": 48,
-        "intermediate_size": 96,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": VOCAB,
-        "max_position_embeddings": 128,
-        "pad_token_id": 0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-    }
-    if family == "llama":
-        return LlamaConfig(**common, tie_word_embeddings=False)
-    return Qwen2Config(**common, tie_word_embeddings=True)
+    return tiny_text_config(family, vocab_size=VOCAB, max_position_embeddings=128)
 
 
 PAIRS = {"clip-llama": ("clip", "llama", -2, "default"), "siglip-qwen2": ("siglip", "qwen2", -1, "full")}

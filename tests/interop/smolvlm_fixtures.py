@@ -20,6 +20,8 @@ from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImag
 from transformers.models.smolvlm.processing_smolvlm import SmolVLMProcessor
 from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
 
+from tests.helpers import TINY_TEXT, TINY_VISION
+
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MARKERS = ["<fake_token_around_image>", "<global-img>"] + [
     f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)
@@ -66,26 +68,12 @@ def hf_processor(tokenizer, split: bool = True) -> SmolVLMProcessor:
 
 def tiny_config(model_type: str = "smolvlm", tie: bool = False):
     """A tiny SmolVLM (or Idefics3) config: SigLIP-like tower, pixel shuffle 2, Llama."""
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "image_size": TILE,
-        "patch_size": PATCH,
-    }
+    vision = {**TINY_VISION, "num_hidden_layers": 2, "image_size": TILE, "patch_size": PATCH}
     text = {
         "model_type": "llama",
-        "hidden_size": 48,
-        "intermediate_size": 96,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        **TINY_TEXT,
         "vocab_size": VOCAB,
         "max_position_embeddings": 512,
-        "pad_token_id": 0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
         "tie_word_embeddings": tie,
     }
     cls = SmolVLMConfig if model_type == "smolvlm" else Idefics3Config

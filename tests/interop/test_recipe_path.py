@@ -19,7 +19,7 @@ RECIPE = Path(__file__).parents[2] / "recipes" / "interop" / "llava15_7b_lora.ya
 def test_recipe_fine_tunes_an_imported_checkpoint_and_exports_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     source = save_checkpoint(make_hf_llava("clip-llama").float(), tmp_path / "released")
-    main(
+    rc = main(
         [
             "fit",
             "--config",
@@ -37,6 +37,7 @@ def test_recipe_fine_tunes_an_imported_checkpoint_and_exports_it(tmp_path, monke
             "--trainer.enable_progress_bar=false",
         ]
     )
+    assert rc == 0
     checkpoint = next((tmp_path / "runs" / "llava15_7b_lora").rglob("last.ckpt"))
     monkeypatch.chdir(checkpoint.parent)  # exported from elsewhere: the recorded base must still be found
     assert main(["export", str(checkpoint), str(tmp_path / "mine"), "--format", "hf"]) == 0

@@ -25,7 +25,7 @@ def test_recipe_fine_tunes_an_imported_checkpoint_and_exports_it(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     released = make_hf("smolvlm")
     source = save_checkpoint(released, smolvlm_tokenizer(), tmp_path / "released")
-    main(
+    rc = main(
         [
             "fit",
             "--config",
@@ -43,6 +43,7 @@ def test_recipe_fine_tunes_an_imported_checkpoint_and_exports_it(tmp_path, monke
             "--trainer.enable_progress_bar=false",
         ]
     )
+    assert rc == 0
     checkpoint = next((tmp_path / "runs" / "smolvlm_256m_lora").rglob("last.ckpt"))
     module = load_module(checkpoint)  # adapter-only: the imported base + the trained adapters
     assert {c: p.mode for c, p in module.placements.items()} == {"vision": "frozen", "projector": "full", "llm": "lora"}
