@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from transformers import CLIPVisionConfig, LlamaConfig, Qwen2Config, SiglipVisionConfig
 
 #: A tiny ViT tower (transformers vision config arguments); the image and patch sizes are the caller's.
@@ -35,3 +37,21 @@ def tiny_text_config(family: str, **kwargs) -> LlamaConfig | Qwen2Config:
     if family == "llama":
         return LlamaConfig(**{**TINY_TEXT, "tie_word_embeddings": False, **kwargs})
     return Qwen2Config(**{**TINY_TEXT, "tie_word_embeddings": True, **kwargs})
+
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+#: ``lightning-mm fit`` arguments that run a released-model recipe briefly on the committed LLaVA-format assets (CPU,
+#: float32, 2 steps, no activation checkpointing).
+RECIPE_ON_LLAVA_ASSETS = (
+    "--model.init_args.activation_checkpointing=false",
+    f"--data.init_args.train_path={ASSETS / 'llava' / 'llava_tiny.json'}",
+    f"--data.init_args.image_folder={ASSETS / 'llava'}",
+    "--data.init_args.num_workers=0",
+    "--data.init_args.batch_size=2",
+    "--trainer.accelerator=cpu",
+    "--trainer.precision=32-true",
+    "--trainer.max_steps=2",
+    "--trainer.accumulate_grad_batches=1",
+    "--trainer.enable_progress_bar=false",
+)

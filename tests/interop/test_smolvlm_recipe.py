@@ -14,6 +14,7 @@ from lightning_mm.checkpoint.load import load_module
 from lightning_mm.cli import main
 from lightning_mm.interop.export import to_hf_model
 from lightning_mm.placement import merge_lora
+from tests.helpers import RECIPE_ON_LLAVA_ASSETS
 from tests.interop.conftest import ASSETS, rel_err
 from tests.interop.smolvlm_fixtures import TILE, make_hf, save_checkpoint, smolvlm_tokenizer
 
@@ -31,16 +32,7 @@ def test_recipe_fine_tunes_an_imported_checkpoint_and_exports_it(tmp_path, monke
             "--config",
             str(RECIPE),
             f"--model.init_args.model=hf:{source.name}",
-            "--model.init_args.activation_checkpointing=false",
-            f"--data.init_args.train_path={ASSETS / 'llava' / 'llava_tiny.json'}",
-            f"--data.init_args.image_folder={ASSETS / 'llava'}",
-            "--data.init_args.num_workers=0",
-            "--data.init_args.batch_size=2",
-            "--trainer.accelerator=cpu",
-            "--trainer.precision=32-true",
-            "--trainer.max_steps=2",
-            "--trainer.accumulate_grad_batches=1",
-            "--trainer.enable_progress_bar=false",
+            *RECIPE_ON_LLAVA_ASSETS,
         ]
     )
     assert rc == 0

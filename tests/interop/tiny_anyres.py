@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import torch
 from transformers import (
-    CLIPVisionConfig,
-    LlamaConfig,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
-    Qwen2Config,
-    SiglipVisionConfig,
 )
 
 from lightning_mm.families.llava_next.geometry import AnyResGeometry, anyres_token_count, num_tiles, parse_max_tiles
+from tests.helpers import tiny_text_config, tiny_vision_config
 from tests.interop.conftest import IMAGE_TOKEN_ID, VOCAB, perturb
 
 TILE, PATCH = 16, 4
@@ -32,35 +29,12 @@ SIZES = [(30, 30), (20, 50), (45, 17), (37, 61)]
 
 
 def _vision(family: str) -> dict:
-    common = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "image_size": TILE,
-        "patch_size": PATCH,
-    }
-    if family == "clip":
-        return CLIPVisionConfig(**common, hidden_act="quick_gelu", projection_dim=16).to_dict()
-    return SiglipVisionConfig(**common, vision_use_head=False).to_dict()
+    no_head = {} if family == "clip" else {"vision_use_head": False}
+    return tiny_vision_config(family, image_size=TILE, patch_size=PATCH, **no_head).to_dict()
 
 
 def _text(family: str) -> dict:
-    common = {
-        "hidden_size": 48,
-        "intermediate_size": 96,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": VOCAB,
-        "max_position_embeddings": 512,
-        "pad_token_id": 0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-    }
-    if family == "llama":
-        return LlamaConfig(**common, tie_word_embeddings=False).to_dict()
-    return Qwen2Config(**common, tie_word_embeddings=True).to_dict()
+    return tiny_text_config(family, vocab_size=VOCAB, max_position_embeddings=512).to_dict()
 
 
 def make_hf(family: str, seed: int = 0):
