@@ -97,7 +97,7 @@ class InternVLConverter:
             kwargs["pretrained_cfg_overlay"] = overlay
         scale = scale_of_ratio(config.downsample_ratio)
         if scale is None:
-            raise ValueError(f"{source}: downsample_ratio={config.downsample_ratio}; supported: 0.5, 0.25.")
+            raise ValueError(f"{source}: downsample_ratio={config.downsample_ratio}; supported: 0.5.")
         side = kwargs["img_size"] // kwargs["patch_size"]
         if side % scale:
             raise ValueError(

@@ -6,7 +6,7 @@ released models: 0.5, 1024 patches -> 256 tokens), in transformers' channel orde
 feature: :func:`~lightning_mm.models.token_reduction.pixel_shuffle`), then the normed MLP maps it to the LM width.
 The module names (``layer_norm``, ``linear_1``, ``linear_2``) are transformers'.
 
-Registered on import as ``pixel_shuffle{s}_norm_mlp2x_gelu`` (s = 2, 4) with
+Registered on import as ``pixel_shuffle2_norm_mlp2x_gelu`` with
 :func:`~lightning_mm.models.projector.register_projector`.
 """
 
@@ -20,7 +20,7 @@ from lightning_mm.models.token_reduction import pixel_shuffle
 
 __all__ = ["SCALE_FACTORS", "PixelShuffleNormMLP", "projector_name", "scale_of_ratio"]
 
-SCALE_FACTORS = (2, 4)  # downsample_ratio 0.5 and 0.25: the ratios transformers' pixel shuffle computes exactly
+SCALE_FACTORS = (2,)  # downsample_ratio 0.5, the released models' (other ratios: add the factor here)
 
 
 def projector_name(scale_factor: int) -> str:
