@@ -26,6 +26,7 @@ BUILTIN_FAMILIES = {
     "llava": "lightning_mm.families.llava",
     "llava_next": "lightning_mm.families.llava_next",
     "smolvlm": "lightning_mm.families.smolvlm",
+    "internvl": "lightning_mm.families.internvl",
 }
 
 _FAMILIES: dict[str, Family] = {}
