@@ -28,7 +28,7 @@ ROWS = 4  # packed rows of the 8 samples: 2 per rank
 
 def mixed_samples(dm: SyntheticVQADataModule) -> list[dict[str, Any]]:
     """8 samples of different lengths: image samples with 1, 3 and 2 questions, and text-only ones."""
-    args = (dm.tokenizer, dm.num_image_tokens, dm.image_data_config, dm.image_token_id)
+    args = (dm.tokenizer, dm.contract.num_image_tokens, dm.image_data_config, dm.image_token_id)
     samples = []
     for q in (1, 3, 2):
         samples += [SyntheticVQADataset(*args, num_samples=4, seed=q, questions_per_image=q)[i] for i in (0, 1)]
@@ -53,7 +53,7 @@ class MixedSamples(SyntheticVQADataModule):
 
     def train_dataloader(self) -> DataLoader:
         samples = mixed_samples(self)
-        collate = VLMCollator(self.tokenizer.pad_token_id, "right", self.image_token_id, self.num_image_tokens)
+        collate = VLMCollator(self.tokenizer.pad_token_id, "right", self.image_token_id, self.contract.num_image_tokens)
         if not self.packed:
             return DataLoader(samples, batch_size=self.batch_size, collate_fn=collate)
         lengths = [len(s["input_ids"]) for s in samples]

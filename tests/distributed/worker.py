@@ -67,7 +67,7 @@ def ordered_loader(dm: SyntheticVQADataModule, ds: Dataset) -> DataLoader:
     sampler = None
     if trainer is not None and trainer.world_size > 1:
         sampler = DistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
-    collate = VLMCollator(dm.tokenizer.pad_token_id, "right", dm.image_token_id, dm.num_image_tokens)
+    collate = VLMCollator(dm.tokenizer.pad_token_id, "right", dm.image_token_id, dm.contract.num_image_tokens)
     return DataLoader(ds, batch_size=dm.batch_size, sampler=sampler, collate_fn=collate)
 
 

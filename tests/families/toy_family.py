@@ -77,6 +77,7 @@ def register() -> None:
                     "num_attention_heads": 4,
                     "num_key_value_heads": 2,
                     "max_position_embeddings": 256,
+                    "tie_word_embeddings": True,
                 },
                 tokenizer="builtin:synthetic",
                 template=TEMPLATE,
