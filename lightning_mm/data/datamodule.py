@@ -90,6 +90,7 @@ class VLMDataModule(L.LightningDataModule):
             self.image_token_id,
             pad_to_multiple_of=self.pad_to_multiple_of,
             layout=self.layout,
+            prefix_lm=self.contract is not None and self.contract.attention_pattern == "prefix_lm",
         )
 
     def _loader(

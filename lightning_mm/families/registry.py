@@ -26,6 +26,8 @@ BUILTIN_FAMILIES = {
     "llava": "lightning_mm.families.llava",
     "llava_next": "lightning_mm.families.llava_next",
     "smolvlm": "lightning_mm.families.smolvlm",
+    "paligemma": "lightning_mm.families.paligemma",
+    "gemma3": "lightning_mm.families.gemma3",
 }
 
 _FAMILIES: dict[str, Family] = {}
