@@ -335,7 +335,7 @@ def linear_cross_entropy(
             ``num_items`` (an ``int`` or a 0-dim tensor).
         chunk_size: Number of supervised rows projected at once; trades peak memory (``chunk_size * V`` floats)
             against matmul efficiency.
-        softcap: Final logit soft-capping of the LM (Gemma 2's ``final_logit_softcapping``): the loss is that of
+        softcap: Final logit soft-capping of the LM (transformers' ``final_logit_softcapping``): the loss is that of
             ``softcap * tanh(logits / softcap)``. None: none.
 
     Returns:

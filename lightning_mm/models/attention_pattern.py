@@ -3,24 +3,23 @@
 A :class:`VisionLanguageModel` holds one :class:`AttentionPattern`, set by its family when the network is built:
 
 * ``causal`` (LLaVA and most VLMs): every token attends to itself and the tokens before it;
-* ``image_blocks`` (Gemma 3): causal, plus full attention among the tokens of one image (each run of consecutive
+* ``image_blocks``: causal, plus full attention among the tokens of one image (each run of consecutive
   image tokens is a block);
-* ``prefix_lm`` (PaliGemma): full attention over the prefix (image tokens and prompt), causal over the answer. The
+* ``prefix_lm``: full attention over the prefix (image tokens and prompt), causal over the answer. The
   data says where each sample's prefix ends (the batch key ``prefix_mask``, written by the collator from the labels:
   the prefix is every position before a sample's first supervised target); a prompt being generated from is all prefix.
 
 The pattern is turned into a *block id* per position, transformers' ``block_sequence_ids``: -1 for a causal token,
 ``g >= 0`` for the tokens of block ``g``, which see each other whole. The masks are then built once per batch by
-``transformers.masking_utils.create_masks_for_generate`` (the same functions transformers' Gemma 3 and PaliGemma
-use), one per layer type of the LM (full and sliding-window layers), for whichever attention backend the LM runs.
+``transformers.masking_utils.create_masks_for_generate`` (the same functions transformers' own VLMs with
+these patterns use), one per layer type of the LM (full and sliding-window layers), for whichever attention backend the LM runs.
 Packed rows (``position_ids`` restarting per sample, no 2-D mask) keep their per-sample confinement: transformers
 ANDs its packed-sequence mask after the block overlay, so no block reaches across samples. In generation the
 prompt's masks are built for the prefill step only; the new tokens then attend causally to everything before them
 (they belong to no block), through the KV cache.
 
-A sliding-window layer gets ``OR(sliding-window causal, block)``: the same as Gemma 3's
-``AND(sliding window, OR(causal, block))`` whenever a block is shorter than the window (256 image tokens against
-windows of 512 or more in every released Gemma 3).
+A sliding-window layer gets ``OR(sliding-window causal, block)``: the same as
+``AND(sliding window, OR(causal, block))`` whenever a block is shorter than the window.
 """
 
 from __future__ import annotations

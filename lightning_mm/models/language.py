@@ -27,7 +27,7 @@ def build_language_model(
         pretrained: Load the weights with ``from_pretrained(name_or_path)``; otherwise random init from the config.
         torch_dtype: Parameter dtype (default: float32).
         attn_implementation: transformers attention backend (``sdpa``, ``eager``, ``flash_attention_2``); ``sdpa``
-            falls back to ``eager`` for a model that does not support it (Gemma 2: attention logit soft-capping).
+            falls back to ``eager`` for a model that does not support it (attention logit soft-capping).
 
     Returns:
         An ``AutoModelForCausalLM`` instance.

@@ -287,7 +287,8 @@ class VisionLanguageModel(nn.Module):
 
     @property
     def logit_softcap(self) -> float | None:
-        """The LM's final logit soft-capping (``cap * tanh(logits / cap)``, Gemma 2), or None."""
+        """The LM's final logit soft-capping (``cap * tanh(logits / cap)``, the config's
+        ``final_logit_softcapping``), or None."""
         cap = getattr(self.llm.config.get_text_config(), "final_logit_softcapping", None)
         return float(cap) if cap else None
 
@@ -332,7 +333,7 @@ class VisionLanguageModel(nn.Module):
         embeds = self.embed(input_ids, pixel_values, image_sizes, tiles_per_image)
         generate_kwargs.setdefault("do_sample", False)
         # the prompt is all prefix, its left padding included (masked as keys, the padding queries then see the
-        # prompt instead of nothing: transformers' PaliGemma does the same)
+        # prompt instead of nothing, as in transformers' prefix-LM models)
         prompt = torch.ones_like(input_ids, dtype=torch.bool)  # (B, T)
         blocks = self.attention_pattern.block_ids(input_ids, self.image_token_id, prompt)  # (B, T)
         hook = None

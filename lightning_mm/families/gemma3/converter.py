@@ -22,7 +22,7 @@ from lightning_mm.interop.keys import KeyRule
 
 __all__ = ["Gemma3Converter", "check_pan_and_scan"]
 
-TEMPLATE = "gemma3"
+TEMPLATE = "tokenizer"  # the released tokenizer's own chat template (<start_of_turn>user ... model)
 
 
 def check_pan_and_scan(preprocessor: dict | None, source: str) -> None:

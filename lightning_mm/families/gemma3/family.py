@@ -36,7 +36,8 @@ class Gemma3Family(Family):
                 f"Gemma 3's projector is `gemma3_pool<tokens>` (e.g. gemma3_pool256); got {spec.projector!r}."
             )
         eps = float(tower.model.norm.eps)
-        return Gemma3Projector(tower.hidden_size, text_dim, int(match.group(1)), eps=eps)
+        grid = int(tower.model.patch_embed.grid_size[0])
+        return Gemma3Projector(tower.hidden_size, text_dim, int(match.group(1)), eps=eps, patch_grid=grid)
 
     def attention_pattern(self, spec: Any) -> AttentionPattern:
         """Causal, plus full attention among the tokens of each image."""
