@@ -15,7 +15,6 @@ from lightning_mm.module import MultimodalModule
 __all__ = ["MultimodalCLI", "main"]
 
 
-
 class MultimodalCLI(LightningCLI):
     """Lightning CLI for :class:`~lightning_mm.MultimodalModule` (or a subclass) and a VLM datamodule.
 

@@ -79,4 +79,3 @@ class DeclaredPlacements:
             if isinstance(logger, TensorBoardLogger):
                 text = format_placement_table(rows, markdown=True)
                 logger.experiment.add_text("placement", text, global_step=self.global_step)
-

@@ -222,6 +222,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         chunk_size: int,
         mm_dtype: torch.dtype,
         needs_grad: tuple[bool, bool, bool],
+        softcap: float | None = None,
     ) -> torch.Tensor:
         need_h, need_w, need_b = needs_grad
         num_rows, vocab = hidden.shape[0], weight.shape[0]
@@ -242,6 +243,11 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             tgt = targets[start:end]  # (C,)
             logits = torch.addmm(b_mm, h, w_mm.t()) if b_mm is not None else h @ w_mm.t()  # (C, V)
             logits = logits.to(acc_dtype)  # (C, V); upcast copy only for low precision
+            slope = None
+            if softcap is not None:  # z -> cap * tanh(z / cap); d/dz = 1 - tanh(z / cap)^2
+                squashed = torch.tanh(logits / softcap)  # (C, V)
+                logits = squashed * softcap  # (C, V)
+                slope = squashed.square_().neg_().add_(1.0)  # (C, V), in place
 
             # Numerically stable log-sum-exp, computed in place so no second (C, V) buffer is allocated.
             target_logit = logits.gather(1, tgt[:, None]).squeeze(1)  # (C,)
@@ -256,6 +262,8 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             # d(sum of losses)/d(logits) = softmax - onehot, again in place.
             probs = logits.div_(sum_exp)  # (C, V)
             probs[torch.arange(end - start, device=probs.device), tgt] -= 1.0
+            if slope is not None:
+                probs.mul_(slope)  # chain rule through the soft-capping
             g = probs.to(mm_dtype)  # (C, V); copy only for low precision
             if need_h:
                 grad_h[start:end] = g @ w_mm  # (C, H)
@@ -266,7 +274,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                     grad_w.add_(g.t() @ h)  # (V, H) low-precision product, float32 accumulation
             if need_b:
                 grad_b.add_(probs.sum(dim=0))  # (V,)
-            del logits, probs, g
+            del logits, probs, g, slope
 
         ctx.grads = (grad_h, grad_w, grad_b)
         ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
@@ -291,7 +299,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 continue
             scale = (grad_output / denom).to(grad.dtype)  # ()
             outputs.append(grad.mul_(scale).to(dtype))
-        return outputs[0], outputs[1], outputs[2], None, None, None, None, None
+        return outputs[0], outputs[1], outputs[2], None, None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -303,6 +311,7 @@ def linear_cross_entropy(
     ignore_index: int = -100,
     num_items: NumItems = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Next-token cross-entropy of ``hidden @ weight.T (+ bias)`` without materialising the logits.
 
@@ -326,6 +335,8 @@ def linear_cross_entropy(
             ``num_items`` (an ``int`` or a 0-dim tensor).
         chunk_size: Number of supervised rows projected at once; trades peak memory (``chunk_size * V`` floats)
             against matmul efficiency.
+        softcap: Final logit soft-capping of the LM (transformers' ``final_logit_softcapping``): the loss is that of
+            ``softcap * tanh(logits / softcap)``. None: none.
 
     Returns:
         0-dim loss tensor (float32, or float64 for float64 inputs). Exactly ``0.0`` with zero gradients when no
@@ -388,6 +399,6 @@ def linear_cross_entropy(
     )
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         loss = _ChunkedLinearCrossEntropy.apply(
-            hidden_rows, weight, bias, row_targets, denom, int(chunk_size), mm_dtype, needs_grad
+            hidden_rows, weight, bias, row_targets, denom, int(chunk_size), mm_dtype, needs_grad, softcap
         )
     return loss.to(out_dtype)

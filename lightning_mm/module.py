@@ -236,6 +236,7 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
             image_sizes=batch.get("image_sizes"),  # tiling models: (N_img, 2)
             tiles_per_image=batch.get("tiles_per_image"),  # (N_img,)
             position_ids=batch.get("position_ids"),  # packed rows: positions restart at each sample
+            prefix_mask=batch.get("prefix_mask"),  # prefix-LM models: (B, T) each sample's prefix
         )
 
     def compute_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

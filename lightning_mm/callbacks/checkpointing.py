@@ -16,7 +16,6 @@ from lightning_mm.checkpoint.format import make_adapter_only
 __all__ = ["AdapterOnlyCheckpoint"]
 
 
-
 class AdapterOnlyCheckpoint(Callback):
     """Write adapter-only checkpoints: the trained weights and the placement, without the frozen base.
 

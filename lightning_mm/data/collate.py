@@ -19,9 +19,20 @@ from torch.utils.data import get_worker_info
 from lightning_mm.data.layout import ImageLayout, image_token_counts, resolve_layout
 from lightning_mm.data.segments import IGNORE_INDEX
 
-__all__ = ["EMPTY_KEY", "INLINE_TENSOR_BYTES", "SKIPPED_KEY", "VLMCollator", "WorkerBatch", "check_image_tokens"]
+__all__ = [
+    "EMPTY_KEY",
+    "INLINE_TENSOR_BYTES",
+    "PREFIX_MASK_KEY",
+    "SKIPPED_KEY",
+    "VLMCollator",
+    "WorkerBatch",
+    "check_image_tokens",
+    "sample_prefix_mask",
+]
 
-_TENSOR_KEYS = ("input_ids", "labels", "pixel_values", "image_sizes", "tiles_per_image")
+#: Batch key of a prefix LM's (B, T) prefix: True on the positions that see each other whole.
+PREFIX_MASK_KEY = "prefix_mask"
+_TENSOR_KEYS = ("input_ids", "labels", "pixel_values", "image_sizes", "tiles_per_image", PREFIX_MASK_KEY)
 
 #: Sample key: reasons the record was dropped (a dropped record has no ``input_ids``); batch key: the reasons of the
 #: records left out of this batch, one entry per record.
@@ -103,6 +114,33 @@ def check_image_tokens(name: Any, found: int, sizes: torch.Tensor, layout: Image
         )
 
 
+def sample_prefix_mask(sample: dict[str, Any]) -> torch.Tensor:
+    """(L,) the prefix of one sample for a prefix LM: every position before its first supervised target (all of a
+    sample without labels: a prompt to generate from); a ``prefix_mask`` the sample carries is taken as is.
+
+    Raises:
+        ValueError: naming the sample when its targets come in several runs (a second prompt after an answer: a
+            prefix LM has one prefix and one answer per sample).
+    """
+    if sample.get(PREFIX_MASK_KEY) is not None:
+        return torch.as_tensor(sample[PREFIX_MASK_KEY], dtype=torch.bool)
+    ids, labels = sample["input_ids"], sample.get("labels")
+    if labels is None:
+        return torch.ones(ids.shape, dtype=torch.bool)  # (L,)
+    supervised = (labels != IGNORE_INDEX).nonzero().squeeze(1)  # (N,)
+    if supervised.numel() == 0:
+        return torch.ones(ids.shape, dtype=torch.bool)
+    first, last = int(supervised[0]), int(supervised[-1])
+    if supervised.numel() != last - first + 1:
+        raise ValueError(
+            f"Sample {sample.get('id', '?')!r}: its targets are not one run (a prompt after an answer); a prefix-LM "
+            "model reads one prefix and one answer per sample."
+        )
+    mask = torch.zeros(ids.shape, dtype=torch.bool)  # (L,)
+    mask[:first] = True
+    return mask
+
+
 class VLMCollator:
     """Pads ``input_ids``/``labels`` and stacks image tiles for :class:`~lightning_mm.models.VisionLanguageModel`.
 
@@ -131,6 +169,8 @@ class VLMCollator:
         num_image_tokens: Tokens per image, for a :class:`~lightning_mm.data.FixedLayout` (when ``layout`` is None).
         pad_to_multiple_of: Round the padded length up (helps kernels on accelerators).
         layout: The image layout the samples were made with (its ``prompt_ids`` give each image's token count).
+        prefix_lm: Add ``prefix_mask`` (B, T), True on each sample's prefix (:func:`sample_prefix_mask`), for a model
+            whose attention pattern is a prefix LM (the data contract's ``attention_pattern``).
     """
 
     def __init__(
@@ -141,6 +181,7 @@ class VLMCollator:
         num_image_tokens: int | None = None,
         pad_to_multiple_of: int | None = None,
         layout: ImageLayout | None = None,
+        prefix_lm: bool = False,
     ) -> None:
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
@@ -150,6 +191,7 @@ class VLMCollator:
         self.num_image_tokens = num_image_tokens
         self.pad_to_multiple_of = pad_to_multiple_of
         self.layout = resolve_layout(layout, num_image_tokens, image_token_id)
+        self.prefix_lm = prefix_lm
 
     def _pad(self, seqs: list[torch.Tensor], value: int) -> torch.Tensor:
         out = pad_sequence(seqs, batch_first=True, padding_value=value, padding_side=self.padding_side)  # (B, T)
@@ -219,6 +261,8 @@ class VLMCollator:
                         f"{tuple(s['input_ids'].shape)} differ in shape."
                     )
             batch["labels"] = self._pad([s["labels"] for s in samples], IGNORE_INDEX)  # (B, T)
+        if self.prefix_lm:
+            batch[PREFIX_MASK_KEY] = self._pad([sample_prefix_mask(s) for s in samples], 0).bool()  # (B, T)
         self._images(samples, batch)
         for key in samples[0]:
             if key not in _TENSOR_KEYS and key not in batch and key != SKIPPED_KEY:

@@ -42,6 +42,8 @@ class DataContract:
             (layouts that cut images themselves, such as tiling, do not read it).
         template: The chat template the model is trained with.
         stop_token_ids: Ids that end an answer (EOS and the template's end-of-turn token).
+        attention_pattern: The LM's attention pattern (``causal``, ``image_blocks``, ``prefix_lm``); a prefix LM's
+            batches carry ``prefix_mask`` (:class:`~lightning_mm.data.VLMCollator` ``prefix_lm``).
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -52,6 +54,7 @@ class DataContract:
     image_aspect: str = "pad"
     image_token: str = "<image>"
     stop_token_ids: list[int] = field(default_factory=list)
+    attention_pattern: str = "causal"
 
     def __post_init__(self) -> None:
         if self.image_aspect not in ASPECT_MODES:

@@ -64,7 +64,9 @@ class VLMDataModule(L.LightningDataModule):
     def bind(self, contract: DataContract) -> VLMDataModule:
         """Attach the model's data contract (``module.data_contract``)."""
         if not isinstance(contract, DataContract):
-            raise TypeError(f"bind() takes the model's DataContract (module.data_contract), got {type(contract).__name__}.")
+            raise TypeError(
+                f"bind() takes the model's DataContract (module.data_contract), got {type(contract).__name__}."
+            )
         self.contract = contract
         return self
 
@@ -90,6 +92,7 @@ class VLMDataModule(L.LightningDataModule):
             self.image_token_id,
             pad_to_multiple_of=self.pad_to_multiple_of,
             layout=self.layout,
+            prefix_lm=self.contract is not None and self.contract.attention_pattern == "prefix_lm",
         )
 
     def _loader(

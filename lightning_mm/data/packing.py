@@ -43,7 +43,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from lightning_mm.data.collate import EMPTY_KEY, SKIPPED_KEY, VLMCollator, _image_geometry, check_image_tokens
+from lightning_mm.data.collate import (
+    EMPTY_KEY,
+    PREFIX_MASK_KEY,
+    SKIPPED_KEY,
+    VLMCollator,
+    _image_geometry,
+    check_image_tokens,
+    sample_prefix_mask,
+)
 from lightning_mm.data.resumable import ResumableDataLoader
 from lightning_mm.data.templates import IGNORE_INDEX
 
@@ -60,7 +68,7 @@ __all__ = [
 
 #: Batch key of the (B, T) positions of packed rows.
 POSITION_IDS_KEY = "position_ids"
-_TENSOR_KEYS = ("input_ids", "labels", "pixel_values", "image_sizes", "tiles_per_image", SKIPPED_KEY)
+_TENSOR_KEYS = ("input_ids", "labels", "pixel_values", "image_sizes", "tiles_per_image", PREFIX_MASK_KEY, SKIPPED_KEY)
 _STREAM = 0x5041  # third word of the pack order's seed
 
 
@@ -252,10 +260,12 @@ class PackedCollator:
             sizes, _ = _image_geometry(sample)  # (n_images, 2)
             check_image_tokens(name, int((ids == image_id).sum()), sizes, layout, image_id)
 
-    @staticmethod
-    def _row(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """One row: the samples' tokens and images concatenated, each sample's first label -100."""
+    def _row(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """One row: the samples' tokens and images concatenated, each sample's first label -100 (and, for a prefix
+        LM, each sample's own prefix)."""
         row: dict[str, Any] = {"input_ids": torch.cat([s["input_ids"] for s in samples])}  # (L,)
+        if self.collator.prefix_lm:
+            row[PREFIX_MASK_KEY] = torch.cat([sample_prefix_mask(s) for s in samples])  # (L,)
         if "labels" in samples[0]:
             labels = torch.cat([s["labels"] for s in samples])  # (L,)
             starts = np.cumsum([0, *(len(s["input_ids"]) for s in samples[:-1])])

@@ -2,7 +2,7 @@
 
 A family answers, for the models it owns: how the projector is built from the tower (:meth:`Family.build_projector`),
 how many tokens one view of an image becomes (:meth:`Family.view_tokens`), how an image becomes tiles and prompt ids
-(:meth:`Family.image_layout`), which transformers formats it reads and writes (:attr:`Family.converters`) and which
+(:meth:`Family.image_layout`), how its LM attends (:meth:`Family.attention_pattern`), which transformers formats it reads and writes (:attr:`Family.converters`) and which
 one a network is written as (:meth:`Family.hf_model_type`), and transformers' processor of an export
 (:meth:`Family.hf_processor`). The defaults are those of a model that reads one fixed-size view per image (LLaVA-1.5).
 Nothing outside ``lightning_mm/families`` asks "which family is this?": it asks the family named by
@@ -23,6 +23,7 @@ from lightning_mm.data.contract import DataContract
 from lightning_mm.data.images import ImageProcessor
 from lightning_mm.data.layout import FixedLayout, ImageLayout
 from lightning_mm.models import build_projector
+from lightning_mm.models.attention_pattern import CAUSAL, AttentionPattern
 from lightning_mm.models.vision import VisionTower
 
 __all__ = ["Family", "ImageSetup"]
@@ -64,6 +65,11 @@ class Family:
     def build_projector(self, spec: Any, tower: VisionTower, text_dim: int) -> nn.Module:
         """The projector of ``spec`` between ``tower``'s features and an LM of width ``text_dim``."""
         return build_projector(spec.projector, tower.hidden_size, text_dim)
+
+    def attention_pattern(self, spec: Any) -> AttentionPattern:
+        """The LM's attention pattern (:mod:`lightning_mm.models.attention_pattern`): causal by default; Gemma 3's
+        image tokens see their whole image, PaliGemma's prefix sees itself whole."""
+        return CAUSAL
 
     def view_tokens(self, projector: nn.Module, features: torch.Tensor) -> int:
         """Tokens one view (one tile) becomes, from the (1, N, D_v) tower features of one view."""

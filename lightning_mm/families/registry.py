@@ -27,6 +27,8 @@ BUILTIN_FAMILIES = {
     "llava_next": "lightning_mm.families.llava_next",
     "smolvlm": "lightning_mm.families.smolvlm",
     "internvl": "lightning_mm.families.internvl",
+    "paligemma": "lightning_mm.families.paligemma",
+    "gemma3": "lightning_mm.families.gemma3",
 }
 
 _FAMILIES: dict[str, Family] = {}

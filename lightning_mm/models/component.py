@@ -81,8 +81,11 @@ ComponentName = Literal["vision", "projector", "llm"]  # the names of COMPONENTS
 def check_component(name: str) -> str:
     """``name`` when it names a component; else a :class:`~lightning_mm.errors.ConfigError` with the close name."""
     if name not in COMPONENTS:
-        raise ConfigError(f"Unknown component {name!r}.{did_you_mean(str(name), COMPONENTS)} Components: {', '.join(COMPONENTS)}.")
+        raise ConfigError(
+            f"Unknown component {name!r}.{did_you_mean(str(name), COMPONENTS)} Components: {', '.join(COMPONENTS)}."
+        )
     return name
+
 
 ALL_LINEAR = "all-linear"
 # Default LoRA targets by component name. The vision names cover timm ViTs (fused ``qkv``) and the timm families that

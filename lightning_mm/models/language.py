@@ -26,12 +26,15 @@ def build_language_model(
             defines the model alone when ``name_or_path`` is None.
         pretrained: Load the weights with ``from_pretrained(name_or_path)``; otherwise random init from the config.
         torch_dtype: Parameter dtype (default: float32).
-        attn_implementation: transformers attention backend (``sdpa``, ``eager``, ``flash_attention_2``).
+        attn_implementation: transformers attention backend (``sdpa``, ``eager``, ``flash_attention_2``); ``sdpa``
+            falls back to ``eager`` for a model that does not support it (attention logit soft-capping).
 
     Returns:
         An ``AutoModelForCausalLM`` instance.
     """
     overrides = dict(config or {})
+    if attn_implementation == "sdpa" and not _supports_sdpa(name_or_path, overrides):
+        attn_implementation = "eager"
     if pretrained:
         if name_or_path is None:
             raise ValueError("pretrained=True needs `name_or_path` (a hub id or a save_pretrained directory).")
@@ -48,6 +51,19 @@ def build_language_model(
     cfg._attn_implementation = attn_implementation
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype)
     return model
+
+
+def _supports_sdpa(name_or_path: str | None, overrides: dict[str, Any]) -> bool:
+    """Whether transformers' causal-LM class of this config runs with ``sdpa``."""
+    model_type = overrides.get("model_type")
+    if model_type is not None:
+        cfg = AutoConfig.for_model(model_type)
+    elif name_or_path is not None:
+        cfg = AutoConfig.from_pretrained(name_or_path)
+    else:
+        return True
+    model_class = AutoModelForCausalLM._model_mapping.get(type(cfg), None)
+    return bool(getattr(model_class, "_supports_sdpa", True))
 
 
 def decoder_of(llm: PreTrainedModel) -> nn.Module:

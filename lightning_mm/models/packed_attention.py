@@ -5,7 +5,8 @@ gets a dense block-diagonal ``(B, 1, T, T)`` mask and computes every query-key p
 included: a row of ``k`` samples of length ``L`` costs ``(kL)^2`` instead of ``k L^2`` (2-3x the attention work at
 LLaVA-1.5's lengths in rows of 2048). ``flash_attention_2`` avoids this on GPUs with variable-length kernels; this
 backend does the same with ``torch.nn.functional.scaled_dot_product_attention``: one causal call per sample (and per
-padding run), cut where the positions do not increase by one (transformers' rule for packed rows). Rows without
+padding run), cut where the positions do not increase by one (transformers' rule for packed rows); a sample whose block
+of the mask is not causal (bidirectional image or prefix blocks) gets that block as its mask. Rows without
 ``position_ids``, with a cache, or of one sample each run transformers' ``sdpa`` unchanged.
 
 Select it on the language model with :func:`use_packed_attention` (or ``attn_implementation="sdpa_packed"``);
@@ -41,6 +42,16 @@ def sample_spans(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
         cuts = [t for t, s in enumerate(row) if s] + [total]
         spans.append(list(zip(cuts[:-1], cuts[1:], strict=True)))
     return spans
+
+
+def _sample_mask(attention_mask: torch.Tensor | None, b: int, s: int, e: int) -> torch.Tensor | None:
+    """The (1, 1, L, L) block of sample ``[s, e)`` of row ``b`` in a boolean 4-D mask, or None when it is causal (an
+    attention pattern with bidirectional blocks, :mod:`lightning_mm.models.attention_pattern`, makes it not)."""
+    if attention_mask is None or attention_mask.dim() != 4 or attention_mask.dtype != torch.bool:
+        return None
+    block = attention_mask[b : b + 1, :, s:e, s:e]  # (1, 1, L, L)
+    causal = torch.ones(e - s, e - s, dtype=torch.bool, device=block.device).tril_()  # (L, L)
+    return None if bool((block == causal).all()) else block
 
 
 def packed_sdpa_attention(
@@ -85,8 +96,9 @@ def packed_sdpa_attention(
                 query[b : b + 1, :, s:e],  # (1, H, L, D)
                 key[b : b + 1, :, s:e],  # (1, H_kv, L, D)
                 value[b : b + 1, :, s:e],
+                attn_mask=(block := _sample_mask(attention_mask, b, s, e)),
                 dropout_p=p,
-                is_causal=True,
+                is_causal=block is None,
                 scale=scaling,
                 enable_gqa=gqa,
             )

@@ -8,6 +8,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from lightning_mm.loss import linear_cross_entropy, shift_labels
+from lightning_mm.models.attention_pattern import CAUSAL, AttentionPattern, attention_masks
 from lightning_mm.models.component import COMPONENTS, Component, as_component, check_component, checkpoint_activations
 from lightning_mm.models.language import decoder_of
 from lightning_mm.models.vision import VisionTower
@@ -87,14 +88,24 @@ class VisionLanguageModel(nn.Module):
         projector: Maps (N_img, L, D_v) to (N_img, L', D_t).
         llm: A transformers causal LM.
         image_token_id: Id of the image placeholder token in ``input_ids``.
+        attention_pattern: The LM's attention pattern (causal, bidirectional image blocks, prefix LM), set by the
+            family (:mod:`lightning_mm.models.attention_pattern`); None: causal.
     """
 
-    def __init__(self, vision: VisionTower, projector: nn.Module, llm: PreTrainedModel, image_token_id: int) -> None:
+    def __init__(
+        self,
+        vision: VisionTower,
+        projector: nn.Module,
+        llm: PreTrainedModel,
+        image_token_id: int,
+        attention_pattern: AttentionPattern | None = None,
+    ) -> None:
         super().__init__()
         self.vision = vision
         self.projector = projector
         self.llm = llm
         self.image_token_id = image_token_id
+        self.attention_pattern = attention_pattern or CAUSAL
 
     @property
     def lm_head(self) -> nn.Module:
@@ -228,6 +239,7 @@ class VisionLanguageModel(nn.Module):
         image_sizes: torch.Tensor | None = None,
         tiles_per_image: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        prefix_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states of the LM decoder.
 
@@ -240,12 +252,16 @@ class VisionLanguageModel(nn.Module):
             position_ids: (B, T) packed rows (:mod:`lightning_mm.data.packing`): positions restarting at 0 for each
                 sample, padding only at the end of a row as a run of its own. The decoder then gets them instead of
                 ``attention_mask``, and transformers confines attention to each run of consecutive positions.
+            prefix_mask: (B, T) True on each sample's prefix, for a prefix-LM attention pattern (ignored otherwise).
 
         Returns:
             (B, T, H) hidden states after the decoder's final norm.
         """
         embeds = self.embed(input_ids, pixel_values, image_sizes, tiles_per_image)  # (B, T, D_t)
         mask = attention_mask if position_ids is None else None  # packed rows are detected without a 2-D mask
+        blocks = self.attention_pattern.block_ids(input_ids, self.image_token_id, prefix_mask)  # (B, T) or None
+        if blocks is not None:  # built once for every layer (and reused by activation-checkpointing recomputes)
+            mask = attention_masks(self.llm.config, embeds, mask, position_ids, blocks)
         out = decoder_of(self.llm)(
             inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False
         )
@@ -265,7 +281,16 @@ class VisionLanguageModel(nn.Module):
             0-dim loss sum (divide by :func:`~lightning_mm.loss.count_supervised` for the mean).
         """
         head = self.lm_head
-        return linear_cross_entropy(hidden, head.weight, labels, bias=head.bias, num_items=1, chunk_size=chunk_size)
+        return linear_cross_entropy(
+            hidden, head.weight, labels, bias=head.bias, num_items=1, chunk_size=chunk_size, softcap=self.logit_softcap
+        )
+
+    @property
+    def logit_softcap(self) -> float | None:
+        """The LM's final logit soft-capping (``cap * tanh(logits / cap)``, the config's
+        ``final_logit_softcapping``), or None."""
+        cap = getattr(self.llm.config.get_text_config(), "final_logit_softcapping", None)
+        return float(cap) if cap else None
 
     def target_predictions(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Argmax predictions at the supervised targets, under teacher forcing.
@@ -298,11 +323,43 @@ class VisionLanguageModel(nn.Module):
             tiles_per_image: (N_img,) tiles of each image, for tiling projectors.
             **generate_kwargs: Passed to transformers' ``generate`` (``eos_token_id``, ``pad_token_id``, ...).
 
+        With a non-causal attention pattern the prompt is all prefix (a prefix LM) and its image blocks see
+        themselves whole: the prompt's masks are built for the prefill step (:meth:`_prefill_masks`), the new tokens
+        attend causally through the KV cache.
+
         Returns:
             (B, T_new) generated token ids (the prompt excluded).
         """
         embeds = self.embed(input_ids, pixel_values, image_sizes, tiles_per_image)
         generate_kwargs.setdefault("do_sample", False)
-        return self.llm.generate(
-            inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens, **generate_kwargs
-        )
+        # the prompt is all prefix, its left padding included (masked as keys, the padding queries then see the
+        # prompt instead of nothing, as in transformers' prefix-LM models)
+        prompt = torch.ones_like(input_ids, dtype=torch.bool)  # (B, T)
+        blocks = self.attention_pattern.block_ids(input_ids, self.image_token_id, prompt)  # (B, T)
+        hook = None
+        if blocks is not None:
+            generate_kwargs.setdefault("cache_implementation", "dynamic")  # a static cache would pre-build causal masks
+            hook = decoder_of(self.llm).register_forward_pre_hook(self._prefill_masks(blocks), with_kwargs=True)
+        try:
+            return self.llm.generate(
+                inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens, **generate_kwargs
+            )
+        finally:
+            if hook is not None:
+                hook.remove()
+
+    def _prefill_masks(self, blocks: torch.Tensor):
+        """A forward pre-hook of the decoder that gives the prefill step (the whole prompt, (B, T) ``blocks``) the
+        attention pattern's masks; the decoding steps keep the causal masks the decoder builds."""
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            embeds, mask = kwargs.get("inputs_embeds"), kwargs.get("attention_mask")
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            prefill = embeds is not None and embeds.shape[1] == blocks.shape[1]
+            if not prefill or (cache is not None and cache.get_seq_length() > 0) or isinstance(mask, dict):
+                return None
+            position_ids = kwargs.get("position_ids")
+            kwargs["attention_mask"] = attention_masks(self.llm.config, embeds, mask, position_ids, blocks, cache)
+            return args, kwargs
+
+        return hook

@@ -20,4 +20,3 @@ __all__ = [
     "parameter_counts",
     "register_model",
 ]
-

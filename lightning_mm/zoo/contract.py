@@ -35,7 +35,8 @@ def data_contract(
     view_tokens, data_config = count_image_tokens(spec)
     token_id = image_token_id(spec, tokenizer)
     setup = ImageSetup(token_id, dict(data_config), view_tokens, image_aspect)
-    layout = get_family(spec.family).image_layout(spec, tokenizer, setup)
+    family = get_family(spec.family)
+    layout = family.image_layout(spec, tokenizer, setup)
     return DataContract(
         tokenizer=tokenizer,
         image_token_id=token_id,
@@ -44,4 +45,5 @@ def data_contract(
         template=get_template(spec.template),
         image_aspect=image_aspect,
         image_token=spec.image_token,
+        attention_pattern=family.attention_pattern(spec).kind,
     )

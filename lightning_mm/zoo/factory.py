@@ -10,7 +10,6 @@ from lightning_mm.zoo.spec import ModelSpec, build_network
 __all__ = ["parameter_counts"]
 
 
-
 def parameter_counts(spec: ModelSpec | str) -> dict[str, int]:
     """Parameters of each component of a zoo entry, counted on the meta device (offline for complete specs).
 

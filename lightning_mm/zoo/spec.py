@@ -269,7 +269,8 @@ def build_network(
         image_token_id = spec.image_token_id
     else:
         image_token_id = tokenizer.convert_tokens_to_ids(spec.image_token)
-    network = VisionLanguageModel(vision, projector, llm, image_token_id)
+    pattern = get_family(spec.family).attention_pattern(spec)
+    network = VisionLanguageModel(vision, projector, llm, image_token_id, attention_pattern=pattern)
     if from_checkpoint:
         load_checkpoint(network, spec.checkpoint)
         if spec.projector_weights is not None:  # an explicit projector file overrides the checkpoint's projector

@@ -102,7 +102,10 @@ def test_repeated_images_each_get_a_placeholder(quickstart_run, scene_images):
     assert session.pixel_values.shape[0] == 2
     session.ask(QUESTION)
     assert session.messages[0]["content"].count("<image>") == 2
-    assert int((session.prompt_ids(QUESTION) == model.contract.image_token_id).sum()) == 2 * model.contract.num_image_tokens
+    assert (
+        int((session.prompt_ids(QUESTION) == model.contract.image_token_id).sum())
+        == 2 * model.contract.num_image_tokens
+    )
 
 
 def test_a_folder_that_is_not_an_export_and_a_missing_image_are_clear_errors(tmp_path, quickstart_run, capsys):

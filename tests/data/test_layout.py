@@ -178,7 +178,9 @@ def test_length_grouping_uses_each_images_own_count(make_dataset, data_file, lay
 def test_datamodules_take_the_layout_from_bind(tiny_module, layout, data_file, tokenizer):
     m = tiny_module
     dm = LlavaDataModule(train_path=str(data_file), image_folder=str(LLAVA_DIR), template="vicuna_v1", batch_size=5)
-    dm.bind(dataclasses.replace(m.data_contract, tokenizer=tokenizer, image_token_id=layout.image_token_id, layout=layout))
+    dm.bind(
+        dataclasses.replace(m.data_contract, tokenizer=tokenizer, image_token_id=layout.image_token_id, layout=layout)
+    )
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert loader.sampler.lengths.tolist() == dm.train_dataset.lengths.tolist()

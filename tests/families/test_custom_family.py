@@ -64,7 +64,15 @@ def trained(tmp_path_factory) -> dict:
     scene = render_scene(32, "red", "square", "top-left", np.random.default_rng(0))  # (3, 32, 32) in [0, 1]
     Image.fromarray((scene.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(image)
     changed = [k for k, v in module.network.state_dict().items() if not torch.equal(v, before[k])]
-    return {"changed": changed, "module": module, "data": data, "trainer": trainer, "ckpt": ckpt, "predictions": predictions, "image": image}
+    return {
+        "changed": changed,
+        "module": module,
+        "data": data,
+        "trainer": trainer,
+        "ckpt": ckpt,
+        "predictions": predictions,
+        "image": image,
+    }
 
 
 def test_the_family_owns_its_layout_and_template(trained):
@@ -98,9 +106,7 @@ def test_it_chats_from_its_checkpoint(trained, capsys):
     answer = session.ask("What color is the shape?")
     assert isinstance(answer, str)
     assert main(["chat", str(trained["ckpt"]), "--image", str(trained["image"]), "--max-new-tokens", "3", "What?"]) == 0
-    assert capsys.readouterr().out.strip() == ChatSession(model, [str(trained["image"])], max_new_tokens=3).ask(
-        "What?"
-    )
+    assert capsys.readouterr().out.strip() == ChatSession(model, [str(trained["image"])], max_new_tokens=3).ask("What?")
 
 
 def test_an_unknown_family_is_a_config_error_naming_the_key():
@@ -111,7 +117,17 @@ def test_an_unknown_family_is_a_config_error_naming_the_key():
 def test_no_module_of_the_package_names_a_family():
     """Outside ``families/`` (and the family registry's list of built-ins), no module names a built-in family."""
     package = Path(__file__).resolve().parents[2] / "lightning_mm"
-    words = ("smolvlm", "llava_next", "llava-next", "onevision", "idefics3", "anyres", "internvl")
+    words = (
+        "smolvlm",
+        "llava_next",
+        "llava-next",
+        "onevision",
+        "idefics3",
+        "anyres",
+        "internvl",
+        "gemma3",
+        "paligemma",
+    )
     offenders = []
     for path in package.rglob("*.py"):
         rel = path.relative_to(package).as_posix()

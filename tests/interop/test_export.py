@@ -223,7 +223,9 @@ def test_zoo_components_model_exports_too(tmp_path):
     with torch.no_grad():
         ours = net.lm_head(net(ids, None, pixels))
         theirs = hf(input_ids=ids, pixel_values=pixels).logits
-        in_memory = to_hf_model(net, "llava")(input_ids=ids, pixel_values=pixels).logits  # shares our weights, runs as is
+        in_memory = to_hf_model(net, "llava")(
+            input_ids=ids, pixel_values=pixels
+        ).logits  # shares our weights, runs as is
     assert rel_err(ours, theirs) < 1e-5
     assert rel_err(ours, in_memory) < 1e-5
 

@@ -26,8 +26,7 @@ from lightning_mm.zoo.checks import check_spec
 def test_an_unknown_name_in_model_overrides_fails_at_construction(overrides, pattern):
     with pytest.raises(ConfigError, match=pattern) as info:
         MultimodalModule(model="tiny", model_overrides=overrides)
-    # one paragraph: no line break, and short even though it lists every registered projector
-    assert "\n" not in str(info.value) and len(str(info.value)) < 600
+    assert "\n" not in str(info.value) and len(str(info.value)) < 700  # one paragraph; the known names grow
 
 
 def test_an_unknown_template_no_longer_waits_for_predict():

@@ -53,7 +53,10 @@ def smolvlm_hf_processor(
     chat_template = getattr(tokenizer, "chat_template", None)
     if model_type == "idefics3":
         return Idefics3Processor(
-            Idefics3ImageProcessor(**settings), tokenizer, image_seq_len=layout.image_seq_len, chat_template=chat_template
+            Idefics3ImageProcessor(**settings),
+            tokenizer,
+            image_seq_len=layout.image_seq_len,
+            chat_template=chat_template,
         )
     if processing_smolvlm.num2words is None:
         raise ImportError(

@@ -75,6 +75,7 @@ SMOLVLM_500M_CONFIG: dict[str, Any] = {
     },
 }
 
+
 def released_smolvlm(name: str, hub_id: str, config: dict[str, Any], description: str) -> ModelSpec:
     """The spec of a released SmolVLM checkpoint, derived offline from its written-down configs."""
     fields = config_spec_fields(config, SMOLVLM_IMAGE_PROCESSOR, hub_id)
