@@ -7,10 +7,13 @@ import re
 from typing import Any
 
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
-from lightning_mm.families.base import Family
+from lightning_mm.families.base import Family, ImageSetup
 from lightning_mm.families.gemma3.converter import Gemma3Converter
+from lightning_mm.families.gemma3.layout import gemma3_layout
 from lightning_mm.families.gemma3.projector import Gemma3Projector
+from lightning_mm.families.paligemma.layout import ResizedViewLayout, pil_resample
 from lightning_mm.models.attention_pattern import AttentionPattern
 from lightning_mm.models.vision import VisionTower
 
@@ -42,3 +45,11 @@ class Gemma3Family(Family):
     def attention_pattern(self, spec: Any) -> AttentionPattern:
         """Causal, plus full attention among the tokens of each image."""
         return AttentionPattern("image_blocks")
+
+    def image_layout(self, spec: Any, tokenizer: PreTrainedTokenizerBase, images: ImageSetup) -> ResizedViewLayout:
+        """Each image resized to the tower's input with the tower's interpolation (``image_aspect`` is not read: no
+        padding, no crop), framed by ``\\n\\n<start_of_image>`` ... ``<end_of_image>\\n\\n``
+        (:func:`~lightning_mm.families.gemma3.layout.gemma3_layout`)."""
+        _, height, width = images.image_data_config["input_size"]
+        resample = pil_resample(images.image_data_config, spec.name)
+        return gemma3_layout(tokenizer, images.image_token_id, images.view_tokens, (height, width), resample)

@@ -22,6 +22,8 @@ GEMMA3_VOCAB_SIZE = 262208
 GEMMA3_IMAGE_TOKEN_ID = 262144  # <image_soft_token>
 GEMMA3_BOI_TOKEN_ID = 255999  # <start_of_image>
 GEMMA3_EOI_TOKEN_ID = 256000  # <end_of_image>
+#: The released image processor's settings (``preprocessor_config.json``): bilinear resize, mean = std = 0.5.
+GEMMA3_PREPROCESSOR: dict[str, Any] = {"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "resample": 2}
 
 # google/gemma-3-4b-it config.json (architecture entries)
 GEMMA3_4B_CONFIG: dict[str, Any] = {
@@ -87,14 +89,16 @@ TINY_GEMMA3_CONFIG: dict[str, Any] = {
 }
 
 GEMMA3_4B = register_model(
-    ModelSpec(name="gemma-3-4b-it", **config_spec_fields(GEMMA3_4B_CONFIG, None, "google/gemma-3-4b-it")).replace(
+    ModelSpec(
+        name="gemma-3-4b-it", **config_spec_fields(GEMMA3_4B_CONFIG, GEMMA3_PREPROCESSOR, "google/gemma-3-4b-it")
+    ).replace(
         vision_model="vit_so400m_patch14_siglip_gap_896",
         description="Gemma 3 4B instruct as released: SigLIP so400m 896 px (last block + post-norm) + avg-pool 4x4 / "
         "RMSNorm / linear to 256 tokens + Gemma 3 4B; image tokens bidirectional; pan-and-scan off",
     )
 )
 TINY_GEMMA3 = register_model(
-    ModelSpec(name="tiny-gemma3", **config_spec_fields(TINY_GEMMA3_CONFIG, None, "tiny-gemma3")).replace(
+    ModelSpec(name="tiny-gemma3", **config_spec_fields(TINY_GEMMA3_CONFIG, GEMMA3_PREPROCESSOR, "tiny-gemma3")).replace(
         checkpoint=None, tokenizer="builtin:synthetic", description="tiny random Gemma 3 for tests (image blocks)"
     )
 )

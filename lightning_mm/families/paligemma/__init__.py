@@ -1,6 +1,7 @@
 """The ``paligemma`` family: PaliGemma 2 (SigLIP so400m + Linear + Gemma 2, prefix-LM attention); transformers'
 ``PaliGemmaForConditionalGeneration`` both ways."""
 
+from lightning_mm.families.paligemma import template  # noqa: F401  (registers the ``paligemma`` chat template)
 from lightning_mm.families.paligemma.family import PaliGemmaFamily
 from lightning_mm.families.registry import register_family
 

@@ -108,7 +108,7 @@ class PaliGemmaConverter(HeadlessSiglipConverter):
             "llm_config": text_model_config(config),
             "tokenizer": source,
             "checkpoint": source,
-            "template": getattr(config, TEMPLATE_KEY, None) or "plain",
+            "template": getattr(config, TEMPLATE_KEY, None) or "paligemma",
             "image_token": "<image>",
             "image_token_id": int(config.image_token_id),
             "family": self.family,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning_mm.families.base import Family
+from transformers import PreTrainedTokenizerBase
+
+from lightning_mm.families.base import Family, ImageSetup
 from lightning_mm.families.paligemma.converter import PaliGemmaConverter
+from lightning_mm.families.paligemma.layout import ResizedViewLayout, pil_resample
 from lightning_mm.models.attention_pattern import AttentionPattern
 
 __all__ = ["PaliGemmaFamily"]
@@ -22,3 +25,10 @@ class PaliGemmaFamily(Family):
     def attention_pattern(self, spec: Any) -> AttentionPattern:
         """Prefix LM: full attention over each sample's prefix, causal over its answer."""
         return AttentionPattern("prefix_lm")
+
+    def image_layout(self, spec: Any, tokenizer: PreTrainedTokenizerBase, images: ImageSetup) -> ResizedViewLayout:
+        """Each image resized to the tower's input with the tower's interpolation (``image_aspect`` is not read: no
+        padding, no crop), then its image tokens alone (BOS and the prompt follow: the ``paligemma`` template)."""
+        _, height, width = images.image_data_config["input_size"]
+        resample = pil_resample(images.image_data_config, spec.name)
+        return ResizedViewLayout(images.view_tokens, images.image_token_id, (height, width), resample)
