@@ -9,9 +9,11 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from lightning_mm.data.contract import DataContract
 from lightning_mm.families.base import Family, ImageSetup
 from lightning_mm.families.gemma3.converter import Gemma3Converter
 from lightning_mm.families.gemma3.layout import gemma3_layout
+from lightning_mm.families.gemma3.processor import gemma3_hf_processor
 from lightning_mm.families.gemma3.projector import Gemma3Projector
 from lightning_mm.families.paligemma.layout import ResizedViewLayout, pil_resample
 from lightning_mm.models.attention_pattern import AttentionPattern
@@ -53,3 +55,9 @@ class Gemma3Family(Family):
         _, height, width = images.image_data_config["input_size"]
         resample = pil_resample(images.image_data_config, spec.name)
         return gemma3_layout(tokenizer, images.image_token_id, images.view_tokens, (height, width), resample)
+
+    def hf_processor(self, contract: DataContract, network: nn.Module, hf_config: Any) -> Any:
+        tower = network.vision
+        return gemma3_hf_processor(
+            contract.tokenizer, contract.layout, contract.image_token, tower.pixel_mean, tower.pixel_std
+        )

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from lightning_mm.data.contract import DataContract
 from lightning_mm.families.base import Family, ImageSetup
 from lightning_mm.families.paligemma.converter import PaliGemmaConverter
 from lightning_mm.families.paligemma.layout import ResizedViewLayout, pil_resample
+from lightning_mm.families.paligemma.processor import paligemma_hf_processor
 from lightning_mm.models.attention_pattern import AttentionPattern
 
 __all__ = ["PaliGemmaFamily"]
@@ -32,3 +35,9 @@ class PaliGemmaFamily(Family):
         _, height, width = images.image_data_config["input_size"]
         resample = pil_resample(images.image_data_config, spec.name)
         return ResizedViewLayout(images.view_tokens, images.image_token_id, (height, width), resample)
+
+    def hf_processor(self, contract: DataContract, network: nn.Module, hf_config: Any) -> Any:
+        tower = network.vision
+        return paligemma_hf_processor(
+            contract.tokenizer, contract.layout, contract.image_token, tower.pixel_mean, tower.pixel_std
+        )
