@@ -23,7 +23,7 @@ from transformers import InternVLConfig, InternVLForConditionalGeneration, Pretr
 from lightning_mm.families.internvl.layout import TilingSettings
 from lightning_mm.families.internvl.projector import PixelShuffleNormMLP, projector_name, scale_of_ratio
 from lightning_mm.families.internvl.tower import TIMM_BASE, VISION_RULES, internvit_config, timm_kwargs
-from lightning_mm.families.llava.converter import LlavaConverter
+from lightning_mm.interop.converter import Converter
 from lightning_mm.interop.hf_config import TEMPLATE_KEY, image_overlay, text_model_config
 from lightning_mm.interop.keys import KeyRule, convert_network_state, rename_prefixes
 
@@ -69,7 +69,7 @@ def _tiling(preprocessor: dict | None, tile: int, source: str) -> dict[str, Any]
     }
 
 
-class InternVLConverter:
+class InternVLConverter(Converter):
     """Converter of transformers' InternVL (``model_type`` ``internvl``)."""
 
     name = "internvl"
@@ -143,21 +143,11 @@ class InternVLConverter:
         names = rename_prefixes(state, SAVED_LAYOUTS)
         return {names[k]: v for k, v in state.items()}
 
-    def to_ours(self, state: dict[str, torch.Tensor], network: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
-        """transformers' tensors (either layout) -> ours. Returns (our tensors, transformers names no rule took)."""
-        return self._convert(self.normalize(state), network, "ours")
-
-    def to_hf(self, state: dict[str, torch.Tensor], network: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
-        """Our tensors -> transformers 5's module names. Returns (transformers' tensors, our names no rule took)."""
-        return self._convert(state, network, "hf")
-
     def _convert(
         self, state: dict[str, torch.Tensor], network: nn.Module, to: str
     ) -> tuple[dict[str, torch.Tensor], list[str]]:
         llm = ((f"llm.{network.llm.base_model_prefix}.", LANGUAGE), ("llm.lm_head.", "lm_head."))
         return convert_network_state(state, to, ("vision.model.", VISION), VISION_RULES, PROJECTOR_RULES, llm)
-
-    tied_keys = LlavaConverter.tied_keys  # our names a checkpoint may leave out (tied output embeddings)
 
     # ------------------------------------------------------------ network -> transformers config
     def hf_config(self, network: nn.Module) -> InternVLConfig:

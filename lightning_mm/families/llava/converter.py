@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import LlavaConfig, LlavaForConditionalGeneration, PretrainedConfig
 
+from lightning_mm.interop.converter import Converter
 from lightning_mm.interop.hf_config import TEMPLATE_KEY, image_overlay, text_model_config
 from lightning_mm.interop.keys import KeyRule, convert_network_state, rename_prefixes
 from lightning_mm.interop.towers import tower_for_hf, tower_for_timm
@@ -63,7 +64,7 @@ def check_llava_projector(projector: nn.Module) -> None:
         )
 
 
-class LlavaConverter:
+class LlavaConverter(Converter):
     """Converter of transformers' LLaVA (``model_type`` ``llava``)."""
 
     name = "llava"
@@ -136,22 +137,6 @@ class LlavaConverter:
     def _llm_prefix(network: nn.Module) -> str:
         return f"llm.{network.llm.base_model_prefix}."
 
-    def to_ours(self, state: dict[str, torch.Tensor], network: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
-        """Convert transformers' tensors (any saved layout) to our names.
-
-        Returns:
-            (our tensors, transformers names no rule took).
-        """
-        return self._convert(self.normalize(state), network, "ours")
-
-    def to_hf(self, state: dict[str, torch.Tensor], network: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
-        """Convert our tensors to transformers 5's module names.
-
-        Returns:
-            (transformers' tensors, our names no rule took).
-        """
-        return self._convert(state, network, "hf")
-
     def _convert(
         self, state: dict[str, torch.Tensor], network: nn.Module, to: str
     ) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -159,12 +144,6 @@ class LlavaConverter:
         tower = tower_for_timm(network.vision.model, network.vision.model_name)
         llm = ((self._llm_prefix(network), LANGUAGE), ("llm.lm_head.", "lm_head."))
         return convert_network_state(state, to, ("vision.model.", VISION), tower.rules, PROJECTOR_RULES, llm)
-
-    def tied_keys(self, network: nn.Module) -> set[str]:
-        """Our names a checkpoint may leave out because they share storage with another (tied output embeddings)."""
-        if getattr(network.llm.config.get_text_config(), "tie_word_embeddings", False):
-            return {"llm.lm_head.weight"}
-        return set()
 
     # ------------------------------------------------------------ network -> transformers config
     def hf_config(self, network: nn.Module) -> LlavaConfig:

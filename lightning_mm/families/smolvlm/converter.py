@@ -29,7 +29,7 @@ from transformers import (
     SmolVLMVisionConfig,
 )
 
-from lightning_mm.families.llava.converter import LlavaConverter
+from lightning_mm.interop.converter import Converter
 from lightning_mm.interop.hf_config import TEMPLATE_KEY, image_overlay, text_model_config
 from lightning_mm.interop.keys import KeyRule, convert_network_state
 from lightning_mm.interop.towers import TowerFamily, _encoder_rules
@@ -79,7 +79,7 @@ _FAMILIES = {"smolvlm": (SmolVLMConfig, SmolVLMForConditionalGeneration, SMOLVLM
 _FAMILIES["idefics3"] = (Idefics3Config, Idefics3ForConditionalGeneration, IDEFICS3_VISION)
 
 
-class SmolVLMConverter:
+class SmolVLMConverter(Converter):
     """Converter of transformers' SmolVLM (``model_type`` ``smolvlm``) or Idefics3 (``idefics3``): one mapping.
 
     Args:
@@ -142,25 +142,11 @@ class SmolVLMConverter:
         }
 
     # ------------------------------------------------------------ weights
-    def normalize(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``state`` in transformers 5's module names: saved checkpoints already use them (unlike LLaVA's)."""
-        return dict(state)
-
-    def to_ours(self, state: dict[str, torch.Tensor], network: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
-        """transformers' tensors -> ours. Returns (our tensors, transformers names no rule took)."""
-        return self._convert(self.normalize(state), network, "ours")
-
-    def to_hf(self, state: dict[str, torch.Tensor], network: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
-        """Our tensors -> transformers 5's names. Returns (transformers' tensors, our names no rule took)."""
-        return self._convert(state, network, "hf")
-
     def _convert(
         self, state: dict[str, torch.Tensor], network: nn.Module, to: str
     ) -> tuple[dict[str, torch.Tensor], list[str]]:
         llm = ((f"llm.{network.llm.base_model_prefix}.", LANGUAGE), ("llm.lm_head.", "lm_head."))
         return convert_network_state(state, to, ("vision.model.", VISION), self.tower.rules, PROJECTOR_RULES, llm)
-
-    tied_keys = LlavaConverter.tied_keys  # our names a checkpoint may leave out (tied output embeddings)
 
     # ------------------------------------------------------------ network -> transformers config
     def hf_config(self, network: nn.Module) -> PretrainedConfig:
