@@ -17,8 +17,10 @@ frozen tower, fully trained projector, LoRA on the LLM's q/k/v/o/gate/up/down), 
 Peak memory: ``ru_maxrss`` during the steps minus the resident set before the model was built (every library already
 loaded and run once at tiny size, the batch allocated); the high-water mark is reset after the build (``malloc_trim`` + ``/proc/self/clear_refs``), so the peak
 holds the weights, the optimiser state, gradients and activations of the steps, not the transient of loading. Step
-time: median of ``--repeats`` steps after the first. ``--rounds`` repeats every side's process in alternating order;
-medians over rounds are reported.
+time: median of ``--repeats`` steps after the first, and, for the time ratios, ``--pairs`` interleaved passes of one
+step per side of ``--pair-sides`` built together in one more process (median over passes of the per-pass ratio: the
+steps of a pass see the same load). ``--rounds`` repeats every side's process in alternating order; medians over
+rounds are reported.
 
 Last, the weights of ``--meta-model`` (default ``llava-1.5-7b``) in each setting, predicted from a meta-device build
 with LLaVA's LoRA placement (``lightning_mm.placement.predicted_bytes``: nothing is allocated).
@@ -47,6 +49,7 @@ from _harness import (
     benchmark_parser,
     child_args,
     child_payload,
+    median_ratio,
     nan_to_none,
     run_child,
     tiny_note,
@@ -77,15 +80,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.set_defaults(dtype="bfloat16", activation_checkpointing=True)
     parser.add_argument("--no-activation-checkpointing", dest="activation_checkpointing", action="store_false")
     parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated subset of {SIDES}")
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps per process (after the first)")
-    parser.add_argument("--rounds", type=int, default=2, help="processes per side (alternating order)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed steps per process (after the first)")
+    parser.add_argument("--rounds", type=int, default=1, help="processes per side (alternating order)")
+    parser.add_argument(
+        "--pairs", type=int, default=3, help="interleaved timing passes (one step per paired side each, one process)"
+    )
+    parser.add_argument(
+        "--pair-sides", default="ours-fp32,ours-bf16,ours-nf4,hf-nf4", help="sides built in the timing process"
+    )
     parser.add_argument("--meta-model", default="llava-1.5-7b", help="zoo entry whose weights are predicted ('' skips)")
     args = parser.parse_args(argv)
     if args.child is not None:
         return child_args(args)
-    apply_tiny(args, {**TINY, "repeats": 1, "rounds": 1})
+    apply_tiny(args, {**TINY, "repeats": 1, "rounds": 1, "pairs": 1})
     check_step_args(parser, args)
-    unknown = sorted(set(args.sides.split(",")) - set(SIDES))
+    unknown = sorted((set(args.sides.split(",")) | set(args.pair_sides.split(","))) - set(SIDES) - {""})
     if unknown:
         parser.error(f"--sides: unknown {unknown}; known: {SIDES}")
     return args
@@ -222,6 +231,31 @@ def run_side(cfg: argparse.Namespace) -> dict:
     }
 
 
+def run_paired(cfg: argparse.Namespace) -> dict:
+    """Child: the paired sides in one process, ``--pairs`` passes of one step each in rotating order.
+
+    On a shared machine the load changes faster than a process runs: steps taken side by side see the same load, so
+    the ratio of their times (median over passes) is what the time verdicts read.
+    """
+    torch.set_num_threads(cfg.threads)
+    batch = make_batch(cfg, cfg.image_token_id)
+    sides = []
+    for name in cfg.pair_sides.split(","):
+        owner, setting = name.split("-")
+        sides.append(build_ours_side(cfg, setting) if owner == "ours" else build_hf_side(cfg, setting))
+        sides[-1].step(batch)  # the first step allocates the optimiser state
+    passes = []
+    for i in range(cfg.pairs):
+        order = sides[i % len(sides) :] + sides[: i % len(sides)]
+        timing = {}
+        for side in order:
+            t0 = time.perf_counter()
+            side.step(batch)
+            timing[side.name] = time.perf_counter() - t0
+        passes.append(timing)
+    return {"passes": passes}
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Parent
 # ----------------------------------------------------------------------------------------------------------------------
@@ -249,7 +283,7 @@ def predict_meta(name: str, cfg: argparse.Namespace) -> dict[str, dict]:
     return out
 
 
-def report(cfg: argparse.Namespace, results: dict[str, dict], meta: dict[str, dict]) -> dict:
+def report(cfg: argparse.Namespace, results: dict[str, dict], passes: list[dict], meta: dict[str, dict]) -> dict:
     """Print the table, the ratios and verdicts; return the JSON result."""
     tiny_note(cfg)
     print(
@@ -265,11 +299,20 @@ def report(cfg: argparse.Namespace, results: dict[str, dict], meta: dict[str, di
         )
 
     def ratio(a: str, b: str, key: str) -> float:
+        if key == "step_s" and passes and a in passes[0] and b in passes[0]:
+            return median_ratio((p[a], p[b]) for p in passes)  # interleaved steps: the same load on both
         if a not in results or b not in results or not results[b][key] > 0:
             return float("nan")
         return results[a][key] / results[b][key]
 
     out = {"config": {k: v for k, v in vars(cfg).items() if k not in ("json", "child")}, "sides": results}
+    out["paired_passes"] = passes
+    if passes:
+        print(f"time ratios of {', '.join(passes[0])}: median over {len(passes)} interleaved passes (one process)")
+        for p in passes:
+            print("  pass: " + "  ".join(f"{k} {v:.2f} s" for k, v in p.items()))
+    else:
+        print("time ratios: per-side processes (different moments: noisy on a shared machine)")
     checks = [
         ("bf16 frozen / fp32 frozen (ours)", "ours-bf16", "ours-fp32", BF16_MEMORY_TARGET, 1.0),
         ("nf4 / hf nf4", "ours-nf4", "hf-nf4", NF4_MEMORY_TARGET, 1.0),
@@ -309,18 +352,22 @@ def report(cfg: argparse.Namespace, results: dict[str, dict], meta: dict[str, di
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     if cfg.child is not None:
-        print(json.dumps(nan_to_none(run_side(cfg))))
+        print(json.dumps(nan_to_none(run_side(cfg) if cfg.role == "side" else run_paired(cfg))))
         return 0
     cfg.image_token_id = image_token_id()
     sides = [s for s in SIDES if s in cfg.sides.split(",")]
     runs: dict[str, list[dict]] = {s: [] for s in sides}
     with tempfile.TemporaryDirectory() as folder:
         cfg.hf_dir = folder
-        if "hf-nf4" in sides:
+        if "hf-nf4" in sides or "hf-nf4" in cfg.pair_sides.split(","):
             save_hf_checkpoint(cfg, folder)
         for round_ in range(cfg.rounds):
             for side in sides if round_ % 2 == 0 else sides[::-1]:
-                runs[side].append(run_child(__file__, child_payload(cfg, side=side), cfg.threads))
+                runs[side].append(run_child(__file__, child_payload(cfg, role="side", side=side), cfg.threads))
+        paired = [s for s in cfg.pair_sides.split(",") if s]
+        passes = []
+        if cfg.pairs and paired:
+            passes = run_child(__file__, child_payload(cfg, role="paired"), cfg.threads)["passes"]
     results = {}
     for side, rounds in runs.items():
         res = dict(rounds[0])
@@ -329,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             res[f"{key}_rounds"] = [r[key] for r in rounds]
         results[side] = res
     meta = predict_meta(cfg.meta_model, cfg) if cfg.meta_model else {}
-    write_json(cfg.json, report(cfg, results, meta))
+    write_json(cfg.json, report(cfg, results, passes, meta))
     return 0
 
 

@@ -10,14 +10,14 @@ configured here.
 bitsandbytes is optional (``pip install "lightning_mm[quant]"``): it is imported where it is used, and a placement
 that asks for quantisation without it is a :class:`~lightning_mm.errors.ConfigError` naming the extra.
 
-Two bitsandbytes behaviours are switched off on the layers made or configured here, so that training, evaluation and
-checkpoints see one format: the CPU inference repacking of 4-bit weights (it rewrites the weight the first time an
-eval-mode forward runs without grad, and the repacked format has no backward), and nothing else is changed.
+On the layers made or configured here, bitsandbytes' CPU inference repacking of 4-bit weights is switched off (it
+rewrites a weight the first time an eval-mode forward runs without grad, and the repacked format has no backward:
+training after a validation pass would lose the input gradients), and a state-dict pre-hook restores the quantisation
+statistics that a whole checkpoint saves beside each packed weight.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,7 +45,6 @@ __all__ = [
     "require_bitsandbytes",
 ]
 
-log = logging.getLogger(__name__)
 
 QUANT_TYPES = ("nf4", "fp4", "int8")
 FOUR_BIT = ("nf4", "fp4")
