@@ -16,6 +16,13 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_mm.checkpoint.format import PLACEMENTS_HPARAM
 from lightning_mm.models.component import COMPONENTS, check_component
 from lightning_mm.placement import Placement, apply_placements, format_placement_table, placement_rows
+from lightning_mm.placement.quantize import llm_quantization, refuse_quantized_sharding
+from lightning_mm.placement.storage_dtype import (
+    apply_storage_dtype,
+    check_storage_dtypes,
+    component_storage_dtype,
+    storage_dtype_for_precision,
+)
 
 __all__ = ["COMPONENTS", "DeclaredPlacements", "check_component"]
 
@@ -62,8 +69,37 @@ class DeclaredPlacements:
             raise
 
     def apply_placements(self) -> None:
-        """Apply each declared placement to its component, idempotently (:func:`lightning_mm.placement.apply_placements`)."""
-        apply_placements(self.network, self.placements)
+        """Apply each declared placement to its component, idempotently (:func:`lightning_mm.placement.apply_placements`).
+
+        Frozen parameters are stored in the trainer's compute dtype (bfloat16 under ``bf16-mixed``) unless a placement
+        sets its own ``storage_dtype``; without a trainer they keep theirs.
+        """
+        apply_placements(self.network, self.placements, self.storage_dtype())
+
+    def storage_dtype(self) -> Any:
+        """Default frozen storage dtype: the trainer's compute dtype under mixed precision, else None (keep)."""
+        return storage_dtype_for_precision(self._trainer.precision if self._trainer is not None else None)
+
+    def llm_quantization(self) -> Any:
+        """transformers' ``BitsAndBytesConfig`` for loading a pretrained LLM quantised (None: not quantised)."""
+        return llm_quantization(self.placements.get("llm"), self.storage_dtype())
+
+    def apply_storage(self, trainer: Any) -> None:
+        """Before sharding, under a trainer: refuse what cannot work, then store frozen weights (idempotent).
+
+        Refused: a half-precision ``storage_dtype`` without autocast, and quantised components under FSDP2 (a device
+        mesh). Then each component's frozen parameters take its storage dtype (a network built before the trainer
+        existed, e.g. by ``load_from_checkpoint``, follows the trainer's precision from here).
+        """
+        placements = self.placements
+        check_storage_dtypes(placements, trainer.precision)
+        if getattr(self, "device_mesh", None) is not None:
+            quantized = {c: p.quantize for c, p in placements.items() if p.quantize is not None}
+            refuse_quantized_sharding(quantized, type(trainer.strategy).__name__)
+        default = self.storage_dtype()
+        for component in COMPONENTS:
+            dtype = component_storage_dtype(placements.get(component), default, component)
+            apply_storage_dtype(self.component(component), dtype)
 
     def placement_table(self) -> list[dict[str, Any]]:
         """Per component: ``component``, ``mode``, ``trainable`` and ``total`` parameter counts, ``unused`` count."""

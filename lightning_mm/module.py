@@ -197,7 +197,8 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
     def build_network(self) -> VisionLanguageModel:
         """Build the plain-torch network (override to change the architecture, e.g. another projector)."""
         tokenizer = self.tokenizer if self.spec.needs_tokenizer else self._tokenizer  # a complete spec builds offline
-        return build_network(self.spec, tokenizer, pretrained=self.pretrained)
+        quantization = self.llm_quantization() if self.pretrained else None  # QLoRA: quantised while loading
+        return build_network(self.spec, tokenizer, pretrained=self.pretrained, llm_quantization=quantization)
 
     def configure_model(self) -> None:
         """Build the network once, apply the declared placements and activation checkpointing, then shard it.
@@ -212,6 +213,7 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
             if self.activation_checkpointing:
                 self.network.enable_activation_checkpointing()
         if self._trainer is not None:
+            self.apply_storage(self.trainer)  # frozen weights in the compute dtype; quantised + FSDP2 refused
             check_strategy(self, self.trainer)
             shard_for_strategy(self)
 

@@ -25,10 +25,13 @@ from lightning.pytorch.callbacks import Callback
 
 from lightning_mm.models.component import ComponentName, check_component
 from lightning_mm.placement import Placement
+from lightning_mm.placement.quantize import check_quantize
 
 __all__ = ["ComponentPlacement", "FreezeComponent", "FullComponent", "LoRAComponent"]
 
 Mode = Literal["frozen", "full", "lora"]
+Quantize = Literal["nf4", "fp4", "int8"]
+StorageDtype = Literal["float32", "bfloat16", "float16"]
 
 
 class ComponentPlacement(Callback):
@@ -48,6 +51,11 @@ class ComponentPlacement(Callback):
             vision tower; every linear layer of the projector; every linear layer of the LLM but its output
             projection (the attention and MLP projections).
         lr: Learning rate of this component's parameter groups (default: the optimiser's ``lr``).
+        quantize: ``nf4``, ``fp4`` or ``int8``: store the frozen linear layers quantised by bitsandbytes (QLoRA with
+            mode ``lora``; vision and llm only, never ``full``; ``pip install "lightning_mm[quant]"``).
+        double_quant: 4-bit only: quantise the per-block scales too.
+        storage_dtype: ``float32``, ``bfloat16`` or ``float16`` for the frozen parameters (default: the trainer's
+            compute dtype, bfloat16 under ``bf16-mixed``).
     """
 
     def __init__(
@@ -59,8 +67,12 @@ class ComponentPlacement(Callback):
         dropout: float = 0.0,
         target_modules: list[str] | None = None,
         lr: float | None = None,
+        quantize: Quantize | None = None,
+        double_quant: bool = False,
+        storage_dtype: StorageDtype | None = None,
     ) -> None:
         check_component(component)
+        check_quantize(component, mode, quantize)  # a fully trained or projector quantisation: refused here
         self.component = component
         self.placement = Placement(
             mode=mode,
@@ -69,6 +81,9 @@ class ComponentPlacement(Callback):
             dropout=dropout,
             target_modules=None if target_modules is None else tuple(target_modules),
             lr=lr,
+            quantize=quantize,
+            double_quant=double_quant,
+            storage_dtype=storage_dtype,
         )
 
     @property
@@ -97,10 +112,19 @@ class FreezeComponent(ComponentPlacement):
 
     Args:
         component: ``vision``, ``projector`` or ``llm``.
+        quantize: ``nf4``, ``fp4`` or ``int8``: store its linear layers quantised by bitsandbytes (vision and llm).
+        double_quant: 4-bit only: quantise the per-block scales too.
+        storage_dtype: ``float32``, ``bfloat16`` or ``float16`` (default: the trainer's compute dtype).
     """
 
-    def __init__(self, component: ComponentName) -> None:
-        super().__init__(component, "frozen")
+    def __init__(
+        self,
+        component: ComponentName,
+        quantize: Quantize | None = None,
+        double_quant: bool = False,
+        storage_dtype: StorageDtype | None = None,
+    ) -> None:
+        super().__init__(component, "frozen", quantize=quantize, double_quant=double_quant, storage_dtype=storage_dtype)
 
 
 class FullComponent(ComponentPlacement):
@@ -128,6 +152,11 @@ class LoRAComponent(ComponentPlacement):
             Default: ``qkv``, ``proj``, ``fc1``, ``fc2`` in a timm ViT; every linear layer of the projector; the
             attention and MLP projections of the LLM (every linear layer but its output projection).
         lr: Learning rate of this component's adapters (default: the optimiser's ``lr``).
+        quantize: ``nf4``, ``fp4`` or ``int8``: QLoRA, the frozen base's linear layers stored by bitsandbytes in 4 or
+            8 bits (vision and llm; ``pip install "lightning_mm[quant]"``).
+        double_quant: 4-bit only: quantise the per-block scales too (QLoRA's double quantisation).
+        storage_dtype: ``float32``, ``bfloat16`` or ``float16`` for the frozen base (default: the trainer's compute
+            dtype, bfloat16 under ``bf16-mixed``); the adapters keep float32 master weights.
     """
 
     def __init__(
@@ -138,5 +167,19 @@ class LoRAComponent(ComponentPlacement):
         dropout: float = 0.0,
         target_modules: list[str] | None = None,
         lr: float | None = None,
+        quantize: Quantize | None = None,
+        double_quant: bool = False,
+        storage_dtype: StorageDtype | None = None,
     ) -> None:
-        super().__init__(component, "lora", r=r, alpha=alpha, dropout=dropout, target_modules=target_modules, lr=lr)
+        super().__init__(
+            component,
+            "lora",
+            r=r,
+            alpha=alpha,
+            dropout=dropout,
+            target_modules=target_modules,
+            lr=lr,
+            quantize=quantize,
+            double_quant=double_quant,
+            storage_dtype=storage_dtype,
+        )

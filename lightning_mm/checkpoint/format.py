@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_mm.placement.quantize import quantized_state_keys
+
 __all__ = [
     "CHECKPOINT_KEY",
     "PLACEMENTS_HPARAM",
@@ -34,6 +36,7 @@ __all__ = [
 CHECKPOINT_KEY = "lightning_mm"
 PLACEMENTS_HPARAM = "placements"
 _SAMPLES_PER_TENSOR = 1024
+FINGERPRINT_DTYPE = "bfloat16"  # fingerprints round the base to it (older checkpoints: no rounding)
 COMPONENT_PREFIXES = ("network.vision.", "network.projector.", "network.llm.")  # state-dict groups of the network
 _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
 
@@ -62,7 +65,9 @@ def _is_plain(t: torch.Tensor) -> bool:
     return type(t) in (torch.Tensor, nn.Parameter)  # sharded tensors (DTensor) are skipped
 
 
-def base_fingerprint(tensors: Mapping[str, torch.Tensor], groups: Iterable[str]) -> dict[str, list[float]]:
+def base_fingerprint(
+    tensors: Mapping[str, torch.Tensor], groups: Iterable[str], rounding: torch.dtype | None = None
+) -> dict[str, list[float]]:
     """A cheap fingerprint of the frozen base, per group of names, to tell whether a base is the one trained on.
 
     Each tensor contributes up to 1024 evenly strided elements: the group's fingerprint is their (sum, sum of
@@ -71,6 +76,8 @@ def base_fingerprint(tensors: Mapping[str, torch.Tensor], groups: Iterable[str])
     Args:
         tensors: Name -> tensor (e.g. the frozen entries of a state dict).
         groups: Name prefixes (``network.vision.``); a tensor counts in the first group it starts with.
+        rounding: Round floating-point elements to this dtype first (bfloat16: the same base stored in float32 or in
+            bfloat16 gives the same fingerprint); None: as they are.
 
     Returns:
         Group prefix -> [sum, abs sum], for groups holding at least one plain (unsharded) tensor.
@@ -82,7 +89,10 @@ def base_fingerprint(tensors: Mapping[str, torch.Tensor], groups: Iterable[str])
         if group is None or not _is_plain(t) or t.numel() == 0:
             continue
         flat = t.detach().reshape(-1)
-        picked = flat[:: max(flat.numel() // _SAMPLES_PER_TENSOR, 1)].to(torch.float64)
+        picked = flat[:: max(flat.numel() // _SAMPLES_PER_TENSOR, 1)]
+        if rounding is not None and picked.is_floating_point():
+            picked = picked.to(rounding)
+        picked = picked.to(torch.float64)
         acc = out.setdefault(group, [0.0, 0.0])
         acc[0] += float(picked.sum())
         acc[1] += float(picked.abs().sum())
@@ -120,11 +130,15 @@ def make_adapter_only(module: nn.Module, checkpoint: dict[str, Any]) -> None:
     """Drop ``module``'s frozen parameters from ``checkpoint["state_dict"]``, recording the base's fingerprint.
 
     The checkpoint's :data:`CHECKPOINT_KEY` entry gets ``adapter_only: True`` and ``base_fingerprint`` (per component,
-    of the frozen weights left out), which loading compares with the base it rebuilds.
+    of the frozen weights left out, rounded to ``fingerprint_dtype``), which loading compares with the base it
+    rebuilds. Quantised weights leave their quantisation statistics out with them.
     """
     frozen = frozen_parameter_names(module)
     weights = checkpoint["state_dict"]
     state = checkpoint.setdefault(CHECKPOINT_KEY, {})
     state["adapter_only"] = True
-    state["base_fingerprint"] = base_fingerprint({k: v for k, v in weights.items() if k in frozen}, COMPONENT_PREFIXES)
-    checkpoint["state_dict"] = adapter_only_state(weights, frozen)
+    state["fingerprint_dtype"] = FINGERPRINT_DTYPE  # the base may be stored in float32 or bfloat16
+    frozen_weights = {k: v for k, v in weights.items() if k in frozen}
+    state["base_fingerprint"] = base_fingerprint(frozen_weights, COMPONENT_PREFIXES, getattr(torch, FINGERPRINT_DTYPE))
+    stats = {clean_name(k) for k in quantized_state_keys(module)}
+    checkpoint["state_dict"] = adapter_only_state(weights, frozen | stats)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_mm.checkpoint.format import (
@@ -65,14 +66,17 @@ def load_module_state(module: Any, checkpoint: dict[str, Any]) -> None:
     if state.get("pretrained") is not None:  # the module's setting, for what follows (later adapter-only saves)
         module.pretrained = module.hparams["pretrained"] = bool(state["pretrained"])
     if is_adapter_only(checkpoint) and "state_dict" in checkpoint:  # sharding strategies loaded it themselves
-        _complete_adapter_only(module, checkpoint, state.get("base_fingerprint") or {})
+        rounding = getattr(torch, state["fingerprint_dtype"]) if state.get("fingerprint_dtype") else None
+        _complete_adapter_only(module, checkpoint, state.get("base_fingerprint") or {}, rounding)
 
 
-def _complete_adapter_only(module: Any, checkpoint: dict[str, Any], fingerprint: dict[str, list[float]]) -> None:
+def _complete_adapter_only(
+    module: Any, checkpoint: dict[str, Any], fingerprint: dict[str, list[float]], rounding: torch.dtype | None
+) -> None:
     weights = checkpoint["state_dict"]
     frozen = frozen_parameter_names(module)
     base = {k: v for k, v in module.state_dict().items() if k not in weights}
-    current = base_fingerprint({k: v for k, v in base.items() if k in frozen}, fingerprint)
+    current = base_fingerprint({k: v for k, v in base.items() if k in frozen}, fingerprint, rounding)
     mismatched = fingerprint_mismatches(fingerprint, current)
     module.base_mismatch = [g.removeprefix("network.").rstrip(".") for g in mismatched]
     if mismatched:

@@ -17,6 +17,7 @@ def build_language_model(
     pretrained: bool = False,
     torch_dtype: torch.dtype | None = None,
     attn_implementation: str = "sdpa",
+    quantization_config: Any | None = None,
 ) -> PreTrainedModel:
     """Build a causal LM with transformers.
 
@@ -28,6 +29,9 @@ def build_language_model(
         torch_dtype: Parameter dtype (default: float32).
         attn_implementation: transformers attention backend (``sdpa``, ``eager``, ``flash_attention_2``); ``sdpa``
             falls back to ``eager`` for a model that does not support it (attention logit soft-capping).
+        quantization_config: With ``pretrained``: transformers' ``BitsAndBytesConfig``, the linear layers quantised
+            while the weights load (:func:`lightning_mm.placement.quantize.bnb_config`); ignored for a random init
+            (the placement quantises it layer by layer).
 
     Returns:
         An ``AutoModelForCausalLM`` instance.
@@ -38,6 +42,8 @@ def build_language_model(
     if pretrained:
         if name_or_path is None:
             raise ValueError("pretrained=True needs `name_or_path` (a hub id or a save_pretrained directory).")
+        if quantization_config is not None:
+            overrides["quantization_config"] = quantization_config
         return AutoModelForCausalLM.from_pretrained(
             name_or_path, dtype=torch_dtype, attn_implementation=attn_implementation, **overrides
         )

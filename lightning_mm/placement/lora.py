@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
@@ -18,6 +19,7 @@ from transformers.pytorch_utils import Conv1D
 from lightning_mm.errors import ConfigError, close_matches
 from lightning_mm.models.component import ALL_LINEAR, DEFAULT_LORA_TARGETS, as_component
 from lightning_mm.placement.lora_dropout import DropoutLinear
+from lightning_mm.placement.quantize import dequantize
 
 __all__ = [
     "ADAPTER_NAME",
@@ -214,12 +216,32 @@ def adapter_settings(layer: LoraLayer) -> tuple[int, float]:
     return int(layer.r[ADAPTER_NAME]), float(layer.lora_alpha[ADAPTER_NAME])
 
 
+def _full_precision(module: nn.Module) -> None:
+    """Bring frozen weights stored below float32 (bitsandbytes layers, bf16 storage) to float32, in place.
+
+    Only where the module mixes dtypes (a frozen base in the compute dtype beside float32 adapters, or quantised
+    layers): a module trained all in one dtype (``bf16-true``) is left as it is.
+    """
+    dequantize(module, torch.float32)
+    dtypes = {p.dtype for p in module.parameters() if p.is_floating_point()}
+    if len(dtypes) > 1 and torch.float32 in dtypes:
+        for p in module.parameters():
+            if p.is_floating_point() and p.dtype != torch.float32:
+                p.data = p.data.float()
+
+
 def merge_lora(module: nn.Module) -> int:
     """Merge every LoRA adapter inside ``module`` into its base layer and remove the adapter layers (in place).
+
+    The frozen base is first brought to float32 where it was stored below the adapters' precision: bitsandbytes
+    layers are dequantised into plain ``nn.Linear`` (a merge into 4-bit weights would quantise the sum again) and
+    bf16-stored weights are upcast, so the merge adds the adapters' update in float32 and the module comes out in one
+    dtype (an export then writes the dtype asked for).
 
     Returns:
         The number of layers merged.
     """
+    _full_precision(module)
     layers = lora_layers(module)
     for name, layer in layers.items():
         layer.merge(safe_merge=True)

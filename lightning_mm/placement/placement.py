@@ -2,8 +2,9 @@
 
 Pure torch/peft logic, no Lightning: a :class:`Placement` is applied to a component's own module
 (:func:`apply_placement`) or to every component of a network at once (:func:`apply_placements`), and the summary table
-reports what trains. The Lightning callbacks that declare placements in recipes live in
-:mod:`lightning_mm.callbacks.component`.
+reports what trains. A placement also says how the frozen weights are stored: in the compute dtype
+(:mod:`~lightning_mm.placement.storage_dtype`) or quantised by bitsandbytes (:mod:`~lightning_mm.placement.quantize`).
+The Lightning callbacks that declare placements in recipes live in :mod:`lightning_mm.callbacks.component`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
+from lightning_mm.errors import ConfigError
 from lightning_mm.models.component import COMPONENTS, as_component, check_component
 from lightning_mm.placement.lora import (
     adapter_settings,
@@ -23,6 +26,8 @@ from lightning_mm.placement.lora import (
     lora_layers,
     resolve_lora_targets,
 )
+from lightning_mm.placement.quantize import FOUR_BIT, QUANT_TYPES, check_quantize, parameter_numel, quantize_component
+from lightning_mm.placement.storage_dtype import apply_storage_dtype, component_storage_dtype, parse_storage_dtype
 
 __all__ = [
     "MODES",
@@ -51,6 +56,13 @@ class Placement:
         target_modules: LoRA targets, matched against module paths relative to the component (see
             :func:`~lightning_mm.placement.lora.resolve_lora_targets`); None: the component's defaults.
         lr: Learning rate of this component's optimiser groups (None: the optimiser's own).
+        quantize: Store the component's frozen linear layers quantised by bitsandbytes: ``nf4``, ``fp4`` (4-bit,
+            ``Linear4bit``) or ``int8`` (``Linear8bitLt``); with mode ``lora`` this is QLoRA. Vision tower and LLM
+            only, never with mode ``full``. None: not quantised.
+        double_quant: 4-bit only: quantise the per-block scales too (QLoRA's double quantisation).
+        storage_dtype: Dtype of the component's frozen parameters: ``float32``, ``bfloat16`` or ``float16``. None:
+            the trainer's compute dtype (bfloat16 under ``bf16-mixed``, float32 under ``32-true``). Trainable
+            parameters always keep float32 master weights.
     """
 
     mode: str = "full"
@@ -59,6 +71,9 @@ class Placement:
     dropout: float = 0.0
     target_modules: tuple[str, ...] | None = None
     lr: float | None = None
+    quantize: str | None = None
+    double_quant: bool = False
+    storage_dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -74,6 +89,11 @@ class Placement:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}.")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}.")
+        if self.quantize is not None and self.quantize not in QUANT_TYPES:
+            raise ConfigError(f"Unknown quantize {self.quantize!r}; known: {', '.join(QUANT_TYPES)} (or None).")
+        if self.double_quant and self.quantize not in FOUR_BIT:
+            raise ConfigError(f"double_quant applies to 4-bit quantize ({', '.join(FOUR_BIT)}), not {self.quantize!r}.")
+        parse_storage_dtype(self.storage_dtype)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form stored in checkpoints."""
@@ -90,17 +110,20 @@ class Placement:
 
     def same_weights(self, other: Placement) -> bool:
         """Whether both placements give the component the same parameters (``lr`` and ``dropout`` may differ)."""
-        if self.mode != other.mode:
+        if (self.mode, self.quantize, bool(self.double_quant)) != (
+            other.mode,
+            other.quantize,
+            bool(other.double_quant),
+        ):
             return False
         if self.mode != "lora":
             return True
         return (self.r, float(self.alpha), self.target_modules) == (other.r, float(other.alpha), other.target_modules)
 
     def describe(self) -> str:
-        """Short text for tables: ``frozen``, ``full`` or ``lora r=8 a=16``."""
-        if self.mode != "lora":
-            return self.mode
-        return f"lora r={self.r} a={self.alpha:g}"
+        """Short text for tables: ``frozen``, ``full``, ``lora r=8 a=16`` or ``lora r=8 a=16 nf4``."""
+        text = self.mode if self.mode != "lora" else f"lora r={self.r} a={self.alpha:g}"
+        return text if self.quantize is None else f"{text} {self.quantize}" + ("+dq" if self.double_quant else "")
 
     def apply(self, module: Any, component: str) -> None:
         """Apply this placement to ``module.component(component)`` (``module``: a built MultimodalModule)."""
@@ -142,20 +165,32 @@ def _check_existing_lora(module: nn.Module, component: str, placement: Placement
         )
 
 
-def apply_placement(module: nn.Module, component: str, placement: Placement) -> None:
+def apply_placement(
+    module: nn.Module, component: str, placement: Placement, storage_dtype: torch.dtype | None = None
+) -> None:
     """Make ``module`` (one component) train as ``placement`` says, in place and idempotently.
 
-    LoRA adapters are injected with peft on the component's own module, once: applying the same LoRA placement again
-    only resets trainability; a different one on a component that already carries adapters raises.
+    A quantised placement first replaces the component's linear layers with bitsandbytes layers
+    (:func:`~lightning_mm.placement.quantize.quantize_component`). LoRA adapters are injected with peft on the
+    component's own module, once: applying the same LoRA placement again only resets trainability; a different one on
+    a component that already carries adapters raises. Last, frozen parameters are stored in the storage dtype.
 
     Args:
         module: The component's module (``network.vision``, ``network.projector`` or ``network.llm``).
         component: Its name (chooses the default LoRA targets and names it in errors).
         placement: What trains.
+        storage_dtype: Frozen storage dtype when the placement sets none (the trainer's compute dtype; None: keep).
 
     Raises:
         ValueError: if the component already carries LoRA adapters that the placement does not describe.
+        ConfigError: for quantisation of a fully trained component, of the projector, of a layer bitsandbytes cannot
+            quantise, or without bitsandbytes.
     """
+    storage_dtype = component_storage_dtype(placement, storage_dtype, component)
+    if placement.quantize is not None:
+        check_quantize(component, placement.mode, placement.quantize)
+        compute = torch.float16 if storage_dtype == torch.float16 else torch.bfloat16
+        quantize_component(module, component, placement.quantize, placement.double_quant, compute)
     unused = unused_parameter_names(module, component)
     if lora_layers(module):
         _check_existing_lora(module, component, placement, unused)
@@ -170,19 +205,28 @@ def apply_placement(module: nn.Module, component: str, placement: Placement) -> 
         else:
             trainable = is_lora_parameter(name)
         p.requires_grad_(trainable)
+        if trainable and placement.quantize is not None and p.dtype != torch.float32:
+            p.data = p.data.float()  # peft makes adapters of a bitsandbytes layer in its compute dtype: float32 masters
+    apply_storage_dtype(module, storage_dtype)
 
 
-def apply_placements(network: nn.Module, placements: Mapping[str, Placement]) -> None:
+def apply_placements(
+    network: nn.Module, placements: Mapping[str, Placement], storage_dtype: torch.dtype | None = None
+) -> None:
     """Apply each placement to its component of ``network``, then freeze the parameters that never run.
 
     Components are placed in the order ``vision``, ``projector``, ``llm``; a component without a placement keeps its
     trainability. Parameters that never take part in ``forward`` (a vision tower's blocks after its feature layer)
-    are frozen in every component, placed or not. Idempotent, like :func:`apply_placement`.
+    are frozen in every component, placed or not. Then every component's frozen parameters are stored in its storage
+    dtype (its placement's ``storage_dtype``, else ``storage_dtype``) and its trainable ones in float32. Idempotent,
+    like :func:`apply_placement`.
 
     Args:
         network: A :class:`~lightning_mm.models.VisionLanguageModel` (or any module with ``vision``, ``projector``
             and ``llm`` submodules).
         placements: ``{component: Placement}``.
+        storage_dtype: Default frozen storage dtype (the trainer's compute dtype,
+            :func:`~lightning_mm.placement.storage_dtype.storage_dtype_for_precision`); None keeps the dtypes.
 
     Raises:
         ValueError: for an unknown component name, or as :func:`apply_placement`.
@@ -191,9 +235,11 @@ def apply_placements(network: nn.Module, placements: Mapping[str, Placement]) ->
         check_component(name)
     for component in COMPONENTS:
         if component in placements:
-            apply_placement(getattr(network, component), component, placements[component])
+            apply_placement(getattr(network, component), component, placements[component], storage_dtype)
     for component in COMPONENTS:
-        freeze_unused(getattr(network, component), component)
+        module = getattr(network, component)
+        freeze_unused(module, component)
+        apply_storage_dtype(module, component_storage_dtype(placements.get(component), storage_dtype, component))
 
 
 def placement_rows(components: Mapping[str, nn.Module], placements: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -206,9 +252,9 @@ def placement_rows(components: Mapping[str, nn.Module], placements: Mapping[str,
     for name, module in components.items():
         unused = unused_parameter_names(module, name)
         params = dict(module.named_parameters())  # tied weights counted once
-        total = sum(p.numel() for p in params.values())
+        total = sum(parameter_numel(p) for p in params.values())  # quantised weights by their unpacked size
         trainable = sum(p.numel() for p in params.values() if p.requires_grad)
-        n_unused = sum(p.numel() for n, p in params.items() if n in unused)
+        n_unused = sum(parameter_numel(p) for n, p in params.items() if n in unused)
         placement = placements.get(name)
         if placement is not None and hasattr(placement, "describe"):
             mode = placement.describe()

@@ -192,7 +192,11 @@ def _changed_config_keys(name_or_path: str, overrides: dict[str, Any]) -> list[s
 
 
 def _language_model(
-    spec: ModelSpec, tokenizer: PreTrainedTokenizerBase | None, pretrained: bool, torch_dtype: torch.dtype
+    spec: ModelSpec,
+    tokenizer: PreTrainedTokenizerBase | None,
+    pretrained: bool,
+    torch_dtype: torch.dtype,
+    quantization_config: Any = None,
 ) -> PreTrainedModel:
     config = dict(spec.llm_config)
     declared_vocab = config.pop("vocab_size", None)
@@ -203,7 +207,7 @@ def _language_model(
         changed = _changed_config_keys(spec.llm, config) if config else []
         if changed:
             log.warning("%s: llm_config overrides %s of %s's config.", spec.name, ", ".join(changed), spec.llm)
-        llm = build_language_model(spec.llm, config, pretrained=True, torch_dtype=torch_dtype)
+        llm = build_language_model(spec.llm, config, True, torch_dtype, quantization_config=quantization_config)
         if model_type is not None and llm.config.model_type != model_type:
             raise ValueError(
                 f"Model {spec.name!r} expects a {model_type!r} LM, {spec.llm} is {llm.config.model_type!r}."
@@ -231,6 +235,7 @@ def build_network(
     tokenizer: PreTrainedTokenizerBase | None = None,
     pretrained: bool = False,
     torch_dtype: torch.dtype | None = None,
+    llm_quantization: Any = None,
 ) -> VisionLanguageModel:
     """Build the plain-torch network of ``spec``.
 
@@ -246,6 +251,8 @@ def build_network(
             ``projector_weights``. Off: random init from the configs.
         torch_dtype: Parameter dtype of the LLM (None: the default dtype, float32; a checkpoint's own dtype is not
             kept, so pretrained and random builds agree).
+        llm_quantization: transformers' ``BitsAndBytesConfig`` for a pretrained LLM checkpoint (QLoRA): its linear
+            layers are quantised while they load (:func:`lightning_mm.placement.quantize.llm_quantization`).
 
     Returns:
         The :class:`~lightning_mm.models.VisionLanguageModel`.
@@ -257,7 +264,7 @@ def build_network(
     torch_dtype = torch_dtype or torch.get_default_dtype()
     from_checkpoint = pretrained and spec.checkpoint is not None  # one whole VLM instead of its components
     vision = vision_tower(spec, pretrained and not from_checkpoint)
-    llm = _language_model(spec, tokenizer, pretrained and not from_checkpoint, torch_dtype)
+    llm = _language_model(spec, tokenizer, pretrained and not from_checkpoint, torch_dtype, llm_quantization)
     text_dim = llm.config.get_text_config().hidden_size
     projector = get_family(spec.family).build_projector(spec, vision, text_dim)
     if spec.projector_weights is not None:
