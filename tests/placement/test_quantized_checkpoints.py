@@ -36,7 +36,7 @@ def qlora_run(fit_placed, tmp_path_factory):
 def batch(qlora_run):
     module = qlora_run["module"]
     dm = SyntheticVQADataModule(train_samples=4, val_samples=4, batch_size=4)
-    dm.bind(module.tokenizer, module.num_image_tokens, module.image_data_config, module.image_token_id)
+    dm.bind(module.data_contract)
     return next(iter(dm.val_dataloader()))
 
 
