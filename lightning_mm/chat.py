@@ -17,6 +17,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, TextStreamer
 
 from lightning_mm.checkpoint.load import load_module
+from lightning_mm.checkpoint.read import is_url
 from lightning_mm.data.contract import DataContract
 from lightning_mm.data.images import ImageProcessor
 from lightning_mm.data.layout import sample_layout
@@ -68,15 +69,16 @@ def load_chat_model(
     """The :class:`ChatModel` of ``source``: the one place that decides how a model is read.
 
     Args:
-        source: A Lightning checkpoint file; a folder with ``model_spec.json`` (``lightning-mm export``); a folder in
-            transformers' format (``config.json``: ``export --format hf``, a downloaded checkpoint), read as
-            ``hf:<folder>``; otherwise a name for :func:`~lightning_mm.create_model`, built with ``pretrained=True``.
+        source: A Lightning checkpoint file or its ``http(s)://`` URL (loaded weights-only); a folder with
+            ``model_spec.json`` (``lightning-mm export``); a folder in transformers' format (``config.json``:
+            ``export --format hf``, a downloaded checkpoint), read as ``hf:<folder>``; otherwise a name for
+            :func:`~lightning_mm.create_model`, built with ``pretrained=True``.
         seed: Seed of the training run, for an adapter-only checkpoint of a randomly initialised base.
         module_class: Dotted path of the LightningModule class of a checkpoint.
     """
     path = Path(source)
-    if path.is_file():
-        return ChatModel.from_module(load_module(path, module_class, seed=seed))
+    if path.is_file() or is_url(source):  # a checkpoint, loaded weights-only (a URL too)
+        return ChatModel.from_module(load_module(source, module_class, seed=seed))
     if path.is_dir():
         if (path / SPEC_FILE).is_file():
             return ChatModel.from_export(path)

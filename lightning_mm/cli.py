@@ -7,6 +7,7 @@ import sys
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_mm.checkpoint.file import check_checkpoint_file
+from lightning_mm.checkpoint.read import checkpoint_errors, refuse_unsafe_loading
 from lightning_mm.commands import EXTRA_COMMANDS
 from lightning_mm.data.datamodule import VLMDataModule
 from lightning_mm.errors import find_config_error
@@ -23,11 +24,18 @@ class MultimodalCLI(LightningCLI):
     """
 
     def _parse_ckpt_path(self) -> None:
-        # Lightning's CLI reads the checkpoint's hyperparameters here, before anything else: check the file first
+        # Lightning's CLI reads the checkpoint's hyperparameters here, before anything else: check the file first.
+        # Every load is weights-only (here, and the run's through --weights_only true), a refusal one short error.
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            check_checkpoint_file(self.config[subcommand].get("ckpt_path"))
-        super()._parse_ckpt_path()
+        if not subcommand:
+            return super()._parse_ckpt_path()
+        config = self.config[subcommand]
+        check_checkpoint_file(config.get("ckpt_path"))
+        if "weights_only" in config:
+            refuse_unsafe_loading(config.get("weights_only"), "--weights_only")
+            config["weights_only"] = True
+        with checkpoint_errors(config.get("ckpt_path")):
+            return super()._parse_ckpt_path()
 
     def after_fit(self) -> None:
         if self.trainer.fast_dev_run or self.trainer.interrupted:

@@ -12,6 +12,7 @@ from torch import nn
 
 from lightning_mm.checkpoint.file import check_checkpoint_file
 from lightning_mm.checkpoint.io import use_atomic_checkpoint_io
+from lightning_mm.checkpoint.read import checkpoint_errors, local_checkpoint, refuse_unsafe_loading
 from lightning_mm.checkpoint.state import load_module_state, save_module_state
 from lightning_mm.data.contract import DataContract
 from lightning_mm.data.images import ASPECT_MODES
@@ -184,15 +185,23 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
         weights_only: bool | None = None,
         **kwargs: Any,
     ) -> MultimodalModule:
-        """Lightning's ``load_from_checkpoint``, after a short error for a missing, empty or truncated file.
+        """Lightning's ``load_from_checkpoint``, weights-only, after a short error for a missing or truncated file.
 
         A whole checkpoint (not adapter-only) builds the network from its configs and loads its weights: the
         pretrained weights the model started from are not read (:mod:`lightning_mm.checkpoint.state`).
+
+        The file is always loaded weights-only (tensors and plain data; :mod:`lightning_mm.checkpoint.read`), an
+        ``http(s)://`` one too (downloaded first, into a temporary folder): a checkpoint that holds anything else is
+        refused, unloaded, with an :class:`~lightning_mm.checkpoint.read.UnsafeCheckpointError` naming it.
+        ``weights_only=False`` is refused.
         """
-        check_checkpoint_file(checkpoint_path)
-        return super().load_from_checkpoint(
-            checkpoint_path, map_location, hparams_file, strict, weights_only=weights_only, **kwargs
-        )
+        refuse_unsafe_loading(weights_only, "load_from_checkpoint(weights_only=...)")
+        with local_checkpoint(checkpoint_path) as local:
+            check_checkpoint_file(local, name=checkpoint_path)
+            with checkpoint_errors(checkpoint_path):
+                return super().load_from_checkpoint(
+                    local, map_location, hparams_file, strict, weights_only=True, **kwargs
+                )
 
     def build_network(self) -> VisionLanguageModel:
         """Build the plain-torch network (override to change the architecture, e.g. another projector)."""
@@ -213,6 +222,7 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
             if self.activation_checkpointing:
                 self.network.enable_activation_checkpointing()
         if self._trainer is not None:
+            use_atomic_checkpoint_io(self.trainer)  # before a checkpoint is restored: weights-only, URLs too
             self.apply_storage(self.trainer)  # frozen weights in the compute dtype; quantised + FSDP2 refused
             check_strategy(self, self.trainer)
             shard_for_strategy(self)

@@ -5,13 +5,15 @@ and moves that file to the target. When the temp folder is on another filesystem
 ``/tmp``, node-local scratch with checkpoints on shared storage), the move is a copy into the target itself: a process
 killed during the copy leaves a truncated ``last.ckpt`` that no run can resume from. :class:`AtomicCheckpointIO`
 writes into a hidden file in the target's own folder, syncs it to disk and renames it over the target (atomic on a
-POSIX filesystem), so the target is always either the previous checkpoint or the new one.
+POSIX filesystem), so the target is always either the previous checkpoint or the new one. It also reads checkpoints
+weights-only, local files and URLs alike (:func:`~lightning_mm.checkpoint.read.read_checkpoint`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -19,6 +21,8 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lightning_mm.checkpoint.read import read_checkpoint, refuse_unsafe_loading
 
 __all__ = ["AtomicCheckpointIO", "use_atomic_checkpoint_io"]
 
@@ -45,12 +49,25 @@ def _fsync_folder(folder: str) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose local files are replaced atomically (remote paths are left to Lightning).
+    """``TorchCheckpointIO`` whose local files are replaced atomically, and whose checkpoints load weights-only.
 
-    The checkpoint is written to ``.<name>.partial`` in the target's folder, flushed and synced, then renamed over
-    the target and the folder synced. A process killed while writing leaves the previous checkpoint in place and at
-    most a stale ``.partial`` file, which the next save of that name replaces.
+    Saving: the checkpoint is written to ``.<name>.partial`` in the target's folder, flushed and synced, then renamed
+    over the target and the folder synced (remote paths are left to Lightning). A process killed while writing leaves
+    the previous checkpoint in place and at most a stale ``.partial`` file, which the next save of that name replaces.
+
+    Loading (``fit/validate/predict(ckpt_path=...)``, a resumed run): always weights-only, for a local file and an
+    ``http(s)://`` URL alike (Lightning itself unpickles URLs without restriction); a refused or unreadable file is a
+    one-paragraph :class:`~lightning_mm.checkpoint.file.CheckpointFileError` naming it.
     """
+
+    def load_checkpoint(
+        self,
+        path: _PATH,
+        map_location: Callable | None = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        refuse_unsafe_loading(weights_only, "weights_only")
+        return read_checkpoint(path, map_location=map_location)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         fs = get_filesystem(path)
@@ -77,7 +94,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def use_atomic_checkpoint_io(trainer: L.Trainer) -> None:
-    """Make ``trainer`` write checkpoint files with :class:`AtomicCheckpointIO`.
+    """Make ``trainer`` write and read checkpoint files with :class:`AtomicCheckpointIO`.
 
     Only a strategy on Lightning's plain ``TorchCheckpointIO`` is changed; a checkpoint IO the user configured (a
     subclass, asynchronous or remote IO) and sharded checkpoints (folders) are left as they are.
