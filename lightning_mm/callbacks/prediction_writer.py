@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import lightning as L
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
+
+from lightning_mm.data.collate import KEPT_KEY
 
 __all__ = ["DEFAULT_FILENAME", "PredictionWriter", "read_predictions"]
 
@@ -48,7 +50,8 @@ class PredictionWriter(BasePredictionWriter):
     ``prediction``, ``answer`` when the data has one, ``images``: image paths, or sample indices for the synthetic
     task; ``category`` when the data has one), with ``index``, the sample's index in the prediction dataset, first.
     The rows of all data-parallel ranks are gathered on rank 0 and written there, ordered by ``index``; the path and
-    the first rows are printed.
+    the first rows are printed. When records of a batch were dropped while loading, each row gets its index by its
+    position in the batch (the collator's ``kept``), never by its id: records that share an id keep their own.
 
     Args:
         output_path: File to write. None: ``predictions.jsonl`` in the run's log directory (``trainer.log_dir``, the
@@ -85,13 +88,13 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         rows = list(prediction or [])
         if batch_indices is not None and len(rows) < len(batch_indices):  # records dropped while loading
-            batch_indices = self._indices_of_kept(trainer, rows, batch_indices, dataloader_idx)
+            batch_indices = self._indices_of_kept(batch, batch_indices)
         if batch_indices is None or len(batch_indices) != len(rows):
             raise RuntimeError(
                 f"PredictionWriter: batch {batch_idx} gave {len(rows)} rows for "
                 f"{'unknown' if batch_indices is None else len(batch_indices)} dataset indices; predict_step must "
-                "return one row (a dict) per sample, and the predict dataloader must use a sampler Lightning can "
-                "track (the default)."
+                "return one row (a dict) per sample, the predict dataloader must use a sampler Lightning can track "
+                f"(the default), and a collator that drops records must say which it kept (batch key {KEPT_KEY!r})."
             )
         for index, row in zip(batch_indices, rows, strict=True):
             if not isinstance(row, dict):
@@ -99,18 +102,16 @@ class PredictionWriter(BasePredictionWriter):
             self._rows.append({"index": int(index), "dataloader": dataloader_idx, **_jsonable(row)})
 
     @staticmethod
-    def _indices_of_kept(
-        trainer: L.Trainer, rows: list[dict[str, Any]], indices: Sequence[int], dataloader_idx: int
-    ) -> Sequence[int] | None:
-        """The dataset indices of the rows left after the collator dropped records, matched by record id."""
-        loaders = getattr(trainer, "predict_dataloaders", None)
-        loader = loaders[dataloader_idx] if isinstance(loaders, list | tuple) else loaders
-        record_id = getattr(getattr(loader, "dataset", None), "record_id", None)
-        if record_id is None:
+    def _indices_of_kept(batch: Any, indices: Sequence[int]) -> list[int] | None:
+        """The dataset indices of the rows left after the collator dropped records, matched by position.
+
+        The collator lists where each sample of the batch stood among the records it was given (``kept``); the
+        records' ids play no part, so records that share an id keep their own index.
+        """
+        kept = batch.get(KEPT_KEY) if isinstance(batch, Mapping) else None
+        if kept is None or any(not 0 <= int(k) < len(indices) for k in kept):
             return None
-        by_id = {str(record_id(int(i))): int(i) for i in indices}
-        kept = [by_id.get(str(r.get("id"))) for r in rows]
-        return None if None in kept else kept
+        return [int(indices[int(k)]) for k in kept]
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         rows = self._gather(trainer)

@@ -22,6 +22,7 @@ from lightning_mm.data.segments import IGNORE_INDEX
 __all__ = [
     "EMPTY_KEY",
     "INLINE_TENSOR_BYTES",
+    "KEPT_KEY",
     "PREFIX_MASK_KEY",
     "SKIPPED_KEY",
     "VLMCollator",
@@ -39,6 +40,8 @@ _TENSOR_KEYS = ("input_ids", "labels", "pixel_values", "image_sizes", "tiles_per
 SKIPPED_KEY = "skipped"
 #: Batch key, True on a batch whose every record was dropped: one padding token, nothing supervised, no sample.
 EMPTY_KEY = "empty"
+#: Batch key (with ``skipped``): the position of each sample of the batch among the records it was collated from.
+KEPT_KEY = "kept"
 
 #: Batch tensors up to this size leave a DataLoader worker as bytes inside the pickle, larger ones in shared memory.
 INLINE_TENSOR_BYTES = 1 << 20
@@ -157,7 +160,8 @@ class VLMCollator:
     the sum over its images of the tokens the layout gives an image of that size.
 
     Dropped records (samples without ``input_ids``, see :class:`~lightning_mm.data.LlavaDataset`) are left out, and
-    the batch key ``skipped`` lists their reasons, one per record. When every record of a batch was dropped, the
+    the batch key ``skipped`` lists their reasons, one per record, and ``kept`` the position of each sample left
+    among the records given (what matches a prediction to its record). When every record of a batch was dropped, the
     batch is one padding token with nothing supervised and ``empty=True``, so every rank still runs its step (the
     loss over zero targets is zero, and the per-sample lists are empty).
 
@@ -242,11 +246,13 @@ class VLMCollator:
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         skipped = [r for s in samples for r in (s.get(SKIPPED_KEY) or ())]
         has_skip_key = any(SKIPPED_KEY in s for s in samples)
-        samples = [s for s in samples if "input_ids" in s]  # dropped records yield nothing
+        kept = [i for i, s in enumerate(samples) if "input_ids" in s]  # (B,) positions among the records
+        samples = [samples[i] for i in kept]  # dropped records yield nothing
         if not samples:
             batch = self._empty(self.padding_side == "right")
             batch["id"] = []
             batch[SKIPPED_KEY] = skipped
+            batch[KEPT_KEY] = []
             return WorkerBatch(batch) if get_worker_info() is not None else batch
         ids = [s["input_ids"] for s in samples]
         batch: dict[str, Any] = {
@@ -269,4 +275,5 @@ class VLMCollator:
                 batch[key] = [s.get(key) for s in samples]
         if has_skip_key:
             batch[SKIPPED_KEY] = skipped
+            batch[KEPT_KEY] = kept
         return WorkerBatch(batch) if get_worker_info() is not None else batch

@@ -157,3 +157,35 @@ def test_rows_keep_their_dataset_index_when_records_are_dropped(tmp_path, quiet_
     ids = [str(json.loads(line)["id"]) for line in [lines[0], json.dumps(missing), *lines[1:3]]]
     assert [r["id"] for r in rows] == [i for i in ids if i != "missing-image"]
     assert [r["index"] for r in rows] == [ids.index(r["id"]) for r in rows] == [0, 2, 3]
+
+
+def test_rows_are_matched_to_their_records_by_position_when_ids_repeat(tmp_path, quiet_trainer):
+    """Before: with a dropped record in the batch, rows were matched by id, and records sharing one all got the index
+    of the last of them (two rows with index 3 here)."""
+    records = [json.loads(line) for line in (ASSETS / "llava" / "llava_tiny.jsonl").read_text().splitlines()[:3]]
+    missing = {
+        "image": "images/nope.png",
+        "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "Nothing."}],
+    }
+    records = [records[0], missing, records[1], records[2]]
+    for record in records:
+        record["id"] = "same"
+    data_file = tmp_path / "data.jsonl"
+    data_file.write_text("".join(json.dumps(r) + "\n" for r in records))
+    overrides = {"tokenizer": str(ASSETS / "tokenizer"), "template": "vicuna_v1"}
+    torch.manual_seed(0)
+    module = MultimodalModule(model="tiny", model_overrides=overrides, max_new_tokens=1)
+    dm = LlavaDataModule(
+        train_path=str(data_file),
+        val_path=str(data_file),
+        image_folder=str(ASSETS / "llava"),
+        on_bad_sample="skip",
+        val_batch_size=4,
+    )
+    rows = _predict(quiet_trainer, module, dm, tmp_path / "preds.jsonl")
+    assert [r["index"] for r in rows] == [0, 2, 3]
+    for row in rows:
+        record = records[row["index"]]
+        assert row["answer"] == record["conversations"][-1]["value"]
+        images = record["image"] if isinstance(record["image"], list) else [record["image"]]
+        assert row["images"] == [str(ASSETS / "llava" / p) for p in images]
