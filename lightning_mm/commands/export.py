@@ -16,7 +16,8 @@ import torch
 from lightning_mm.checkpoint.load import load_module
 from lightning_mm.commands.registry import register_command
 from lightning_mm.interop.export import export_hf
-from lightning_mm.interop.parts import PROJECTOR_FILE, SPEC_FILE, export_model
+from lightning_mm.interop.output_dir import check_export_target
+from lightning_mm.interop.parts import PARTS_ENTRIES, PROJECTOR_FILE, SPEC_FILE, export_model
 
 __all__ = ["run"]
 
@@ -34,7 +35,11 @@ def run(argv: list[str]) -> int:
         "save_pretrained, the vision tower in timm's format, the projector and the model spec (--format parts).",
     )
     parser.add_argument("checkpoint", help="Lightning checkpoint (.ckpt), full or adapter-only")
-    parser.add_argument("output_dir", help="directory to write")
+    parser.add_argument(
+        "output_dir",
+        help="directory to write: new, empty, or holding an earlier export, which is replaced whole (the export is "
+        "written beside it, then moved into place)",
+    )
     parser.add_argument(
         "--module-class", default="lightning_mm.MultimodalModule", help="dotted path of the LightningModule class"
     )
@@ -67,17 +72,19 @@ def run(argv: list[str]) -> int:
     if args.format != "hf" and (args.hf_model_type or args.dtype):
         parser.error("--hf-model-type and --dtype apply to --format hf only")
     try:
+        check_export_target(args.output_dir, PARTS_ENTRIES if args.format == "parts" else ())  # before loading
         module = load_module(args.checkpoint, args.module_class, seed=args.seed)
         if args.format == "hf":
             dtype = _DTYPES[args.dtype] if args.dtype else None
             out = export_hf(module, args.output_dir, dtype=dtype, model_type=args.hf_model_type)
+        else:
+            out = export_model(module, args.output_dir, in_place=True, safe_serialization=not args.pickle)
     except (ValueError, OSError) as err:  # bad input, a checkpoint or base model that cannot be found
         print(f"lightning-mm export: error: {err}", file=sys.stderr)
         return 2
     if args.format == "hf":
         print(f"Exported {module.spec.name} to {out} in transformers' format (LoRA merged).")
         return 0
-    out = export_model(module, args.output_dir, in_place=True, safe_serialization=not args.pickle)
     meta = json.loads((out / SPEC_FILE).read_text())
     print(f"Exported {module.spec.name} to {out} ({meta['merged_lora_layers']} LoRA layers merged):")
     for part in ("llm/", "vision/", PROJECTOR_FILE, SPEC_FILE):

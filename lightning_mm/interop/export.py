@@ -20,6 +20,7 @@ from transformers.initialization import no_init_weights
 
 from lightning_mm.families.registry import family_for_model_type, get_family, known_model_types
 from lightning_mm.interop.hf_config import TEMPLATE_KEY
+from lightning_mm.interop.output_dir import check_export_target, written_whole
 from lightning_mm.placement import merge_lora
 
 __all__ = ["export_hf", "save_hf_model", "to_hf_model"]
@@ -62,9 +63,12 @@ def export_hf(
     transformers class (``LlavaForConditionalGeneration`` and the others its converters name) and
     ``AutoProcessor.from_pretrained(output_dir)``; the processor prepares images with the module's ``image_aspect``.
 
+    The folder is written whole: into a hidden sibling folder, then moved into place. An earlier export there is
+    replaced whole; an export that fails or is killed midway leaves it as it was.
+
     Args:
         module: A built :class:`~lightning_mm.MultimodalModule` (``configure_model()`` called).
-        output_dir: Directory to write (created if missing).
+        output_dir: Directory to write: new, empty, or holding an earlier export (replaced).
         dtype: Dtype of the written weights (None: as trained).
         model_type: transformers ``model_type`` to write (None: the family's choice for this network, e.g.
             one of two formats by the network's settings; another of the family's formats when asked).
@@ -75,20 +79,25 @@ def export_hf(
     Raises:
         ValueError: for what transformers' class cannot represent (a DINOv2 tower with registers, another projector),
             naming why.
+        ExportTargetError: ``output_dir`` is a file, or a folder holding files that are not an export (nothing is
+            written).
     """
-    out = Path(output_dir)
     family = get_family(module.spec.family)
     if module.network is None:
         raise RuntimeError("The network is not built yet: call configure_model() first.")
+    out = check_export_target(output_dir)  # before any work: a file or a foreign folder
     model_type = model_type or family.hf_model_type(module.network)
     family.converter(model_type)  # the family writes this format: else an error naming the ones it has
-    model, network = save_hf_model(module, out, model_type, dtype)
-    family.hf_processor(module.data_contract, network, model.config).save_pretrained(out)
+    with written_whole(out) as folder:
+        model, network = save_hf_model(module, folder, model_type, dtype)
+        family.hf_processor(module.data_contract, network, model.config).save_pretrained(folder)
     return out
 
 
 def save_hf_model(module: Any, out: Path, model_type: str, dtype: torch.dtype | None) -> tuple[Any, nn.Module]:
     """Write a copy of ``module``'s network, LoRA merged, as transformers' model of ``model_type`` into ``out``.
+
+    It writes into ``out`` as it is (:func:`export_hf` gives it a fresh folder that replaces the target whole).
 
     The config records our chat template by name (transformers keeps unknown config keys), so an import renders
     prompts as training did.

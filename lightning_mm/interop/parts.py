@@ -6,6 +6,9 @@ Layout of the output directory::
     llm/                   the language model + tokenizer, transformers ``save_pretrained`` (plain ``from_pretrained``)
     vision/                the timm tower: config.json + model.safetensors (``timm.create_model("local-dir:...")``)
     projector.safetensors  the projector's state dict
+
+The folder is written whole (:func:`~lightning_mm.interop.output_dir.written_whole`): into a hidden sibling, then
+moved into place, an earlier export there replaced whole; a folder holding other files is refused.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from timm.models import save_for_hf
 
+from lightning_mm.interop.output_dir import check_export_target, written_whole
 from lightning_mm.models import VisionLanguageModel
 from lightning_mm.placement import merge_lora
 from lightning_mm.zoo import ModelSpec, build_network, load_tokenizer
 
 __all__ = [
     "FORMAT_VERSION",
+    "PARTS_ENTRIES",
     "PROJECTOR_FILE",
     "SPEC_FILE",
     "export_model",
@@ -37,6 +42,8 @@ __all__ = [
 SPEC_FILE = "model_spec.json"
 PROJECTOR_FILE = "projector.safetensors"
 FORMAT_VERSION = 1
+#: What a parts export holds (besides its manifest): an export of an earlier version holding these alone is replaced.
+PARTS_ENTRIES = (SPEC_FILE, "llm", "vision", PROJECTOR_FILE)
 
 
 def export_model(
@@ -47,43 +54,52 @@ def export_model(
 ) -> Path:
     """Merge LoRA adapters into the base weights and write the LLM, vision tower, projector and model spec.
 
+    The folder is written whole: into a hidden sibling folder, then moved into place. An earlier export there is
+    replaced whole (none of its files is left); an export that fails or is killed midway leaves it as it was.
+
     Args:
         module: A built MultimodalModule (``configure_model()`` called).
-        output_dir: Directory to write (created if missing).
+        output_dir: Directory to write: new, empty, or holding an earlier export (replaced).
         in_place: Merge the module's own network (saves a copy of the weights; the module loses its adapters).
         safe_serialization: Write safetensors (else PyTorch pickles) for the LLM and the vision tower.
 
     Returns:
         The output directory.
+
+    Raises:
+        ExportTargetError: ``output_dir`` is a file, or a folder holding files that are not an export (nothing is
+            written).
     """
     if module.network is None:
         raise RuntimeError("The network is not built yet: call configure_model() first.")
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_export_target(output_dir, PARTS_ENTRIES)  # before any work: a file or a foreign folder
     network = module.network if in_place else copy.deepcopy(module.network)
     network.eval()
     merged = merge_lora(network)
     for p in network.parameters():
         p.requires_grad_(False)
 
-    network.llm.save_pretrained(out / "llm", safe_serialization=safe_serialization)
-    module.tokenizer.save_pretrained(out / "llm")
     spec = module.spec
-    save_for_hf(
-        network.vision.model, out / "vision", model_args=dict(spec.vision_kwargs), safe_serialization=safe_serialization
-    )
-    save_file({k: v.detach().contiguous() for k, v in network.projector.state_dict().items()}, out / PROJECTOR_FILE)
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "spec": dataclasses.asdict(spec),
-        "llm": "llm",
-        "vision": "vision",
-        "projector": PROJECTOR_FILE,
-        "image_token_id": int(network.image_token_id),
-        "image_aspect": module.image_aspect,
-        "merged_lora_layers": merged,
-    }
-    (out / SPEC_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    with written_whole(out, PARTS_ENTRIES) as folder:
+        network.llm.save_pretrained(folder / "llm", safe_serialization=safe_serialization)
+        module.tokenizer.save_pretrained(folder / "llm")
+        vision_args = dict(spec.vision_kwargs)
+        save_for_hf(
+            network.vision.model, folder / "vision", model_args=vision_args, safe_serialization=safe_serialization
+        )
+        projector = {k: v.detach().contiguous() for k, v in network.projector.state_dict().items()}
+        save_file(projector, folder / PROJECTOR_FILE)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "spec": dataclasses.asdict(spec),
+            "llm": "llm",
+            "vision": "vision",
+            "projector": PROJECTOR_FILE,
+            "image_token_id": int(network.image_token_id),
+            "image_aspect": module.image_aspect,
+            "merged_lora_layers": merged,
+        }
+        (folder / SPEC_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
 
