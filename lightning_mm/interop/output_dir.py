@@ -12,6 +12,7 @@ target is briefly absent, never mixed). A target holding anything else is refuse
 from __future__ import annotations
 
 import ctypes
+import glob
 import json
 import os
 import shutil
@@ -104,7 +105,7 @@ def _sibling(target: Path, kind: str) -> Path:
 def _remove_stale(target: Path) -> None:
     """Remove what an earlier export to ``target`` that was killed left beside it."""
     for kind in (_PARTIAL, _OLD):
-        for stale in target.parent.glob(f".{target.name}.{kind}-*"):
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.{kind}-*"):
             shutil.rmtree(stale, ignore_errors=True)
 
 
