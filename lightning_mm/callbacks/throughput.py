@@ -10,11 +10,11 @@ that carry loss (answers and their end-of-turn tokens), the tokens the model act
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.throughput import Throughput
 from lightning.pytorch.callbacks import Callback
 
 from lightning_mm.loss import count_supervised
@@ -23,7 +23,11 @@ __all__ = ["SupervisedTokenThroughput", "batch_size", "real_tokens", "supervised
 
 
 def batch_size(batch: dict[str, Any]) -> int:
-    """Samples in a collated batch (``batch_size_fn`` of ``ThroughputMonitor``)."""
+    """Samples in a collated batch (``batch_size_fn`` of ``ThroughputMonitor``).
+
+    A batch whose every record was dropped is the one padding row the device runs (1): ``ThroughputMonitor`` needs
+    at least one sample per batch, and one token per sample (see :func:`real_tokens`).
+    """
     return int(batch["input_ids"].shape[0])
 
 
@@ -41,9 +45,11 @@ def supervised_tokens(batch: dict[str, Any]) -> int:
 class SupervisedTokenThroughput(Callback):
     """Logs ``train/device/supervised_tokens_per_sec`` (and ``train/supervised_tokens_per_sec`` over all ranks).
 
-    A rolling rate over the last ``window_size`` training batches (Lightning's
-    :class:`~lightning.fabric.utilities.throughput.Throughput`, as ``ThroughputMonitor`` uses), logged at the
-    trainer's ``log_every_n_steps``; validation time is left out of the clock.
+    A rolling rate over the last ``window_size`` training batches (supervised tokens between the first and the last
+    batch of the window over the time between them, as Lightning's ``ThroughputMonitor`` computes its rates; times
+    the number of ranks for the all-ranks value), logged at the trainer's ``log_every_n_steps``; validation time is
+    left out of the clock. Batches without any supervised token (every record dropped, or cut by ``max_length``)
+    count as such.
 
     Args:
         window_size: Batches of the rolling window (no value is logged before the window is full).
@@ -54,11 +60,12 @@ class SupervisedTokenThroughput(Callback):
         if window_size < 2:
             raise ValueError(f"SupervisedTokenThroughput: window_size must be at least 2, got {window_size}")
         self.window_size = window_size
-        self._throughput: Throughput | None = None
+        self._window: deque[tuple[float, int]] = deque(maxlen=window_size)  # (elapsed seconds, tokens so far)
+        self._world_size = 1
+        self._started = False
         self._t0 = 0.0
         self._paused_at: float | None = None
         self._tokens = 0
-        self._batches = 0
 
     def _now(self, trainer: L.Trainer) -> float:
         if trainer.strategy.root_device.type == "cuda":
@@ -66,24 +73,26 @@ class SupervisedTokenThroughput(Callback):
         return time.perf_counter()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._throughput = Throughput(world_size=trainer.world_size, window_size=self.window_size)
-        self._t0, self._tokens, self._batches = self._now(trainer), 0, 0
+        self._window.clear()
+        self._world_size, self._started = trainer.world_size, True
+        self._t0, self._tokens = self._now(trainer), 0
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._tokens += supervised_tokens(batch)
-        self._batches += 1
-        elapsed = self._now(trainer) - self._t0
-        self._throughput.update(time=elapsed, batches=self._batches, samples=self._batches, lengths=self._tokens)
-        metrics = self._throughput.compute()
-        logged = {k: v for k, v in metrics.items() if k in ("device/items_per_sec", "items_per_sec")}
-        for key, value in logged.items():
-            name = "train/" + key.replace("items_per_sec", "supervised_tokens_per_sec")
-            pl_module.log(name, float(value), on_step=True, on_epoch=False, rank_zero_only=True)
+        self._window.append((self._now(trainer) - self._t0, self._tokens))
+        if len(self._window) < self.window_size:
+            return
+        (t_first, n_first), (t_last, n_last) = self._window[0], self._window[-1]
+        rate = (n_last - n_first) / max(t_last - t_first, 1e-9)  # supervised tokens per second on this device
+        pl_module.log("train/device/supervised_tokens_per_sec", rate, on_step=True, on_epoch=False, rank_zero_only=True)
+        if self._world_size > 1:
+            total = rate * self._world_size
+            pl_module.log("train/supervised_tokens_per_sec", total, on_step=True, on_epoch=False, rank_zero_only=True)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._throughput is not None and not trainer.sanity_checking:
+        if self._started and not trainer.sanity_checking:
             self._paused_at = self._now(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

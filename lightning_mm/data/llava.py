@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from lightning_mm.data.chat_template import ChatTemplate, get_template
 from lightning_mm.data.collate import SKIPPED_KEY
+from lightning_mm.data.image_decode import image_size
+from lightning_mm.data.image_paths import ImageFolder
 from lightning_mm.data.images import ImageLoadError, ImageProcessor
 from lightning_mm.data.layout import FixedLayout, ImageLayout, PreparedImage, resolve_layout, sample_layout
 from lightning_mm.data.llava_records import (
@@ -90,7 +91,9 @@ class LlavaDataset(Dataset):
 
     Args:
         data_path: One file or several (``.json`` list or ``.jsonl``).
-        image_folder: Folder the records' image paths are relative to (None: each data file's folder).
+        image_folder: Folder the records' image paths are relative to (None: each data file's folder). Image paths
+            must stay inside it: an absolute path, a ``..`` that leaves it, or a symbolic link that points out of
+            it is bad input (``image_outside_folder``) unless ``allow_images_outside_folder``.
         tokenizer: The LM's tokenizer.
         template: Chat template name (``plain``, ``vicuna_v1``, ``llama3``, ``chatml``, ``tokenizer``) or instance.
         num_image_tokens: Tokens one image becomes after the vision tower and projector (for the default layout).
@@ -105,6 +108,7 @@ class LlavaDataset(Dataset):
         max_consecutive_drops: Give up (raise) after this many dropped records in a row (in one process).
         layout: How images become tiles and prompt ids (None: a :class:`~lightning_mm.data.FixedLayout` of
             ``num_image_tokens`` tokens, the image resized to ``image_data_config`` with ``image_aspect``).
+        allow_images_outside_folder: Accept image paths anywhere (absolute, ``..``, links out of the folder).
     """
 
     def __init__(
@@ -123,11 +127,14 @@ class LlavaDataset(Dataset):
         template_kwargs: dict[str, Any] | None = None,
         max_consecutive_drops: int = 100,
         layout: ImageLayout | None = None,
+        allow_images_outside_folder: bool = False,
     ) -> None:
         if on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
         self.files = [str(data_path)] if isinstance(data_path, (str, os.PathLike)) else [str(p) for p in data_path]
         self.image_folder = None if image_folder is None else str(image_folder)
+        self.allow_images_outside_folder = bool(allow_images_outside_folder)
+        self._folders: dict[str, ImageFolder] = {}  # image root -> its checks (one per data file without a folder)
         self.tokenizer = tokenizer
         self.template = get_template(template, **(template_kwargs or {}))
         self.template.check_tokenizer(tokenizer)
@@ -167,6 +174,8 @@ class LlavaDataset(Dataset):
                         raise raw
                     rid, images, messages = parse_record(raw, f"{path}:{line}")
                     extra = evaluation_fields(raw, f"{path}:{line}: record {rid!r}")
+                    for image in images:
+                        self._folder(fi).check_path(image, f"{path}:{line}: record {rid!r}")
                 except BadSampleError as e:
                     if self.on_bad_sample == "error":
                         raise
@@ -209,6 +218,13 @@ class LlavaDataset(Dataset):
     def __len__(self) -> int:
         return len(self._offsets) - 1
 
+    def _folder(self, file_index: int) -> ImageFolder:
+        """The folder the image paths of data file ``file_index`` are relative to, with its checks."""
+        root = self.image_folder or os.path.dirname(self.files[file_index])
+        if root not in self._folders:
+            self._folders[root] = ImageFolder(root, allow_outside=self.allow_images_outside_folder)
+        return self._folders[root]
+
     def where(self, index: int) -> str:
         """``file:line`` of record ``index``."""
         return f"{self.files[self._file_index[index]]}:{self._lines[index]}"
@@ -217,7 +233,7 @@ class LlavaDataset(Dataset):
         """The validated record ``index``: ``id``, ``images`` (resolved paths), ``messages``, ``where``, ``answers``,
         ``category``."""
         rid, images, turns, extra = json.loads(self._payload[self._offsets[index] : self._offsets[index + 1]].tobytes())
-        folder = self.image_folder or os.path.dirname(self.files[self._file_index[index]])
+        folder = self._folder(int(self._file_index[index])).root
         return {
             "id": rid,
             "images": [os.path.join(folder, p) for p in images],
@@ -251,19 +267,19 @@ class LlavaDataset(Dataset):
         return encode_conversation(segs, self.tokenizer, image_prompts), answer
 
     def image_tokens(self, index: int) -> int:
-        """Prompt ids of the images of record ``index`` (markers included), from each image's size in its header
-        (an image that cannot be read counts 0 here; loading it fails later)."""
+        """Prompt ids of the images of record ``index`` (markers included), from each image's upright size in its
+        header (an image that cannot be read, or lies outside the image folder, counts 0 here; loading it fails
+        later, naming the record)."""
         if isinstance(self.layout, FixedLayout):  # the count does not depend on the size: no file to open
             return int(self.num_images[index]) * len(self.layout.prompt_ids((0, 0)))
         total = 0
         paths = self.record(index)["images"]
+        folder = self._folder(int(self._file_index[index]))
         layout = sample_layout(self.layout, len(paths))
         for path in paths:
-            try:
-                with Image.open(path) as im:
-                    total += len(layout.prompt_ids((im.height, im.width)))
-            except (OSError, ValueError):
-                continue
+            size = image_size(path) if folder.resolves_inside(path) else None
+            if size is not None:
+                total += len(layout.prompt_ids(size))
         return total
 
     @property
@@ -294,7 +310,14 @@ class LlavaDataset(Dataset):
         return self.num_images > 0
 
     # ------------------------------------------------------------------ samples
-    def _prepare(self, layout: ImageLayout, paths: list[str], at: str) -> list[PreparedImage]:
+    def _prepare(self, layout: ImageLayout, paths: list[str], at: str, folder: ImageFolder) -> list[PreparedImage]:
+        for p in paths:
+            if not folder.resolves_inside(p):
+                raise BadSampleError(
+                    "image_outside_folder",
+                    f"{at}: image {p!r} resolves to {os.path.realpath(p)!r}, outside the image folder "
+                    f"{folder.root!r} (a symbolic link; set allow_images_outside_folder to accept it)",
+                )
         try:
             return [layout.prepare(ImageProcessor.load(p)) for p in paths]
         except ImageLoadError as e:
@@ -332,7 +355,7 @@ class LlavaDataset(Dataset):
         rec = self.record(index)
         at = f"{rec['where']}: record {rec['id']!r}"
         layout = sample_layout(self.layout, len(rec["images"]))  # a layout may read multi-image samples differently
-        images = self._prepare(layout, rec["images"], at)
+        images = self._prepare(layout, rec["images"], at, self._folder(int(self._file_index[index])))
         prompts = [layout.prompt_ids(im.size) for im in images]
         try:
             enc, answer = self.encode(rec["messages"], prompts)

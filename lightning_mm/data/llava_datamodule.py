@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from torch.utils.data import DataLoader
@@ -10,8 +11,29 @@ from lightning_mm.data.datamodule import VLMDataModule
 from lightning_mm.data.llava import LlavaDataset
 from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
 from lightning_mm.data.sampler import LengthGroupedSampler
+from lightning_mm.errors import ConfigError
 
 __all__ = ["LlavaDataModule"]
+
+
+def _check_paths(files: dict[str, str | list[str] | None], image_folder: str | None) -> None:
+    """Raise :class:`~lightning_mm.errors.ConfigError` naming the argument and the path of a data file that does not
+    exist (or is no file) and of an image folder that is no folder."""
+    for name, value in files.items():
+        paths = [] if value is None else [value] if isinstance(value, (str, os.PathLike)) else list(value)
+        for path in paths:
+            if not os.path.isfile(path):
+                what = "is a folder, not a data file" if os.path.isdir(path) else "does not exist"
+                raise ConfigError(
+                    f"LlavaDataModule {name}: {str(path)!r} {what} (working directory {os.getcwd()!r}). Point it "
+                    "at a LLaVA-format .json or .jsonl file."
+                )
+    if image_folder is not None and not os.path.isdir(image_folder):
+        what = "is a file, not a folder" if os.path.exists(image_folder) else "does not exist"
+        raise ConfigError(
+            f"LlavaDataModule image_folder: {str(image_folder)!r} {what} (working directory {os.getcwd()!r}). Point "
+            "it at the folder the records' image paths are relative to, or leave it out (each data file's folder)."
+        )
 
 
 class LlavaDataModule(VLMDataModule):
@@ -24,7 +46,8 @@ class LlavaDataModule(VLMDataModule):
         train_path: Training file(s).
         val_path: Validation file(s) (None: no validation).
         predict_path: File(s) whose prompts ``lightning-mm predict`` answers (None: ``val_path``).
-        image_folder: Folder the image paths in the records are relative to (None: each data file's folder).
+        image_folder: Folder the image paths in the records are relative to (None: each data file's folder). Image
+            paths stay inside it unless ``allow_images_outside_folder``.
         template: Chat template of the data: ``plain``, ``vicuna_v1``, ``llama3``, ``chatml`` or ``tokenizer`` (None:
             the model's). Overriding it renders the data only (e.g. LLaVA's ``plain`` projector pretraining); ``chat``
             and ``export`` use the model's own (``model_overrides.template``). How images are fitted to the tower
@@ -42,6 +65,12 @@ class LlavaDataModule(VLMDataModule):
         num_workers: DataLoader worker processes.
         pad_to_multiple_of: Round padded lengths up to a multiple of this.
         seed: Seed of the training order (the epoch is added).
+        allow_images_outside_folder: Accept image paths that leave the image folder (absolute paths, ``..``,
+            symbolic links pointing out of it); by default each is a bad record (``image_outside_folder``).
+
+    Raises:
+        ConfigError: when ``train_path``, ``val_path`` or ``predict_path`` names no file or ``image_folder`` no
+            folder (checked here, before the model is built).
     """
 
     def __init__(
@@ -62,6 +91,7 @@ class LlavaDataModule(VLMDataModule):
         num_workers: int = 0,
         pad_to_multiple_of: int | None = None,
         seed: int = 0,
+        allow_images_outside_folder: bool = False,
     ) -> None:
         super().__init__(
             batch_size=batch_size, num_workers=num_workers, seed=seed, pad_to_multiple_of=pad_to_multiple_of
@@ -78,6 +108,8 @@ class LlavaDataModule(VLMDataModule):
         self.group_by_modality = group_by_modality
         self.packing = packing
         self.val_batch_size = val_batch_size or batch_size
+        self.allow_images_outside_folder = allow_images_outside_folder
+        _check_paths({"train_path": train_path, "val_path": val_path, "predict_path": predict_path}, image_folder)
         self.train_dataset: LlavaDataset | None = None
         self.val_dataset: LlavaDataset | None = None
         self.predict_dataset: LlavaDataset | None = None
@@ -110,6 +142,7 @@ class LlavaDataModule(VLMDataModule):
             generation=generation,
             template_kwargs=self.template_kwargs,
             layout=self.layout,
+            allow_images_outside_folder=self.allow_images_outside_folder,
         )
 
     def train_dataloader(self) -> ResumableDataLoader:

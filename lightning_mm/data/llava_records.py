@@ -3,6 +3,7 @@ the reasons a record is skipped or dropped."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ BAD_INPUT_REASONS = (
     "image_outside_user_turn",
     "image_missing",
     "image_unreadable",
+    "image_outside_folder",
+    "not_utf8",
 )
 
 #: Reasons a valid sample is dropped (always, and counted): it does not fit ``max_length``.
@@ -40,6 +43,7 @@ DROP_REASONS = ("truncated_image_span", "truncated_no_targets", "prompt_too_long
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 _LIST_START = re.compile(r"\s*\[\s*")
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, as ``surrogateescape`` decoding keeps them
 _SEPARATOR = re.compile(r"\s*(?:(,)|\])\s*")  # between records: a comma, or the end of the list
 
 
@@ -63,10 +67,28 @@ class SampleDropped(Exception):
         self.reason = reason
 
 
+def _not_utf8(path: str, line: int, bad: re.Match | UnicodeDecodeError) -> BadSampleError:
+    """The error of a line holding bytes that are not UTF-8 (``bad``: where the first one is)."""
+    if isinstance(bad, UnicodeDecodeError):
+        byte = bad.object[bad.start]
+    else:
+        byte = ord(bad.group()) - 0xDC00  # surrogateescape keeps byte b as U+DC00 + b
+    return BadSampleError(
+        "not_utf8", f"{path}:{line}: not UTF-8 text (byte 0x{byte:02x}); data files must be UTF-8 encoded"
+    )
+
+
 def _iter_json_list(path: str) -> Iterator[tuple[int, Any]]:
-    """``(line, record)`` of each element of a JSON list, decoded one by one with ``json.JSONDecoder.raw_decode``."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    """``(line, record)`` of each element of a JSON list, decoded one by one with ``json.JSONDecoder.raw_decode``.
+
+    A record holding bytes that are not UTF-8 is yielded as a :class:`BadSampleError` (``not_utf8``) instead.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text, dirty = data.decode("utf-8-sig"), False  # a leading byte-order mark is dropped
+    except UnicodeDecodeError:
+        text, dirty = data.decode("utf-8-sig", errors="surrogateescape"), True
     decoder = json.JSONDecoder()
     line, counted = 1, 0
     try:
@@ -82,7 +104,8 @@ def _iter_json_list(path: str) -> Iterator[tuple[int, Any]]:
             line += text.count("\n", counted, pos)  # line of the record's first character
             counted = pos
             record, end = decoder.raw_decode(text, pos)
-            yield line, record
+            bad = _UNDECODED.search(text, pos, end) if dirty else None
+            yield line, record if bad is None else _not_utf8(path, line + text.count("\n", pos, bad.start()), bad)
             sep = _SEPARATOR.match(text, end)
             if sep is None:
                 raise json.JSONDecodeError("expected ',' or ']' after a record", text, end)
@@ -91,6 +114,9 @@ def _iter_json_list(path: str) -> Iterator[tuple[int, Any]]:
             pos = sep.end()
     except json.JSONDecodeError as e:
         where = f"{path}:{e.lineno}:{e.colno}"
+        bad = _UNDECODED.search(text) if dirty else None
+        if bad is not None and bad.start() <= e.pos:  # the list cannot be read past the undecodable bytes
+            raise _not_utf8(path, 1 + text.count("\n", 0, bad.start()), bad) from None
         raise BadSampleError(
             "malformed_json", f"{where}: malformed JSON: {e.msg} (a malformed .json list cannot be skipped; use .jsonl)"
         ) from None
@@ -99,16 +125,24 @@ def _iter_json_list(path: str) -> Iterator[tuple[int, Any]]:
 def read_records(path: str) -> Iterator[tuple[int, Any]]:
     """Yield ``(line, record)`` from a ``.json`` list or a ``.jsonl`` file.
 
-    A malformed line of a ``.jsonl`` file is yielded as a :class:`BadSampleError` in place of the record, so the
-    caller may skip it; a malformed ``.json`` list raises.
+    Files are UTF-8, with or without a byte-order mark. A malformed line of a ``.jsonl`` file, or a record holding
+    bytes that are not UTF-8, is yielded as a :class:`BadSampleError` in place of the record (naming file and line),
+    so the caller may skip it; a malformed ``.json`` list raises.
     """
     if path.endswith(".jsonl"):
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             for line, raw in enumerate(f, start=1):
-                if not raw.strip():
+                if line == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8) :]
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield line, _not_utf8(path, line, e)
+                    continue
+                if not text.strip():
                     continue
                 try:
-                    yield line, json.loads(raw)
+                    yield line, json.loads(text)
                 except json.JSONDecodeError as e:
                     yield line, BadSampleError("malformed_json", f"{path}:{line}: malformed JSON line: {e.msg}")
     elif path.endswith(".json"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from lightning_mm import MultimodalModule
 from lightning_mm.callbacks.data_stats import DataStatsCallback
 from lightning_mm.cli import main
 from lightning_mm.data import IGNORE_INDEX, LengthGroupedSampler, LlavaDataModule, ShuffleSampler
+from lightning_mm.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "tests" / "assets"
@@ -130,3 +132,31 @@ def test_recipe_trains_the_tiny_model_from_the_cli(tmp_path, monkeypatch):
     assert min(losses[4:]) < 0.8 * losses[0]  # it learns (batches differ in difficulty: compare the best of the end)
     assert any(r.get("data/train/supervised_fraction") for r in logged)
     assert list(tmp_path.rglob("last.ckpt"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"train_path": "nope/train.json"}, "train_path: 'nope/train.json' does not exist"),
+        ({"val_path": ["tests/assets/llava/llava_tiny.jsonl", "nope.jsonl"]}, "val_path: 'nope.jsonl' does not exist"),
+        ({"predict_path": "tests/assets/llava"}, "predict_path: 'tests/assets/llava' is a folder, not a data file"),
+        ({"image_folder": "tests/assets/images"}, "image_folder: 'tests/assets/images' does not exist"),
+        (
+            {"image_folder": "tests/assets/llava/llava_tiny.json"},
+            "image_folder: 'tests/assets/llava/llava_tiny.json' is",
+        ),
+    ],
+)
+def test_missing_paths_are_config_errors_when_the_datamodule_is_made(kwargs, named, monkeypatch):
+    monkeypatch.chdir(REPO)
+    with pytest.raises(ConfigError, match=re.escape(f"LlavaDataModule {named}")):
+        LlavaDataModule(**{"train_path": "tests/assets/llava/llava_tiny.json", **kwargs})
+
+
+def test_the_cli_names_a_missing_image_folder_before_building_the_model(monkeypatch, capsys, training_steps):
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(MultimodalModule, "configure_model", lambda self: pytest.fail("the model was built"))
+    rc = main(["fit", "--config", "recipes/llava_tiny.yaml", "--data.init_args.image_folder=data/imagez"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "LlavaDataModule image_folder: 'data/imagez' does not exist" in err
+    assert len(err.strip().splitlines()) < 10 and not training_steps

@@ -1,26 +1,22 @@
-"""transformers image processor and processor that reproduce our image pipeline (timm's eval transform + aspect mode).
+"""transformers image processor and processor that reproduce our image pipeline (the tower's timm data config + aspect
+mode, :class:`~lightning_mm.data.ImageProcessor`).
 
-``crop`` (resize the short side to ``floor(size / crop_pct)``, centre crop) and ``resize`` (squash to the input size)
-are written as ``CLIPImageProcessor`` settings. With transformers' PIL backend
-(``AutoProcessor.from_pretrained(out, backend="pil")``) the pixels are exactly ours (timm resizes PIL images too); its
-default torchvision backend resamples bicubic slightly differently (a few pixels off by 1-2 uint8 levels). ``pad`` is
-not reproduced:
-our pipeline resizes the long side and then pads with the mean colour (timm's ``border`` mode), transformers'
-``LlavaImageProcessor(do_pad=True)`` pads to a square first and resizes after, so edge pixels differ slightly.
+``crop`` (resize the short side to ``floor(size / crop_pct)``, centre crop), ``resize`` (squash to the input size) and
+``pad`` (pad to a square with LLaVA's ``int(255 * mean)`` colour, then resize) are written as ``CLIPImageProcessor`` /
+``LlavaImageProcessor`` settings. With transformers' PIL backend (``AutoProcessor.from_pretrained(out,
+backend="pil")``) the pixels are exactly ours, odd crop and pad margins included; its default torchvision backend
+resamples bicubic slightly differently (a few pixels off by 1-2 uint8 levels).
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from typing import Any
 
-from PIL import Image
 from transformers import CLIPImageProcessor, LlavaImageProcessor, LlavaProcessor, PreTrainedTokenizerBase
 
-__all__ = ["hf_image_processor", "hf_processor"]
+from lightning_mm.data.images import crop_resize_size, resample_filter
 
-log = logging.getLogger(__name__)
+__all__ = ["hf_image_processor", "hf_processor"]
 
 
 def hf_image_processor(data_config: dict[str, Any], aspect: str = "crop") -> CLIPImageProcessor:
@@ -28,16 +24,16 @@ def hf_image_processor(data_config: dict[str, Any], aspect: str = "crop") -> CLI
 
     Args:
         data_config: timm data config of the tower (``input_size``, ``mean``, ``std``, ``interpolation``,
-            ``crop_pct``).
-        aspect: Our aspect mode (``crop``, ``resize``, or ``pad``, which is approximated).
+            ``crop_pct``, ``crop_mode``).
+        aspect: Our aspect mode (``crop``, ``resize`` or ``pad``).
+
+    Raises:
+        ValueError: for ``crop`` or ``pad`` with a non-square input (transformers crops and pads to squares here).
     """
     _, height, width = data_config["input_size"]
-    interpolation = data_config.get("interpolation", "bicubic")
-    if interpolation.upper() not in Image.Resampling.__members__:
-        raise ValueError(f"Interpolation {interpolation!r} has no PIL equivalent for transformers' image processor.")
     common = {
         "do_resize": True,
-        "resample": Image.Resampling[interpolation.upper()],
+        "resample": resample_filter(data_config.get("interpolation", "bicubic")),
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,
@@ -45,20 +41,18 @@ def hf_image_processor(data_config: dict[str, Any], aspect: str = "crop") -> CLI
         "image_std": [float(s) for s in data_config["std"]],
         "do_convert_rgb": True,
     }
+    if aspect in ("crop", "pad") and height != width:
+        raise ValueError(f"aspect={aspect!r} is reproduced for square inputs only, got {height}x{width}.")
     if aspect == "crop":
-        if height != width:
-            raise ValueError(f"aspect='crop' is reproduced for square inputs only, got {height}x{width}.")
-        scale = math.floor(height / float(data_config.get("crop_pct") or 1.0))
+        scale, _ = crop_resize_size(data_config)
+        squash = (data_config.get("crop_mode") or "center") == "squash"
+        size = {"height": scale, "width": scale} if squash else {"shortest_edge": scale}
         return CLIPImageProcessor(
-            size={"shortest_edge": scale}, do_center_crop=True, crop_size={"height": height, "width": width}, **common
+            size=size, do_center_crop=True, crop_size={"height": height, "width": width}, **common
         )
     if aspect == "resize":
         return CLIPImageProcessor(size={"height": height, "width": width}, do_center_crop=False, **common)
-    if aspect == "pad":
-        log.warning(
-            "aspect='pad' is approximated by LlavaImageProcessor(do_pad=True): it pads before resizing, our pipeline "
-            "after, so pixels near the padded edges differ slightly."
-        )
+    if aspect == "pad":  # pads to a square with int(255 * mean), image centred (offsets rounded down), then resizes
         return LlavaImageProcessor(size={"height": height, "width": width}, do_pad=True, do_center_crop=False, **common)
     raise ValueError(f"Unknown aspect mode {aspect!r}; one of crop, resize, pad.")
 
