@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightning_mm.callbacks.faults import TrainingFaults
 from lightning_mm.checkpoint.file import check_checkpoint_file
 from lightning_mm.checkpoint.read import checkpoint_errors, refuse_unsafe_loading
 from lightning_mm.commands import EXTRA_COMMANDS
@@ -20,8 +21,13 @@ class MultimodalCLI(LightningCLI):
     """Lightning CLI for :class:`~lightning_mm.MultimodalModule` (or a subclass) and a VLM datamodule.
 
     After ``fit`` it validates the final weights and prints the held-out metrics. A ``--ckpt_path`` is checked
-    before the run starts (a missing, empty or truncated file is a short error naming it).
+    before the run starts (a missing, empty or truncated file is a short error naming it). Every run has
+    :class:`~lightning_mm.callbacks.TrainingFaults` (options ``--faults.*``): a non-finite loss stops training with an
+    error, SIGTERM / SIGINT with a resumable ``last.ckpt`` and exit status 143 / 130.
     """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(TrainingFaults, "faults")
 
     def _parse_ckpt_path(self) -> None:
         # Lightning's CLI reads the checkpoint's hyperparameters here, before anything else: check the file first.

@@ -1,9 +1,11 @@
 """Lightning callbacks: per-component placement (frozen / full / LoRA), adapter-only checkpoints, data statistics,
-throughput in tokens, held-out samples with generated answers in TensorBoard, prediction files."""
+throughput in tokens, held-out samples with generated answers in TensorBoard, prediction files, training faults
+(non-finite losses, SIGTERM / SIGINT)."""
 
 from lightning_mm.callbacks.checkpointing import AdapterOnlyCheckpoint
 from lightning_mm.callbacks.component import ComponentPlacement, FreezeComponent, FullComponent, LoRAComponent
 from lightning_mm.callbacks.data_stats import DataStatsCallback
+from lightning_mm.callbacks.faults import NonFiniteError, TrainingFaults
 from lightning_mm.callbacks.prediction_writer import PredictionWriter
 from lightning_mm.callbacks.throughput import SupervisedTokenThroughput
 from lightning_mm.callbacks.validation_samples import ValidationSamples
@@ -16,8 +18,10 @@ __all__ = [
     "FreezeComponent",
     "FullComponent",
     "LoRAComponent",
+    "NonFiniteError",
     "Placement",
     "PredictionWriter",
     "SupervisedTokenThroughput",
+    "TrainingFaults",
     "ValidationSamples",
 ]
