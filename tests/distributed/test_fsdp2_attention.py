@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]  # one 2-process launch of two models: > 10 s
 
 WORKER = Path(__file__).with_name("attention_worker.py")
 ROOT = Path(__file__).parents[2]
