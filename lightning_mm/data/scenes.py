@@ -7,7 +7,7 @@ question answering and captioning samples are :class:`~lightning_mm.data.Synthet
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,11 +55,12 @@ CAPTION_PROMPT = "Describe the image"
 ATTRIBUTES = ("color", "shape", "position")
 
 
-def build_synthetic_tokenizer() -> PreTrainedTokenizerBase:
-    """The built-in task's tokenizer: every question, answer and caption word, ChatML special tokens."""
+def build_synthetic_tokenizer(special_ids: Mapping[str, int] | None = None) -> PreTrainedTokenizerBase:
+    """The built-in task's tokenizer: every question, answer and caption word, ChatML special tokens, and a model's
+    ``special_ids`` at their ids (:func:`~lightning_mm.data.tokenizer.build_word_tokenizer`)."""
     words = [w for qs in QUESTIONS.values() for q in qs for w in q.split()]
     words += [a for answers in ANSWERS.values() for a in answers] + list(CAPTION_WORDS)
-    return build_word_tokenizer(words)
+    return build_word_tokenizer(words, special_ids=special_ids)
 
 
 def caption(color: str, shape: str, position: str, attributes: Sequence[str] = ATTRIBUTES) -> str:

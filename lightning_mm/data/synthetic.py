@@ -166,7 +166,7 @@ class SyntheticVQADataset(Dataset):
             messages.append({"role": "user", "content": user})
             if not self.generation:
                 messages.append({"role": "assistant", "content": answer})
-        segs = self.template.render(messages, add_generation_prompt=self.generation)
+        segs = self.template.render(messages, add_generation_prompt=self.generation, tokenizer=self.tokenizer)
         n_images = count_placeholders(segs)
         ids, labels, _ = encode_conversation(segs, self.tokenizer, [self.image_prompt] * n_images)
         return torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long)

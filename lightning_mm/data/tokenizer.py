@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -20,7 +20,9 @@ CHATML_JINJA = (
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<image>")
 
 
-def build_word_tokenizer(words: Iterable[str], chat_template: str = CHATML_JINJA) -> PreTrainedTokenizerBase:
+def build_word_tokenizer(
+    words: Iterable[str], chat_template: str = CHATML_JINJA, special_ids: Mapping[str, int] | None = None
+) -> PreTrainedTokenizerBase:
     """A word-level tokenizer (split on whitespace) with ChatML special tokens and a real chat template.
 
     ``<pad>`` and ``<|im_end|>`` (EOS) are distinct; ``<image>`` is the image placeholder.
@@ -28,16 +30,32 @@ def build_word_tokenizer(words: Iterable[str], chat_template: str = CHATML_JINJA
     Args:
         words: Vocabulary (duplicates ignored, order kept).
         chat_template: Jinja chat template stored with the tokenizer.
+        special_ids: Special tokens at fixed ids past the vocabulary, as a model's embedding table expects them
+            (a Gemma 3 checkpoint's ``<start_of_image>`` ...); the ids between the vocabulary and them hold reserved
+            tokens ``<unused0>``, ``<unused1>``, ... A token already at its id stays; one of the ChatML special
+            tokens asked elsewhere moves there.
 
     Returns:
         A transformers fast tokenizer; ``save_pretrained`` / ``AutoTokenizer.from_pretrained`` round-trip it.
+
+    Raises:
+        ValueError: for an id inside the vocabulary, or two tokens at one id, naming the token and the id.
     """
+    special_ids = dict(special_ids or {})
     vocab: dict[str, int] = {}
     for w in (*SPECIAL_TOKENS, "system", "user", "assistant", *words):
         vocab.setdefault(w, len(vocab))
+    moved = {t: i for t, i in special_ids.items() if vocab.get(t) != i}
+    if moved:
+        specials = [t for t in SPECIAL_TOKENS if t not in moved]
+        vocab = {}
+        for w in (*specials, "system", "user", "assistant", *words):
+            if w not in moved:
+                vocab.setdefault(w, len(vocab))
+        vocab = _place(vocab, moved)
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.add_special_tokens(list(SPECIAL_TOKENS))
+    core.add_special_tokens([*SPECIAL_TOKENS, *(t for t in special_ids if t not in SPECIAL_TOKENS)])
     return PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token="<pad>",
@@ -46,6 +64,24 @@ def build_word_tokenizer(words: Iterable[str], chat_template: str = CHATML_JINJA
         extra_special_tokens={"image_token": "<image>"},
         chat_template=chat_template,
     )
+
+
+def _place(vocab: dict[str, int], special_ids: Mapping[str, int]) -> dict[str, int]:
+    """``vocab`` grown with ``special_ids`` at their ids, reserved ``<unusedN>`` tokens filling the gaps."""
+    by_id: dict[int, str] = {}
+    for token, token_id in sorted(special_ids.items(), key=lambda item: item[1]):
+        if token_id < len(vocab):
+            raise ValueError(
+                f"Special token {token!r} at id {token_id}: ids below {len(vocab)} hold the vocabulary "
+                f"({next(t for t, i in vocab.items() if i == token_id)!r} is {token_id})."
+            )
+        if token_id in by_id:
+            raise ValueError(f"Special tokens {by_id[token_id]!r} and {token!r} both at id {token_id}.")
+        by_id[token_id] = token
+    grown = dict(vocab)
+    for token_id in range(len(vocab), max(by_id, default=len(vocab) - 1) + 1):
+        grown[by_id.get(token_id, f"<unused{token_id - len(vocab)}>")] = token_id
+    return grown
 
 
 def decode_prompt(

@@ -71,6 +71,10 @@ class ModelSpec:
             ``vision_model``'s tag and ``llm`` are then not read. None: start from the components.
         image_tiling: Any-resolution tiling settings, read by the families that tile images: ``grid_pinpoints``
             and optionally ``vision_aspect_ratio`` (a cap on the tokens).
+        special_token_ids: Special tokens besides the image token that the tokenizer holds at fixed ids (Gemma 3's
+            ``<start_of_image>``, ...): checked against the tokenizer; the built-in synthetic tokenizer is laid out
+            with them (and with ``image_token`` at ``image_token_id``), so a tiny model of a family with such tokens
+            trains on the built-in task.
     """
 
     name: str
@@ -91,6 +95,7 @@ class ModelSpec:
     checkpoint: str | None = None
     image_tiling: dict[str, Any] | None = None
     family: str = "llava"
+    special_token_ids: dict[str, int] = field(default_factory=dict)
 
     def replace(self, **overrides: Any) -> ModelSpec:
         """A copy with ``overrides`` applied (dict fields merged, others replaced)."""
@@ -125,7 +130,8 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     """
     source = spec.tokenizer or spec.llm
     if source == "builtin:synthetic":
-        tok = build_synthetic_tokenizer()
+        placed = {spec.image_token: spec.image_token_id} if spec.image_token_id is not None else {}
+        tok = build_synthetic_tokenizer({**spec.special_token_ids, **placed})
     elif source is None:
         raise ValueError(f"Model {spec.name!r} names neither a tokenizer nor an LLM to take one from.")
     else:
@@ -146,6 +152,9 @@ def check_tokenizer(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> None
             f"Model {spec.name!r} expects {spec.image_token!r} at id {spec.image_token_id}, but its tokenizer maps it to "
             f"{token_id}: set `image_token_id` to match the tokenizer."
         )
+    wrong = {t: i for t, i in spec.special_token_ids.items() if tokenizer.convert_tokens_to_ids(t) != i}
+    if wrong:
+        raise ValueError(f"Model {spec.name!r} expects special tokens at {wrong}; its tokenizer has them elsewhere.")
     vocab_size = spec.llm_config.get("vocab_size")
     if vocab_size is not None and len(tokenizer) > vocab_size:
         raise ValueError(

@@ -61,3 +61,30 @@ def test_spec_replace_merges_dicts_and_rejects_unknown_fields():
     assert spec.llm_config["num_hidden_layers"] == 2 and spec.llm_config["vocab_size"] == 32064
     with pytest.raises(ValueError, match="Unknown ModelSpec field"):
         spec.replace(vison_model="x")
+
+
+@pytest.mark.parametrize(
+    ("name", "placed"),
+    [
+        ("tiny-gemma3", {"<start_of_image>": 508, "<end_of_image>": 509, "<image_soft_token>": 511}),
+        ("tiny-paligemma", {"<image>": 511}),
+        ("tiny-internvl", {"<img>": 64, "</img>": 65}),
+    ],
+)
+def test_builtin_synthetic_tokenizer_holds_the_special_tokens_of_the_tiny_entries_at_their_ids(name, placed):
+    tok, plain = load_tokenizer(get_spec(name)), load_tokenizer(get_spec("tiny"))
+    assert tok.convert_tokens_to_ids(list(placed)) == list(placed.values())
+    assert len(tok) == max(placed.values()) + 1  # reserved tokens fill the gap after the task's words
+    moved = int("<image>" in placed)  # <image> (id 4) moved to 511: the words after it move down by one
+    assert tok.convert_ids_to_tokens(len(plain) - moved) == "<unused0>"
+    assert tok.convert_tokens_to_ids("red") == plain.convert_tokens_to_ids("red") - moved
+    assert tok.decode(tok.encode("What color is the shape?")) == "What color is the shape?"
+    for token, token_id in placed.items():
+        assert tok(f"red {token} blue", add_special_tokens=False)["input_ids"][1] == token_id
+
+
+def test_a_special_token_id_inside_the_vocabulary_or_contradicting_the_tokenizer_is_an_error(tokenizer_dir):
+    with pytest.raises(ValueError, match=r"Special token '<start_of_image>' at id 5: ids below 43.*'system' is 5"):
+        load_tokenizer(get_spec("tiny-gemma3").replace(special_token_ids={"<start_of_image>": 5}))
+    with pytest.raises(ValueError, match=r"expects special tokens at \{'<img>': 3\}"):
+        load_tokenizer(_spec(tokenizer_dir, special_token_ids={"<img>": 3}))

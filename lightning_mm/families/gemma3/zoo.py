@@ -1,17 +1,25 @@
 """Gemma 3 zoo entries (Gemma Team, "Gemma 3 Technical Report").
 
-``pretrained=True`` loads the whole released checkpoint through :mod:`lightning_mm.interop`; the config below holds the
-architecture entries of the released ``config.json`` of ``google/gemma-3-4b-it`` (transformers fills in the rest with
-its ``Gemma3TextConfig`` defaults: 8 heads, 4 key-value heads, head_dim 256, 262,208 embedding rows, 5 local layers
-per global one). The hub was not reachable when it was written down: the entry was checked against transformers'
-``Gemma3ForConditionalGeneration`` built from the same dict (equal parameter counts), not against the hub file byte
-by byte. Pan-and-scan is off (one 896 px view per image).
+``pretrained=True`` loads the whole released checkpoint through :mod:`lightning_mm.interop`; the config below is
+written down so that the entry builds offline. Where its values come from (the hub's ``config.json`` of
+``google/gemma-3-4b-it`` cannot be read here): transformers' conversion script
+``src/transformers/models/gemma3/convert_gemma3_weights.py`` (huggingface/transformers, commit 0d7e95d9), which writes
+that checkpoint: its ``_VARIANTS["gemma3_4b"]`` text config (vocabulary 262,144, 2,560 wide, MLP 2560 * 8 // 2 =
+10,240, 34 layers, 8 heads of 256, 4 key-value heads, sliding window 1024, linear RoPE scaling 8 on the global layers,
+``rope_theta`` 1e6 / 1e4 local, ``query_pre_attn_scalar`` 256, no attention soft-capping), its ``_VISION_CONFIG``
+(SigLIP 1,152 wide, MLP 4,304, 27 layers, 16 heads, 896 px, patch 14, tanh GELU, LayerNorm eps 1e-6, no pooling
+head), the 64 embedding rows it appends for the image tokens when the vision encoder is included (262,144 + 64 =
+262,208 rows), the tokenizer's ``<image_soft_token>`` 262,144, ``<start_of_image>`` 255,999 and ``<end_of_image>``
+256,000, and its image processor (256 tokens, 896 x 896, bilinear, mean = std = 0.5). The counts of the entry equal
+``Gemma3ForConditionalGeneration`` built from the same dict (``tests/families/test_gemma_zoo.py``). Pan-and-scan is
+off (one 896 px view per image).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from lightning_mm.families.gemma3.layout import BOI_TOKEN, EOI_TOKEN
 from lightning_mm.interop.checkpoint import config_spec_fields
 from lightning_mm.zoo.registry import register_model
 from lightning_mm.zoo.spec import ModelSpec
@@ -25,7 +33,7 @@ GEMMA3_EOI_TOKEN_ID = 256000  # <end_of_image>
 #: The released image processor's settings (``preprocessor_config.json``): bilinear resize, mean = std = 0.5.
 GEMMA3_PREPROCESSOR: dict[str, Any] = {"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "resample": 2}
 
-# google/gemma-3-4b-it config.json (architecture entries)
+# google/gemma-3-4b-it config.json (architecture entries), as convert_gemma3_weights.py writes it (module docstring)
 GEMMA3_4B_CONFIG: dict[str, Any] = {
     "architectures": ["Gemma3ForConditionalGeneration"],
     "model_type": "gemma3",
@@ -36,11 +44,15 @@ GEMMA3_4B_CONFIG: dict[str, Any] = {
     "text_config": {
         "model_type": "gemma3_text",
         "hidden_size": 2560,
-        "intermediate_size": 10240,
+        "intermediate_size": 10240,  # 2560 * 8 // 2
         "num_hidden_layers": 34,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "query_pre_attn_scalar": 256,
         "sliding_window": 1024,
-        "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
-        "vocab_size": GEMMA3_VOCAB_SIZE,
+        "rope_scaling": {"factor": 8.0, "rope_type": "linear"},  # the global layers; the local ones: default, 1e4
+        "vocab_size": GEMMA3_VOCAB_SIZE,  # 262,144 + 64 image-token rows
     },
     "vision_config": {
         "model_type": "siglip_vision_model",
@@ -50,6 +62,8 @@ GEMMA3_4B_CONFIG: dict[str, Any] = {
         "num_attention_heads": 16,
         "num_hidden_layers": 27,
         "patch_size": 14,
+        "hidden_act": "gelu_pytorch_tanh",
+        "layer_norm_eps": 1e-6,
         "vision_use_head": False,
     },
 }
@@ -97,8 +111,16 @@ GEMMA3_4B = register_model(
         "RMSNorm / linear to 256 tokens + Gemma 3 4B; image tokens bidirectional; pan-and-scan off",
     )
 )
+# The built-in synthetic tokenizer is laid out with the tiny config's ids (<start_of_image> 508, <end_of_image> 509,
+# <image_soft_token> 511, reserved tokens between the task's words and them), so tiny-gemma3 trains on the built-in task.
 TINY_GEMMA3 = register_model(
     ModelSpec(name="tiny-gemma3", **config_spec_fields(TINY_GEMMA3_CONFIG, GEMMA3_PREPROCESSOR, "tiny-gemma3")).replace(
-        checkpoint=None, tokenizer="builtin:synthetic", description="tiny random Gemma 3 for tests (image blocks)"
+        checkpoint=None,
+        tokenizer="builtin:synthetic",
+        special_token_ids={
+            BOI_TOKEN: TINY_GEMMA3_CONFIG["boi_token_index"],
+            EOI_TOKEN: TINY_GEMMA3_CONFIG["eoi_token_index"],
+        },
+        description="tiny random Gemma 3 for tests and the built-in task (image blocks)",
     )
 )

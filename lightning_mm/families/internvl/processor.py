@@ -27,11 +27,17 @@ def internvl_image_processor_settings(layout: InternVLLayout, mean: Any, std: An
     """``GotOcr2ImageProcessor`` settings reproducing ``layout`` with the tower's ``mean`` and ``std``.
 
     Raises:
-        ValueError: for a layout without the thumbnail (transformers' processor always adds it).
+        ValueError: for a layout that cuts images into several tiles without the thumbnail: transformers'
+            ``GotOcr2ImageProcessor`` always appends it to several tiles (its ``crop_image_to_patches`` is called
+            without ``use_thumbnail``, which no setting of the saved processor changes). With ``max_tiles`` 1 there is
+            never a thumbnail, and the export is exact.
     """
-    if not layout.settings.use_thumbnail:
+    if not layout.settings.use_thumbnail and layout.settings.max_tiles > 1:
         raise ValueError(
-            "transformers' InternVL processor always adds the thumbnail; this layout has use_thumbnail off."
+            "image_tiling.use_thumbnail is false with max_tiles "
+            f"{layout.settings.max_tiles}: transformers' InternVL image processor (GotOcr2ImageProcessor) always "
+            "appends the thumbnail to several tiles, so it cannot prepare images as this model read them. Export "
+            "with --format parts, or train with use_thumbnail true (or max_tiles 1)."
         )
     tile = int(layout.tile_size)
     return {

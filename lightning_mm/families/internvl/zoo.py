@@ -8,15 +8,24 @@ with 151,674 embedding rows and an untied ``lm_head``. Images are cut into up to
 (:class:`~lightning_mm.families.internvl.layout.InternVLLayout`); the chat format is ``chatml``.
 
 Where the configs below come from: the ``config.json`` of ``OpenGVLab/InternVL3-1B-hf`` / ``OpenGVLab/InternVL3-2B-hf``
-could not be read on this machine (no hub access, and no copy of them in the reference corpora). They are written
-down as transformers' conversion script (``models/internvl/convert_internvl_weights_to_hf.py``) writes them from the
-original ``OpenGVLab/InternVL3-1B`` / ``-2B`` configs: the InternViT-300M vision config (``attention_bias`` true, no
-qk norm, layer scale, mean pooling, layer norm eps 1e-6), the LLM config of the originals (Qwen2.5-0.5B: 896 wide, 24
-layers, 14 heads, 2 KV heads, MLP 4864; Qwen2.5-1.5B: 1536 wide, 28 layers, 12 heads, 2 KV heads, MLP 8960; vocabulary
-151,674; ``tie_word_embeddings`` false, as the originals' top-level config says), ``image_token_id`` 151667 and
-``eos_token_id`` 151645 as the script sets them, and the script's image processor (448 px, ImageNet mean / std,
-bicubic, 1 to 12 tiles). The originals' dynamic RoPE scaling (factor 2) only acts past 32,768 positions and is left out.
-``pretrained=True`` loads the released checkpoint through the ``hf:`` import path (its own config then rules).
+cannot be read here. They are written down as transformers' conversion script
+``src/transformers/models/internvl/convert_internvl_weights_to_hf.py`` (huggingface/transformers, commit 015d3b27)
+writes them from the original ``OpenGVLab/InternVL3-1B`` / ``-2B`` configs: it keeps the original ``llm_config`` (Qwen2
+for both) and ``vision_config``, renames ``qkv_bias`` -> ``attention_bias`` and ``qk_normalization`` ->
+``use_qk_norm``, sets ``use_absolute_position_embeddings`` true, ``image_token_id`` 151,667 (``<IMG_CONTEXT>``) and,
+for InternVL3 on Qwen2, ``eos_token_id`` 151,645; its image processor is 448 px, ImageNet mean / std, 1 to 12 tiles.
+The original InternVL3-1B config, as printed by ``AutoModel.from_pretrained("OpenGVLab/InternVL3-1B",
+trust_remote_code=True).config`` (a copy in the public repository shivangjhalani/multicoco, ``InternVL3-1B_data.md``;
+the same numbers are transformers' default InternVL text config in its PR #35968): ``llm_config`` Qwen2 896 wide, 24
+layers, 14 heads, 2 KV heads, MLP 4,864, RMSNorm eps 1e-6, ``rope_theta`` 1e6, 32,768 positions, vocabulary 151,674;
+``tie_word_embeddings`` false; ``vision_config`` InternViT-300M (1,024 wide, 24 layers, 16 heads, MLP 4,096, 448 px,
+patch 14, ``qkv_bias`` true, ``qk_normalization`` false, LayerNorm eps 1e-6, GELU); ``use_thumbnail`` true, 1 to 12
+tiles, ``downsample_ratio`` 0.5, ``select_layer`` -1. InternVL3-2B is the same tower and projector on Qwen2.5-1.5B
+(the InternVL3 model card): 1,536 wide, 28 layers, 12 heads, 2 KV heads, MLP 8,960 (``Qwen/Qwen2.5-1.5B-Instruct``'s
+``config.json``, read in a public mirror, ``onnx-community/Qwen2.5-1.5B-Instruct``); its vocabulary (151,674) and
+untied ``lm_head`` are taken from the 1B's config (the same tokenizer and recipe), not read from a 2B file. The
+originals' dynamic RoPE scaling (factor 2) only acts past 32,768 positions and is left out. ``pretrained=True`` loads
+the released checkpoint through the ``hf:`` import path (its own config then rules).
 """
 
 from __future__ import annotations
@@ -34,7 +43,8 @@ __all__ = ["INTERNVL3_1B_CONFIG", "INTERNVL3_2B_CONFIG", "INTERNVL_IMAGE_PROCESS
 INTERNVL_VOCAB_SIZE = 151674  # Qwen2.5's 151,643 tokens + specials, <img>, </img>, <IMG_CONTEXT>, <quad>, ...
 INTERNVL_IMAGE_TOKEN_ID = 151667  # <IMG_CONTEXT>
 
-# InternViT-300M-448px-V2.5 as transformers' InternVLVisionConfig (architecture entries).
+# InternViT-300M-448px-V2.5 as transformers' InternVLVisionConfig (architecture entries; layer scale: the script maps
+# the originals' ls1 / ls2 to lambda_1 / lambda_2; mean pooling: InternVLVisionConfig's default, not read by the VLM).
 INTERNVIT_300M: dict[str, Any] = {
     "model_type": "internvl_vision",
     "hidden_size": 1024,
@@ -54,7 +64,7 @@ INTERNVIT_300M: dict[str, Any] = {
     "use_mask_token": False,
 }
 
-# OpenGVLab/InternVL3-1B-hf (derived as the module docstring says).
+# OpenGVLab/InternVL3-1B-hf, as convert_internvl_weights_to_hf.py writes it from the original config (module docstring)
 INTERNVL3_1B_CONFIG: dict[str, Any] = {
     "architectures": ["InternVLForConditionalGeneration"],
     "model_type": "internvl",
@@ -84,7 +94,7 @@ INTERNVL3_1B_CONFIG: dict[str, Any] = {
     "vision_config": INTERNVIT_300M,
 }
 
-# OpenGVLab/InternVL3-2B-hf: the same tower and projector with Qwen2.5-1.5B.
+# OpenGVLab/InternVL3-2B-hf: the same tower and projector with Qwen2.5-1.5B (module docstring)
 INTERNVL3_2B_CONFIG: dict[str, Any] = {
     **INTERNVL3_1B_CONFIG,
     "text_config": {
@@ -135,7 +145,8 @@ INTERNVL3_2B = register_model(
 )
 
 # 32 px tiles of 8 px patches: 16 patches -> 4 tokens a tile; up to 6 tiles + a thumbnail. The built-in synthetic
-# tokenizer has no <img> / </img>: ChatML's <|im_start|> / <|im_end|> frame each image instead.
+# tokenizer is laid out with InternVL's <img> / </img> (ids 64, 65, past the task's words and reserved tokens), which
+# frame each image as in InternVL; <image> is the context token.
 TINY_INTERNVL = register_model(
     ModelSpec(
         name="tiny-internvl",
@@ -158,6 +169,7 @@ TINY_INTERNVL = register_model(
         },
         tokenizer="builtin:synthetic",
         template="chatml",
-        image_tiling={"max_tiles": 6, "start_token": "<|im_start|>", "end_token": "<|im_end|>"},
+        image_tiling={"max_tiles": 6},
+        special_token_ids={"<img>": 64, "</img>": 65},
     )
 )

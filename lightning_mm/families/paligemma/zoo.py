@@ -1,11 +1,19 @@
 """PaliGemma 2 zoo entries (Steiner et al., "PaliGemma 2: A Family of Versatile VLMs for Transfer").
 
-``pretrained=True`` loads the whole released checkpoint through :mod:`lightning_mm.interop`; the configs below are the
-architecture entries of the released ``config.json`` of ``google/paligemma2-3b-pt-224`` and
-``google/paligemma2-3b-pt-448`` (the 448 px file differs in the image size and the 1,024 image tokens only; transformers
-fills in the rest with its defaults), so the entries build offline. The hub was not reachable when they were written
-down: the entries were checked against transformers' ``PaliGemmaForConditionalGeneration`` built from the same dicts
-(equal parameter counts), not against the hub files byte by byte.
+``pretrained=True`` loads the whole released checkpoint through :mod:`lightning_mm.interop`; the configs below are
+written down so that the entries build offline. Where their values come from (the hub's ``config.json`` of
+``google/paligemma2-3b-pt-224`` / ``-448`` cannot be read here): transformers' conversion script
+``src/transformers/models/paligemma/convert_paligemma2_weights_to_hf.py`` (huggingface/transformers, commit
+15ea02a2), which writes those checkpoints: ``VARIANT_CONFIGS["2b"]`` (2,304 wide, 26 layers, MLP 9,216, 8 heads of 256,
+4 key-value heads, ``query_pre_attn_scalar`` 256), ``vocab_size`` 257,152 and ``hidden_activation``
+``gelu_pytorch_tanh`` over the rest of ``google/gemma-2-2b-it``'s config (sliding window 4096, attention / final
+soft-capping 50 / 30, 8,192 positions, RMSNorm eps 1e-6: transformers' ``Gemma2Config`` defaults, which are that
+model's architecture), ``image_token_index`` 257,152, pad / BOS / EOS 0 / 2 / 1, the SigLIP so400m vision config
+(1,152 wide, MLP 4,304, 27 layers, 16 heads, patch 14, tanh GELU, no pooling head, ``projection_dim`` 2,304,
+``num_image_tokens`` = (image size / 14)^2: 256 at 224 px, 1,024 at 448 px), and
+``resize_token_embeddings(257152 + 2, pad_to_multiple_of=64)`` after adding ``<image>``: 257,216 embedding rows. The
+counts of the entries equal ``PaliGemmaForConditionalGeneration`` built from the same dicts
+(``tests/families/test_gemma_zoo.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from lightning_mm.zoo.spec import ModelSpec
 
 __all__ = ["PALIGEMMA2_3B_224_CONFIG", "PALIGEMMA2_3B_448_CONFIG", "TINY_PALIGEMMA_CONFIG", "paligemma_config"]
 
-PALIGEMMA2_VOCAB_SIZE = 257216  # Gemma's 256,000 + 1,024 <locXXXX> + 128 <segXXX> + 64 unused rows
+PALIGEMMA2_VOCAB_SIZE = 257216  # 256,000 + 1,024 <locXXXX> + 128 <segXXX>, <image> (257,152), to a multiple of 64
 PALIGEMMA2_IMAGE_TOKEN_ID = 257152  # <image>
 
 _GEMMA2_2B: dict[str, Any] = {
@@ -73,7 +81,7 @@ def paligemma_config(text: dict[str, Any], vision: dict[str, Any], image_size: i
     }
 
 
-# google/paligemma2-3b-pt-224 config.json (architecture entries)
+# google/paligemma2-3b-pt-224 config.json (architecture entries), as convert_paligemma2_weights_to_hf.py writes it
 PALIGEMMA2_3B_224_CONFIG = paligemma_config(_GEMMA2_2B, _SO400M, 224, PALIGEMMA2_IMAGE_TOKEN_ID)
 # google/paligemma2-3b-pt-448 config.json: the same model at 448 px (1,024 image tokens)
 PALIGEMMA2_3B_448_CONFIG = paligemma_config(_GEMMA2_2B, _SO400M, 448, PALIGEMMA2_IMAGE_TOKEN_ID)
@@ -132,6 +140,8 @@ PALIGEMMA2_3B_448 = register_model(
 )
 TINY_PALIGEMMA = register_model(
     ModelSpec(name="tiny-paligemma", **config_spec_fields(TINY_PALIGEMMA_CONFIG, None, "tiny-paligemma")).replace(
-        checkpoint=None, tokenizer="builtin:synthetic", description="tiny random PaliGemma 2 for tests (prefix LM)"
+        checkpoint=None,
+        tokenizer="builtin:synthetic",  # laid out with <image> at the config's id 511
+        description="tiny random PaliGemma 2 for tests and the built-in task (prefix LM)",
     )
 )
