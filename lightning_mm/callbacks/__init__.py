@@ -1,10 +1,12 @@
 """Lightning callbacks: per-component placement (frozen / full / LoRA), adapter-only checkpoints, data statistics,
-throughput in tokens, held-out samples with generated answers in TensorBoard, prediction files."""
+throughput in tokens, held-out samples with generated answers in TensorBoard, prediction files, progress as plain
+lines."""
 
 from lightning_mm.callbacks.checkpointing import AdapterOnlyCheckpoint
 from lightning_mm.callbacks.component import ComponentPlacement, FreezeComponent, FullComponent, LoRAComponent
 from lightning_mm.callbacks.data_stats import DataStatsCallback
 from lightning_mm.callbacks.prediction_writer import PredictionWriter
+from lightning_mm.callbacks.progress import ProgressLines
 from lightning_mm.callbacks.throughput import SupervisedTokenThroughput
 from lightning_mm.callbacks.validation_samples import ValidationSamples
 from lightning_mm.placement import Placement
@@ -18,6 +20,7 @@ __all__ = [
     "LoRAComponent",
     "Placement",
     "PredictionWriter",
+    "ProgressLines",
     "SupervisedTokenThroughput",
     "ValidationSamples",
 ]

@@ -103,6 +103,8 @@ class ProgressLines(ProgressBar):
     ) -> None:
         self._samples += _samples(batch)
         for key, value in trainer.progress_bar_metrics.items():
+            if key.startswith("val"):  # the validation's own line shows those
+                continue
             value = _scalar(value)
             if value is not None:
                 self._sums[key] = self._sums.get(key, 0.0) + value

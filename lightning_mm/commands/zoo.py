@@ -107,6 +107,11 @@ def _write_cache(path: Path, rows: dict[str, dict[str, Any]]) -> None:
         pass  # a read-only home: the table is computed each time
 
 
+def _registry_loaded() -> bool:
+    """Whether this process loaded the zoo's registry (where models of its own may be registered)."""
+    return "lightning_mm.zoo.registry" in sys.modules
+
+
 def zoo_rows(pattern: str | None = None) -> list[dict[str, Any]]:
     """The table's rows of the models whose names match ``pattern``, sorted by name.
 
@@ -116,7 +121,7 @@ def zoo_rows(pattern: str | None = None) -> list[dict[str, Any]]:
     """
     path = cache_path()
     cached = _read_cache(path) or {}
-    if "lightning_mm.zoo.registry" not in sys.modules:  # only the built-in entries can be registered
+    if not _registry_loaded():  # only the built-in entries can be registered
         if not cached:
             cached = {name: _compute_row(name) for name in zoo.list_models()}
             _write_cache(path, cached)
