@@ -53,7 +53,15 @@ def test_zoo_table_is_computed_once_then_read_from_the_cache(tmp_path, monkeypat
 
     def row(name: str) -> dict:
         computed.append(name)
-        return {"name": name, "family": "llava", "vision": "v", "llm": "l", "params": 12, "img tokens": "1", "template": "t"}
+        return {
+            "name": name,
+            "family": "llava",
+            "vision": "v",
+            "llm": "l",
+            "params": 12,
+            "img tokens": "1",
+            "template": "t",
+        }
 
     monkeypatch.setattr(zoo_command, "_compute_row", row)
     assert main(["zoo", "tiny"]) == 0
