@@ -1,12 +1,39 @@
-"""lightning_mm: a PyTorch Lightning plugin and model zoo for LLaVA-style multimodal LLMs."""
+"""lightning_mm: a PyTorch Lightning plugin and model zoo for LLaVA-style multimodal LLMs.
 
-from lightning_mm.data.contract import DataContract
-from lightning_mm.factory import create_model
-from lightning_mm.families import Family, get_family, list_families, register_family
-from lightning_mm.interop.export import export_hf
-from lightning_mm.models import VisionLanguageModel
-from lightning_mm.module import MultimodalModule
-from lightning_mm.zoo import ModelSpec, get_spec, list_models, register_model
+The public names below are imported on first use: ``import lightning_mm`` itself loads neither torch nor Lightning
+(the ``lightning-mm`` command starts faster), ``lightning_mm.MultimodalModule`` imports what the module needs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lightning_mm.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from lightning_mm.data.contract import DataContract
+    from lightning_mm.factory import create_model
+    from lightning_mm.families import Family, get_family, list_families, register_family
+    from lightning_mm.interop.export import export_hf
+    from lightning_mm.models import VisionLanguageModel
+    from lightning_mm.module import MultimodalModule
+    from lightning_mm.zoo import ModelSpec, get_spec, list_models, register_model
+
+_SOURCES = {
+    "DataContract": "lightning_mm.data.contract",
+    "Family": "lightning_mm.families",
+    "ModelSpec": "lightning_mm.zoo",
+    "MultimodalModule": "lightning_mm.module",
+    "VisionLanguageModel": "lightning_mm.models",
+    "create_model": "lightning_mm.factory",
+    "export_hf": "lightning_mm.interop.export",
+    "get_family": "lightning_mm.families",
+    "get_spec": "lightning_mm.zoo",
+    "list_families": "lightning_mm.families",
+    "list_models": "lightning_mm.zoo",
+    "register_family": "lightning_mm.families",
+    "register_model": "lightning_mm.zoo",
+}
 
 __all__ = [
     "DataContract",
@@ -24,3 +51,5 @@ __all__ = [
     "register_model",
 ]
 __version__ = "0.1.0"
+
+__getattr__, __dir__ = lazy_attributes(__name__, _SOURCES)

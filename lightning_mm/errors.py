@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["ConfigError", "close_matches", "did_you_mean", "find_config_error"]
+__all__ = ["ConfigError", "check_choice", "check_range", "close_matches", "did_you_mean", "find_config_error"]
 
 
 class ConfigError(ValueError):
@@ -48,3 +49,33 @@ def find_config_error(error: BaseException) -> ConfigError | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def check_choice(key: str, value: Any, choices: Iterable[str]) -> None:
+    """Raise a :class:`ConfigError` naming ``key``, the accepted values and the closest one unless ``value`` is one.
+
+    ``check_choice("schedule", "cosin", SCHEDULES)``: ``schedule: 'cosin' is not accepted. Did you mean 'cosine'?
+    Accepted: 'cosine', 'linear', 'constant'.``
+    """
+    choices = list(choices)
+    if value not in choices:
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        raise ConfigError(f"{key}: {value!r} is not accepted.{hint} Accepted: {', '.join(repr(c) for c in choices)}.")
+
+
+def check_range(key: str, value: Any, low: float | None = None, high: float | None = None) -> None:
+    """Raise a :class:`ConfigError` naming ``key`` unless ``low <= value <= high`` (a bound left None is open).
+
+    ``check_range("batch_size", 0, 1)``: ``batch_size must be >= 1, got 0.``
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return  # not a number: the type checks of the caller (or of jsonargparse) apply
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = (
+            f"in [{low}, {high}]"
+            if low is not None and high is not None
+            else f">= {low}"
+            if low is not None
+            else f"<= {high}"
+        )
+        raise ConfigError(f"{key} must be {bounds}, got {value}.")

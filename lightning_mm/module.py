@@ -19,10 +19,11 @@ from lightning_mm.data.images import ASPECT_MODES
 from lightning_mm.data.layout import ImageLayout
 from lightning_mm.declared_placements import COMPONENTS, DeclaredPlacements, check_component
 from lightning_mm.distributed.setup import check_strategy, shard_for_strategy
+from lightning_mm.errors import check_choice, check_range
 from lightning_mm.evaluation_steps import EvaluationSteps
 from lightning_mm.loss import count_supervised, mask_sample_starts
 from lightning_mm.models import VisionLanguageModel
-from lightning_mm.optim import build_scheduler, split_decay
+from lightning_mm.optim import SCHEDULES, build_scheduler, split_decay
 from lightning_mm.zoo import ModelSpec, build_network, count_image_tokens, get_spec, load_tokenizer
 from lightning_mm.zoo.checks import check_spec
 from lightning_mm.zoo.contract import data_contract, image_token_id
@@ -100,10 +101,15 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
         image_aspect: str = "pad",
     ) -> None:
         super().__init__()
-        if loss_normalization not in ("tokens", "mean"):
-            raise ValueError(f"loss_normalization must be 'tokens' or 'mean', got {loss_normalization!r}")
-        if image_aspect not in ASPECT_MODES:
-            raise ValueError(f"image_aspect must be one of {', '.join(ASPECT_MODES)}, got {image_aspect!r}")
+        check_choice("loss_normalization", loss_normalization, ("tokens", "mean"))
+        check_choice("image_aspect", image_aspect, ASPECT_MODES)
+        check_choice("schedule", schedule, SCHEDULES)
+        check_range("warmup_ratio", warmup_ratio, 0, 1)
+        check_range("min_lr_ratio", min_lr_ratio, 0, 1)
+        check_range("loss_chunk_size", loss_chunk_size, 1)
+        check_range("max_new_tokens", max_new_tokens, 1)
+        keywords = getattr(optimizer, "keywords", None)  # a functools.partial's (the CLI's): its lr
+        check_range("optimizer lr", keywords.get("lr") if isinstance(keywords, dict) else None, 0)
         self.save_hyperparameters(ignore=["optimizer"])
         # recorded in checkpoints (also when the CLI gives the hyperparameters): not relative to the working directory
         self.hparams["model"] = model = absolute_hf_name(model)

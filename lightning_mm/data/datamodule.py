@@ -13,6 +13,7 @@ from lightning_mm.data.contract import DataContract
 from lightning_mm.data.layout import ImageLayout
 from lightning_mm.data.packing import packed_loader
 from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
+from lightning_mm.errors import check_range
 
 __all__ = ["VLMDataModule"]
 
@@ -35,6 +36,9 @@ class VLMDataModule(L.LightningDataModule):
         self, batch_size: int = 16, num_workers: int = 0, seed: int = 0, pad_to_multiple_of: int | None = None
     ) -> None:
         super().__init__()
+        check_range("batch_size", batch_size, 1)
+        check_range("num_workers", num_workers, 0)
+        check_range("pad_to_multiple_of", pad_to_multiple_of, 1)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed

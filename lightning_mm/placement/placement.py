@@ -77,18 +77,18 @@ class Placement:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"Unknown placement mode {self.mode!r}; modes are {MODES}.")
+            raise ConfigError(f"Unknown placement mode {self.mode!r}; modes are {', '.join(MODES)}.")
         if self.target_modules is not None:
             if isinstance(self.target_modules, str):
                 object.__setattr__(self, "target_modules", (self.target_modules,))
             else:
                 object.__setattr__(self, "target_modules", tuple(self.target_modules))
         if self.r < 1:
-            raise ValueError(f"LoRA rank r must be >= 1, got {self.r}.")
+            raise ConfigError(f"LoRA rank `r` must be >= 1, got {self.r}.")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}.")
+            raise ConfigError(f"LoRA `dropout` must be in [0, 1), got {self.dropout}.")
         if self.lr is not None and self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}.")
+            raise ConfigError(f"`lr` must be positive, got {self.lr}.")
         if self.quantize is not None and self.quantize not in QUANT_TYPES:
             raise ConfigError(f"Unknown quantize {self.quantize!r}; known: {', '.join(QUANT_TYPES)} (or None).")
         if self.double_quant and self.quantize not in FOUR_BIT:
