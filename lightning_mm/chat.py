@@ -4,16 +4,24 @@
 A model is read from a Lightning checkpoint, a folder written by ``lightning-mm export`` (either format), or a name
 :func:`~lightning_mm.create_model` knows; in every case images are prepared and prompts rendered through the model's
 :class:`~lightning_mm.data.DataContract`, as in training (the aspect mode, layout and template it was trained with).
+
+A zoo name is built with the weights its spec names (:func:`weight_sources`). Before anything is downloaded, the local
+Hugging Face cache is checked: with ``HF_HUB_OFFLINE=1`` a missing source is a :class:`DownloadNeeded` error naming
+every one; an entry that names no weights (the ``tiny`` models) builds offline with a random initialisation.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import timm
 import torch
+from huggingface_hub import snapshot_download
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, TextStreamer
 
 from lightning_mm.checkpoint.load import load_module
@@ -26,9 +34,20 @@ from lightning_mm.data.templates import IMAGE_PLACEHOLDER, Message
 from lightning_mm.factory import create_model
 from lightning_mm.interop.parts import SPEC_FILE, exported_spec, load_exported, read_export_meta
 from lightning_mm.models import VisionLanguageModel
+from lightning_mm.zoo import ModelSpec, get_spec
 from lightning_mm.zoo.contract import data_contract
+from lightning_mm.zoo.spec import BUILTIN_TOKENIZERS
 
-__all__ = ["ChatModel", "ChatSession", "load_chat_model"]
+__all__ = ["ChatModel", "ChatSession", "DownloadNeeded", "load_chat_model", "missing_downloads", "weight_sources"]
+
+log = logging.getLogger(__name__)
+
+HF_PREFIX = "hf:"
+
+
+class DownloadNeeded(ValueError):
+    """A model's weights or tokenizer are neither local nor in the Hugging Face cache, and downloads are off (or
+    failed). The message names each missing source."""
 
 
 @dataclass
@@ -63,6 +82,77 @@ class ChatModel:
         return cls(network=load_exported(root), contract=contract)
 
 
+def _timm_source(vision_model: str) -> str | None:
+    """Hub repository (or URL) of a timm architecture's pretrained weights; None when timm names none."""
+    try:
+        cfg = timm.models.get_pretrained_cfg(vision_model)
+    except Exception:  # an unknown tag: the build reports it
+        return None
+    return None if cfg is None else (cfg.hf_hub_id or cfg.url or None)
+
+
+def weight_sources(spec: ModelSpec) -> list[str]:
+    """What building ``spec`` with ``pretrained=True`` reads: the whole-VLM checkpoint, else the vision tower's timm
+    weights (tagged architectures) and the LM; the tokenizer and projector file; hub ids, paths or URLs, in order."""
+    found = [spec.checkpoint] if spec.checkpoint else []
+    if not spec.checkpoint:
+        if "." in spec.vision_model:  # a pretrained tag (vit_large_patch14_clip_336.openai)
+            found.append(_timm_source(spec.vision_model))
+        found.append(spec.llm)
+    tokenizer = spec.tokenizer or spec.llm
+    found += [None if tokenizer in BUILTIN_TOKENIZERS else tokenizer, spec.projector_weights]
+    return list(dict.fromkeys(s for s in found if s))
+
+
+def _available(source: str) -> bool:
+    if Path(source).exists():
+        return True
+    if "://" in source:  # a URL (timm, projector file): torch's hub cache is not checked
+        return False
+    try:
+        snapshot_download(source, local_files_only=True)
+    except Exception:  # not in the cache (or not a repository id at all)
+        return False
+    return True
+
+
+def missing_downloads(spec: ModelSpec) -> list[str]:
+    """The weight sources of ``spec`` (:func:`weight_sources`) that are neither local files nor in the HF cache."""
+    return [s for s in weight_sources(spec) if not _available(s)]
+
+
+def _download_error(name: str, missing: Sequence[str]) -> DownloadNeeded:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    why = "downloads are off (HF_HUB_OFFLINE)" if offline else "they could not be downloaded"
+    return DownloadNeeded(
+        f"{name!r} needs {', '.join(missing)}, {'which is' if len(missing) == 1 else 'which are'} not in the local "
+        f"Hugging Face cache, and {why}. Download "
+        f"them once with network access (e.g. `huggingface-cli download {missing[0]}`), or chat with a trained "
+        "checkpoint or an export folder instead; `lightning-mm zoo` lists the entries that need no download."
+    )
+
+
+def _zoo_module(source: str) -> Any:
+    """The module of a zoo name or ``hf:`` name: downloads checked first, a spec without weights built as is."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if source.startswith(HF_PREFIX) and not Path(source.removeprefix(HF_PREFIX)).is_dir():
+        repo = source.removeprefix(HF_PREFIX)
+        if offline and not _available(repo):
+            raise _download_error(source, [repo])
+    spec = get_spec(source)  # an unknown name: an error with the closest names
+    sources = weight_sources(spec)
+    if not sources:
+        log.warning("%s names no pretrained weights: its weights are a random initialisation.", source)
+        return create_model(source).eval()
+    missing = missing_downloads(spec)
+    if missing and offline:
+        raise _download_error(source, missing)
+    try:
+        return create_model(source, pretrained=True).eval()
+    except OSError as err:  # the hub could not be reached (huggingface_hub and requests errors are OSErrors)
+        raise _download_error(source, missing or sources) from err
+
+
 def load_chat_model(
     source: str, seed: int | None = None, module_class: str = "lightning_mm.MultimodalModule"
 ) -> ChatModel:
@@ -72,9 +162,14 @@ def load_chat_model(
         source: A Lightning checkpoint file or its ``http(s)://`` URL (loaded weights-only); a folder with
             ``model_spec.json`` (``lightning-mm export``); a folder in transformers' format (``config.json``:
             ``export --format hf``, a downloaded checkpoint), read as ``hf:<folder>``; otherwise a name for
-            :func:`~lightning_mm.create_model`, built with ``pretrained=True``.
+            :func:`~lightning_mm.create_model`, built with ``pretrained=True`` (a name without weights, such as
+            ``tiny``, with a random initialisation).
         seed: Seed of the training run, for an adapter-only checkpoint of a randomly initialised base.
         module_class: Dotted path of the LightningModule class of a checkpoint.
+
+    Raises:
+        DownloadNeeded: for a name whose weights are not in the local cache while ``HF_HUB_OFFLINE`` is set, or
+            whose download failed; it names every missing source.
     """
     path = Path(source)
     if path.is_file() or is_url(source):  # a checkpoint, loaded weights-only (a URL too)
@@ -87,7 +182,7 @@ def load_chat_model(
         raise ValueError(f"{path} is a folder without {SPEC_FILE} or config.json: not a model written by export.")
     if ":" not in source and (path.suffix == ".ckpt" or len(path.parts) > 1):  # a path, not a model name
         raise ValueError(f"{source}: no such checkpoint file or export folder.")
-    return ChatModel.from_module(create_model(source, pretrained=True).eval())
+    return ChatModel.from_module(_zoo_module(source))
 
 
 class ChatSession:
@@ -131,8 +226,8 @@ class ChatSession:
         if self.pixel_values is None or any(m["role"] == "user" for m in self.messages):
             return question
         placed = question.count(IMAGE_PLACEHOLDER)
-        if placed == 0:
-            return f"{IMAGE_PLACEHOLDER}\n" * len(self.image_paths) + question
+        if placed == 0:  # as transformers' standard messages with the images first render (ChatTemplate.image_part)
+            return self.model.contract.template.image_part * len(self.image_paths) + question
         if placed != len(self.image_paths):
             raise ValueError(f"the question holds {placed} {IMAGE_PLACEHOLDER} for {len(self.image_paths)} image(s)")
         return question

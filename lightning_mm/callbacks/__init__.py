@@ -1,11 +1,12 @@
-"""Lightning callbacks: per-component placement (frozen / full / LoRA), adapter-only checkpoints, data statistics,
-throughput in tokens, held-out samples with generated answers in TensorBoard, prediction files, training faults
-(non-finite losses, SIGTERM / SIGINT), progress as plain lines."""
+"""Lightning callbacks: per-component placement (frozen / full / LoRA), adapter-only checkpoints, best-k and last
+checkpoints, data statistics, throughput in tokens, held-out samples with generated answers in TensorBoard,
+prediction files, training faults (non-finite losses, SIGTERM / SIGINT), progress as plain lines."""
 
 from lightning_mm.callbacks.checkpointing import AdapterOnlyCheckpoint
 from lightning_mm.callbacks.component import ComponentPlacement, FreezeComponent, FullComponent, LoRAComponent
 from lightning_mm.callbacks.data_stats import DataStatsCallback
 from lightning_mm.callbacks.faults import NonFiniteError, TrainingFaults
+from lightning_mm.callbacks.last_checkpoint import BestAndLastCheckpoint
 from lightning_mm.callbacks.prediction_writer import PredictionWriter
 from lightning_mm.callbacks.progress import ProgressLines
 from lightning_mm.callbacks.throughput import SupervisedTokenThroughput
@@ -14,6 +15,7 @@ from lightning_mm.placement import Placement
 
 __all__ = [
     "AdapterOnlyCheckpoint",
+    "BestAndLastCheckpoint",
     "ComponentPlacement",
     "DataStatsCallback",
     "FreezeComponent",

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
-from lightning_mm.data.chat_template import ChatTemplate, register_template, split_system
+from lightning_mm.data.chat_template import (
+    ChatTemplate,
+    jinja_content_macro,
+    jinja_literal,
+    register_template,
+    split_system,
+)
 from lightning_mm.data.segments import IMAGE_PLACEHOLDER, Message, Segment
 
 __all__ = ["CHAT_FORMATS", "VICUNA_SYSTEM", "ChatFormat"]
@@ -117,6 +123,46 @@ class ChatFormat(ChatTemplate):
         if add_generation_prompt:
             _text(segs, header)
         return _joined(segs) if self.join_prompt else segs
+
+    def jinja(self, tokenizer: Tokenizer | None = None, image_text: str = IMAGE_PLACEHOLDER) -> str:
+        """The format as a Jinja ``chat_template``: the text :meth:`render` writes (BOS and EOS as the tokenizer's
+        ``bos_token`` / ``eos_token``), answers inside ``{% generation %}``, string or content-list messages."""
+        lit = jinja_literal
+        system = "none" if self.system_prompt is None else lit(self.system_prompt)
+        out = [
+            jinja_content_macro(self, image_text),
+            "{%- if messages and messages[0]['role'] == 'system' -%}",
+            "{%- set system = lmm_text(messages[0]['content']) -%}{%- set turns = messages[1:] -%}",
+            f"{{%- else -%}}{{%- set system = {system} -%}}{{%- set turns = messages -%}}{{%- endif -%}}",
+            f"{{%- if system is not none and (system or {str(self.empty_system).lower()}) -%}}",
+            "{%- set turns = [{'role': 'system', 'content': system}] + turns -%}{%- endif -%}",
+        ]
+        if self.bos:
+            out.append("{%- if bos_token is defined and bos_token -%}{{ bos_token }}{%- endif -%}")
+        out.append("{%- for m in turns -%}{%- set c = lmm_text(m['content']) -%}")
+        if not self.keep_prompt:
+            out.append(
+                f"{{%- if m['role'] == 'user' -%}}{{%- set c = {lit(image_text)} * c.count({lit(image_text)}) -%}}"
+            )
+            out.append("{%- elif " + str(self.strip).lower() + " -%}{%- set c = c | trim -%}{%- endif -%}")
+        elif self.strip:
+            out.append("{%- set c = c | trim -%}")
+        branches = []
+        for role, fmt in self.roles.items():
+            if fmt is None:
+                body = ""
+            elif role == "assistant":
+                header, eot = fmt
+                answer = f"{{{{ {lit(self.answer_lead)} + c + {lit(eot)} if {lit(eot)} else {lit(self.answer_lead)} + c + eos_token }}}}"
+                body = f"{{{{ {lit(header)} }}}}{{%- generation -%}}{answer}{{%- endgeneration -%}}{{{{ {lit(self.after_answer)} }}}}"
+            else:
+                body = f"{{{{ {lit(fmt[0])} + c + {lit(fmt[1])} }}}}"
+            branches.append(f"{{%- {'if' if not branches else 'elif'} m['role'] == {lit(role)} -%}}{body}")
+        unknown = lit(f"Template {self.name!r} has no role ") + " + m['role']"
+        out.append("".join(branches) + f"{{%- else -%}}{{{{ raise_exception({unknown}) }}}}{{%- endif -%}}")
+        out.append("{%- endfor -%}")
+        out.append(f"{{%- if add_generation_prompt -%}}{{{{ {lit(self._role('assistant')[0])} }}}}{{%- endif -%}}")
+        return "".join(out)
 
 
 def _llama3_turn(role: str) -> tuple[str, str]:

@@ -4,20 +4,37 @@ Supervised segments are the assistant answers and the end-of-turn token that clo
 prompt, the user turns or the image tokens. The built-in templates are registered by
 :mod:`lightning_mm.data.chat_formats` (data: a role -> (prefix, suffix) table each) and
 :mod:`lightning_mm.data.tokenizer_template` (the tokenizer's own Jinja template).
+
+A template also writes itself as a Jinja ``chat_template`` for transformers (:meth:`ChatTemplate.jinja`, written into
+every export), rendering what :meth:`ChatTemplate.render` renders for messages whose contents are strings (with
+``<image>`` placeholders, as in training data) or transformers' standard content lists
+(``[{"type": "image"}, {"type": "text", "text": "..."}]``), which :meth:`ChatTemplate.content_text` turns into the
+same string: each image part its placeholder and a newline, each text part its text, in order.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
-from lightning_mm.data.segments import Message, Segment, is_single_token
+from lightning_mm.data.segments import IMAGE_PLACEHOLDER, Message, Segment, is_single_token
 
-__all__ = ["ChatTemplate", "get_template", "list_templates", "register_template", "split_system"]
+__all__ = [
+    "ChatTemplate",
+    "get_template",
+    "jinja_content_macro",
+    "jinja_literal",
+    "list_templates",
+    "register_template",
+    "split_system",
+    "tokenizer_with_template",
+]
 
 
 class ChatTemplate(ABC):
@@ -26,10 +43,13 @@ class ChatTemplate(ABC):
     Attributes:
         name: Registry name.
         required_tokens: Strings the template writes that must each be a single token of the tokenizer.
+        image_part: What an image part of a standard content list becomes in the message's text (the placeholder and
+            a newline: how LLaVA data and ``lightning-mm chat`` put images before a question).
     """
 
     name: str = ""
     required_tokens: tuple[str, ...] = ()
+    image_part: str = IMAGE_PLACEHOLDER + "\n"
 
     @abstractmethod
     def render(
@@ -43,6 +63,30 @@ class ChatTemplate(ABC):
                 is then the expected answer and must be left out by the caller).
             tokenizer: The tokenizer, for templates that need it to render (``tokenizer``); others ignore it.
         """
+
+    def content_text(self, content: str | Sequence[Mapping[str, Any]] | None) -> str:
+        """A message's content as the string :meth:`render` reads: a string as is; a standard content list part by
+        part (``{"type": "image"}`` -> :attr:`image_part`, ``{"type": "text", "text": t}`` -> ``t``, others left
+        out)."""
+        if content is None or isinstance(content, str):
+            return content or ""
+        parts = {"image": lambda part: self.image_part, "text": lambda part: part.get("text", "")}
+        return "".join(parts[part.get("type")](part) for part in content if part.get("type") in parts)
+
+    def jinja(self, tokenizer: Tokenizer | None = None, image_text: str = IMAGE_PLACEHOLDER) -> str | None:
+        """This template as a Jinja ``chat_template`` for transformers: the text :meth:`render` renders, for string
+        and standard content-list messages alike, with ``{% generation %}`` around the supervised answers.
+
+        Args:
+            tokenizer: The tokenizer (for templates that render with it).
+            image_text: What the exported processor expects in the text for one image (each ``<image>``
+                placeholder becomes it).
+
+        Returns:
+            The template source; None when the template cannot be written as Jinja (the tokenizer's own template is
+            exported then).
+        """
+        return None
 
     def end_of_turn(self, tokenizer: Tokenizer) -> str:
         """Text of the token that closes an assistant turn (the stop token for generation)."""
@@ -109,3 +153,43 @@ def split_system(messages: Sequence[Message], default: str | None) -> tuple[str 
     if messages and messages[0]["role"] == "system":
         return messages[0]["content"], messages[1:]
     return default, messages
+
+
+# ------------------------------------------------------------------------------------------------ Jinja for export
+def jinja_literal(text: str) -> str:
+    """``text`` as a Jinja string literal (JSON's escapes are Jinja's)."""
+    return json.dumps(text)
+
+
+def jinja_content_macro(template: ChatTemplate, image_text: str = IMAGE_PLACEHOLDER) -> str:
+    """Jinja macro ``lmm_text(content)``: :meth:`ChatTemplate.content_text` of a string or a standard content list,
+    each ``<image>`` placeholder written as ``image_text``."""
+    image_part = jinja_literal(template.image_part.replace(IMAGE_PLACEHOLDER, image_text))
+    swap = (
+        ""
+        if image_text == IMAGE_PLACEHOLDER
+        else f" | replace({jinja_literal(IMAGE_PLACEHOLDER)}, {jinja_literal(image_text)})"
+    )
+    return (
+        "{%- macro lmm_text(content) -%}"
+        "{%- if content is string -%}{{ content" + swap + " }}"
+        "{%- elif content is iterable -%}{%- for part in content -%}"
+        "{%- if part['type'] == 'image' -%}{{ " + image_part + " }}"
+        "{%- elif part['type'] == 'text' -%}{{ part['text']" + swap + " }}"
+        "{%- endif -%}{%- endfor -%}{%- endif -%}"
+        "{%- endmacro -%}"
+    )
+
+
+def tokenizer_with_template(
+    tokenizer: Tokenizer, template: ChatTemplate, image_text: str = IMAGE_PLACEHOLDER
+) -> Tokenizer:
+    """A copy of ``tokenizer`` whose ``chat_template`` is ``template``'s Jinja (:meth:`ChatTemplate.jinja`), for an
+    export: transformers' ``apply_chat_template`` then renders prompts as training did. The tokenizer itself when the
+    template has no Jinja form."""
+    source = template.jinja(tokenizer, image_text)
+    if source is None:
+        return tokenizer
+    named = copy.deepcopy(tokenizer)
+    named.chat_template = source
+    return named

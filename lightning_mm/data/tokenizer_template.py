@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
-from lightning_mm.data.chat_template import ChatTemplate, list_templates, register_template
+from lightning_mm.data.chat_template import ChatTemplate, jinja_content_macro, list_templates, register_template
 from lightning_mm.data.segments import IMAGE_PLACEHOLDER, Message, Segment, is_single_token, placeholder_id
 
 __all__ = ["TokenizerTemplate"]
@@ -35,10 +35,14 @@ class TokenizerTemplate(ChatTemplate):
     def _others(self) -> str:
         return ", ".join(t for t in list_templates() if t != self.name)
 
-    def _template(self, tokenizer: Tokenizer) -> str:
+    def _source(self, tokenizer: Tokenizer) -> str | None:
         source = self.chat_template or tokenizer.chat_template
         if isinstance(source, dict):  # several named templates: the default one
             source = source.get("default")
+        return source or None
+
+    def _template(self, tokenizer: Tokenizer) -> str:
+        source = self._source(tokenizer)
         if not source:
             raise ValueError(
                 f"Template 'tokenizer': the tokenizer ({type(tokenizer).__name__}) has no chat_template; "
@@ -51,6 +55,20 @@ class TokenizerTemplate(ChatTemplate):
                 f"its end-of-turn token in a generation block, or choose a named template ({self._others()})."
             )
         return source
+
+    def jinja(self, tokenizer: Tokenizer | None = None, image_text: str = IMAGE_PLACEHOLDER) -> str | None:
+        """The tokenizer's template (or ``chat_template``) behind a prelude that turns every message's content into the
+        string training gave it (:meth:`~lightning_mm.data.ChatTemplate.content_text`), so standard content lists
+        render as their training strings do. None without a tokenizer or a template."""
+        source = self._source(tokenizer) if tokenizer is not None else self.chat_template
+        if not source:
+            return None
+        prelude = (
+            "{%- set lmm = namespace(messages=[]) -%}{%- for m in messages -%}"
+            "{%- set lmm.messages = lmm.messages + [dict(m, content=lmm_text(m['content']))] -%}"
+            "{%- endfor -%}{%- set messages = lmm.messages -%}"
+        )
+        return jinja_content_macro(self, image_text) + prelude + source
 
     def end_of_turn(self, tokenizer: Tokenizer) -> str:
         probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]

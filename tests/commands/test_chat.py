@@ -5,19 +5,21 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import huggingface_hub
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from lightning_mm import create_model
-from lightning_mm.chat import ChatModel, ChatSession, load_chat_model
+from lightning_mm.chat import ChatModel, ChatSession, load_chat_model, missing_downloads, weight_sources
 from lightning_mm.checkpoint.load import load_module
 from lightning_mm.commands.chat import run
 from lightning_mm.data import SyntheticVQADataset
 from lightning_mm.data.synthetic import render_scene
 from lightning_mm.interop.export import export_hf
 from lightning_mm.interop.parts import export_model
+from lightning_mm.zoo import get_spec
 
 QUESTION = "What color is the shape?"
 CHAT = ("-m", "lightning_mm.cli", "chat")
@@ -144,3 +146,21 @@ def test_a_tiling_model_reads_each_image_at_its_own_size():
     expected = sum(len(model.contract.layout.prompt_ids(s)) for s in sizes)
     assert int((ids == model.contract.image_token_id).sum()) == expected != 2 * module.num_image_tokens
     assert isinstance(session.ask("What differs?"), str)  # the network takes the tiles (a count mismatch raises)
+
+
+def test_a_zoo_name_without_weights_chats_offline_and_one_with_weights_names_its_downloads(
+    monkeypatch, tmp_path, scene_images, capsys
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert weight_sources(get_spec("tiny")) == []  # built with a random initialisation, nothing to download
+    assert run(["tiny", "--image", scene_images[0], QUESTION, "--max-new-tokens", "2"]) == 0
+    assert missing_downloads(get_spec("llava-1.5-7b-components")) == [
+        "timm/vit_large_patch14_clip_336.openai",
+        "lmsys/vicuna-7b-v1.5",
+    ]
+    capsys.readouterr()
+    assert run(["llava-1.5-7b-components", QUESTION]) == 2
+    err = capsys.readouterr().err
+    assert "timm/vit_large_patch14_clip_336.openai, lmsys/vicuna-7b-v1.5" in err and "HF_HUB_OFFLINE" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1

@@ -236,7 +236,7 @@ def test_zoo_components_model_exports_too(tmp_path):
         ("tiny-dinov2-reg", {}, r"4 register tokens.*cannot represent it"),
         ("tiny-llava", {"projector": "linear"}, r"Linear -> GELU -> Linear"),
         ("tiny-llava", {"projector": "mlp3x_gelu"}, r"Linear -> GELU -> Linear"),
-        ("tiny", {}, r"matches no transformers tower layout"),
+        ("tiny", {"vision_model": "vit_tiny_patch16_224"}, r"matches no transformers tower layout"),
     ],
 )
 def test_what_transformers_llava_cannot_represent_is_a_clear_error(name, overrides, error, tmp_path):

@@ -9,10 +9,11 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from lightning_mm.data.chat_template import tokenizer_with_template
 from lightning_mm.data.contract import DataContract
 from lightning_mm.families.base import Family, ImageSetup
 from lightning_mm.families.gemma3.converter import Gemma3Converter
-from lightning_mm.families.gemma3.layout import gemma3_layout
+from lightning_mm.families.gemma3.layout import BOI_TOKEN, gemma3_layout
 from lightning_mm.families.gemma3.processor import gemma3_hf_processor
 from lightning_mm.families.gemma3.projector import Gemma3Projector
 from lightning_mm.families.paligemma.layout import ResizedViewLayout, pil_resample
@@ -59,5 +60,9 @@ class Gemma3Family(Family):
     def hf_processor(self, contract: DataContract, network: nn.Module, hf_config: Any) -> Any:
         tower = network.vision
         return gemma3_hf_processor(
-            contract.tokenizer, contract.layout, contract.image_token, tower.pixel_mean, tower.pixel_std
+            tokenizer_with_template(contract.tokenizer, contract.template, BOI_TOKEN),  # it expands <start_of_image>
+            contract.layout,
+            contract.image_token,
+            tower.pixel_mean,
+            tower.pixel_std,
         )

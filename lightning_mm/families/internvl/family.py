@@ -9,6 +9,7 @@ from PIL import Image
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from lightning_mm.data.chat_template import tokenizer_with_template
 from lightning_mm.data.contract import DataContract
 from lightning_mm.families.base import Family, ImageSetup
 from lightning_mm.families.internvl.converter import InternVLConverter
@@ -56,4 +57,9 @@ class InternVLFamily(Family):
 
     def hf_processor(self, contract: DataContract, network: nn.Module, hf_config: Any) -> Any:
         tower = network.vision
-        return internvl_hf_processor(contract.tokenizer, contract.layout, tower.pixel_mean, tower.pixel_std)
+        return internvl_hf_processor(
+            tokenizer_with_template(contract.tokenizer, contract.template),
+            contract.layout,
+            tower.pixel_mean,
+            tower.pixel_std,
+        )

@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 from transformers import LlavaProcessor
 
+from lightning_mm.data.chat_template import tokenizer_with_template
 from lightning_mm.data.contract import DataContract
 from lightning_mm.errors import ConfigError
 from lightning_mm.families.base import Family
@@ -42,7 +43,7 @@ class LlavaFamily(Family):
         token expanded to the tower's token count."""
         tower = network.vision
         return hf_processor(
-            contract.tokenizer,
+            tokenizer_with_template(contract.tokenizer, contract.template),
             hf_image_processor(contract.image_data_config, contract.image_aspect),
             patch_size=int(tower.model.patch_embed.patch_size[0]),
             select_strategy=hf_config.vision_feature_select_strategy,

@@ -1,7 +1,9 @@
 """Tiny models that build in a second: the quickstart model and one miniature per vision family for tests.
 
-All use a 2-layer Llama and the built-in synthetic-task tokenizer (offline). The miniatures keep what matters of
-their family: ``tiny-llava`` a CLIP-style tower (pre-norm, QuickGELU, CLS dropped), ``tiny-siglip`` a tower without
+All use a 2-layer Llama and the built-in synthetic-task tokenizer (offline). The quickstart's ``tiny`` has a
+CLIP-style tower (class token, pre-norm, patch embedding without bias, exact GELU; CLS dropped), which transformers'
+``CLIPVisionModel`` represents, so a trained ``tiny`` exports to ``LlavaForConditionalGeneration``. The miniatures keep
+what matters of their family: ``tiny-llava`` LLaVA-1.5's CLIP tower (QuickGELU), ``tiny-siglip`` a tower without
 prefix tokens (nothing may be dropped), ``tiny-dinov2-reg`` a tower with CLS + 4 register tokens.
 """
 
@@ -25,8 +27,8 @@ TINY_VIT = {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 3, "num_h
 TINY = register_model(
     ModelSpec(
         name="tiny",
-        description="quickstart: 3-block ViT (32px, patch 8) + 2-layer Llama, synthetic-task tokenizer",
-        vision_model="vit_tiny_patch16_224",
+        description="quickstart: 3-block CLIP-style ViT (32px, patch 8) + 2-layer Llama, synthetic-task tokenizer",
+        vision_model="vit_base_patch16_clip_224",
         vision_kwargs=TINY_VIT,
         feature_layer=-2,
         projector="mlp2x_gelu",

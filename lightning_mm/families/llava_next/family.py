@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from lightning_mm.data.chat_template import tokenizer_with_template
 from lightning_mm.data.contract import DataContract
 from lightning_mm.data.layout import ImageLayout
 from lightning_mm.errors import ConfigError
@@ -60,4 +61,9 @@ class LlavaNextFamily(Family):
         return "llava_next" if projector.geometry.max_tiles is None else "llava_onevision"
 
     def hf_processor(self, contract: DataContract, network: nn.Module, hf_config: Any) -> Any:
-        return anyres_hf_processor(network, contract.tokenizer, contract.image_data_config, contract.image_token)
+        return anyres_hf_processor(
+            network,
+            tokenizer_with_template(contract.tokenizer, contract.template),
+            contract.image_data_config,
+            contract.image_token,
+        )

@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from lightning_mm.data.chat_template import tokenizer_with_template
 from lightning_mm.data.contract import DataContract
 from lightning_mm.families.base import Family, ImageSetup
 from lightning_mm.families.paligemma.converter import PaliGemmaConverter
@@ -39,5 +40,9 @@ class PaliGemmaFamily(Family):
     def hf_processor(self, contract: DataContract, network: nn.Module, hf_config: Any) -> Any:
         tower = network.vision
         return paligemma_hf_processor(
-            contract.tokenizer, contract.layout, contract.image_token, tower.pixel_mean, tower.pixel_std
+            tokenizer_with_template(contract.tokenizer, contract.template),
+            contract.layout,
+            contract.image_token,
+            tower.pixel_mean,
+            tower.pixel_std,
         )

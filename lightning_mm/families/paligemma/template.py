@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
+from lightning_mm.data.chat_template import jinja_content_macro, jinja_literal
 from lightning_mm.data.templates import IMAGE_PLACEHOLDER, ChatTemplate, Message, Segment, register_template
 
 __all__ = ["PaliGemmaTemplate"]
@@ -24,6 +25,19 @@ class PaliGemmaTemplate(ChatTemplate):
     """``<image>...<bos>{prefix}\\n{answer}<eos>``; the answer and its EOS are supervised."""
 
     name = "paligemma"
+
+    def jinja(self, tokenizer: PreTrainedTokenizerBase | None = None, image_text: str = IMAGE_PLACEHOLDER) -> str:
+        """The format as a Jinja ``chat_template`` (BOS and EOS as the tokenizer's; answers in ``{% generation %}``)."""
+        img = jinja_literal(image_text)
+        return (
+            jinja_content_macro(self, image_text)
+            + "{%- set lmm = namespace(images=0) -%}{%- for m in messages if m['role'] == 'user' -%}"
+            "{%- set lmm.images = lmm.images + lmm_text(m['content']).count(" + img + ") -%}{%- endfor -%}"
+            "{{- " + img + " * lmm.images + (bos_token if bos_token is defined and bos_token else '') -}}"
+            "{%- for m in messages if m['role'] != 'system' -%}{%- set c = lmm_text(m['content']) -%}"
+            "{%- if m['role'] == 'assistant' -%}{%- generation -%}{{ c + eos_token }}{%- endgeneration -%}"
+            "{%- else -%}{{ (c | replace(" + img + ", '') | trim) + '\\n' }}{%- endif -%}{%- endfor -%}"
+        )
 
     def render(
         self,

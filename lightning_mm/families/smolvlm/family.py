@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from lightning_mm.data.chat_template import tokenizer_with_template
 from lightning_mm.data.contract import DataContract
 from lightning_mm.data.layout import ImageLayout
 from lightning_mm.families.base import Family, ImageSetup
@@ -37,5 +38,9 @@ class SmolVLMFamily(Family):
     def hf_processor(self, contract: DataContract, network: nn.Module, hf_config: Any) -> Any:
         tower = network.vision
         return smolvlm_hf_processor(
-            contract.tokenizer, contract.layout, tower.pixel_mean, tower.pixel_std, model_type=hf_config.model_type
+            tokenizer_with_template(contract.tokenizer, contract.template),
+            contract.layout,
+            tower.pixel_mean,
+            tower.pixel_std,
+            model_type=hf_config.model_type,
         )

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
+from lightning_mm.data.chat_template import jinja_content_macro, jinja_literal
 from lightning_mm.data.templates import IMAGE_PLACEHOLDER, ChatTemplate, Message, Segment, register_template
 
 __all__ = ["SmolVLMTemplate"]
@@ -30,6 +31,7 @@ class SmolVLMTemplate(ChatTemplate):
 
     name = "smolvlm"
     required_tokens = ("<|im_start|>", END_OF_UTTERANCE)
+    image_part = IMAGE_PLACEHOLDER  # SmolVLM-Instruct's own template writes an image part without a newline
 
     def __init__(self, system_prompt: str | None = None) -> None:
         self.system_prompt = system_prompt
@@ -40,6 +42,28 @@ class SmolVLMTemplate(ChatTemplate):
     @staticmethod
     def _head(role: str, content: str) -> str:
         return role.capitalize() + (":" if content.startswith(IMAGE_PLACEHOLDER) else ": ")
+
+    def jinja(self, tokenizer: PreTrainedTokenizerBase | None = None, image_text: str = IMAGE_PLACEHOLDER) -> str:
+        """The format as a Jinja ``chat_template`` (the answers inside ``{% generation %}``)."""
+        eou, img = jinja_literal(END_OF_UTTERANCE), jinja_literal(image_text)
+        system = (
+            "" if self.system_prompt is None else jinja_literal(f"System: {self.system_prompt}{END_OF_UTTERANCE}\n")
+        )
+        return (
+            jinja_content_macro(self, image_text)
+            + "{{- '<|im_start|>' -}}"
+            + (
+                "{%- if not messages or messages[0]['role'] != 'system' -%}{{ " + system + " }}{%- endif -%}"
+                if system
+                else ""
+            )
+            + "{%- for m in messages -%}{%- set c = lmm_text(m['content']) -%}"
+            "{%- set head = m['role'] | capitalize -%}{%- set space = '' if c.startswith(" + img + ") else ' ' -%}"
+            "{%- if m['role'] == 'assistant' -%}{{ head + ':' }}{%- generation -%}{{ space + c + " + eou + " }}"
+            "{%- endgeneration -%}{{ '\\n' }}"
+            "{%- else -%}{{ head + ':' + space + c + " + eou + " + '\\n' }}{%- endif -%}{%- endfor -%}"
+            "{%- if add_generation_prompt -%}{{ 'Assistant:' }}{%- endif -%}"
+        )
 
     def render(
         self,
