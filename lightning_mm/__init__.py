@@ -6,6 +6,7 @@ from lightning_mm.families import Family, get_family, list_families, register_fa
 from lightning_mm.interop.export import export_hf
 from lightning_mm.models import VisionLanguageModel
 from lightning_mm.module import MultimodalModule
+from lightning_mm.preference import PreferenceModule
 from lightning_mm.zoo import ModelSpec, get_spec, list_models, register_model
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "Family",
     "ModelSpec",
     "MultimodalModule",
+    "PreferenceModule",
     "VisionLanguageModel",
     "create_model",
     "export_hf",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from PIL import Image
 
 from lightning_mm.data.collate import VLMCollator
 from lightning_mm.preference import SyntheticPreferenceDataModule
 from lightning_mm.preference.data import PreferenceCollator, make_pair, prompt_length
+from lightning_mm.preference.records import PreferencePairDataset
 
 PROMPT = [1, 2, 3]
 IMG = {"pixel_values": torch.zeros(1, 3, 4, 4)}
@@ -62,3 +66,36 @@ def test_synthetic_pairs_share_prompt_and_image(tiny_module):
     for b in range(4):
         start = int((labels[b] != -100).nonzero()[0])
         assert batch["input_ids"][b, :start].tolist() == batch["input_ids"][b + 4, :start].tolist()
+
+
+def test_llava_and_trl_records_give_the_same_pair(tiny_module, tmp_path):
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(tmp_path / "red.png")
+    llava = {
+        "id": "p1",
+        "image": "red.png",
+        "conversations": [{"from": "human", "value": "<image>\nWhat colour is the shape?"}],
+        "chosen": "red",
+        "rejected": "blue",
+    }
+    trl = {
+        "id": "p1",
+        "images": ["red.png"],
+        "prompt": "<image>\nWhat colour is the shape?",
+        "chosen": "red",
+        "rejected": [{"role": "assistant", "content": "blue"}],
+    }
+    bad = {"id": "p2", "prompt": "What colour?", "chosen": "red", "rejected": ""}
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in (llava, trl, bad)))
+    contract = tiny_module.data_contract
+    ds = PreferencePairDataset(
+        str(tmp_path / "pairs.jsonl"), contract.tokenizer, contract.layout, image_folder=str(tmp_path)
+    )
+    a, b = ds[0], ds[1]
+    for key in ("chosen_input_ids", "rejected_input_ids", "chosen_labels", "rejected_labels", "pixel_values"):
+        assert torch.equal(a[key], b[key]), key
+    assert (a["chosen_input_ids"] == contract.image_token_id).sum() == contract.num_image_tokens
+    with pytest.raises(ValueError, match=r"pairs.jsonl:3: record 'p2': 'rejected' must be a non-empty string"):
+        ds[2]
+    ds.skip_bad_records = True
+    batch = PreferenceCollator(VLMCollator(0))([ds[0], ds[2]])
+    assert batch["pairs"] == 1 and len(batch["skipped"]) == 1 and "p2" in batch["skipped"][0]
