@@ -80,6 +80,7 @@ def test_bad_settings_are_refused():
         PreferenceModule(beta=0.0)
 
 
+@pytest.mark.slow
 def test_accumulated_gradient_is_the_mean_over_all_pairs(quiet_trainer):
     """Micro-batches of 3 and 2 pairs accumulated: the step's gradient is that of the 5 pairs' mean."""
     grads = {}
