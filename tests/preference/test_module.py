@@ -104,3 +104,15 @@ def test_accumulated_gradient_is_the_mean_over_all_pairs(quiet_trainer):
     for name, p in module.network.named_parameters():
         if name in grads:
             torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_reference_logprobs_cached_in_the_batch_are_used():
+    module = _module(reference="copy")
+    batch = _batch(module, pairs=2)
+    with torch.no_grad():
+        computed = module.pair_loss(batch).losses
+        ref, _ = module.reference_logprobs(batch)
+        cached = module.pair_loss({**batch, "ref_chosen_logps": ref[:2], "ref_rejected_logps": ref[2:]}).losses
+        shifted = module.pair_loss({**batch, "ref_chosen_logps": ref[:2] + 1.0, "ref_rejected_logps": ref[2:]}).losses
+    torch.testing.assert_close(cached, computed, rtol=0, atol=0)
+    assert (shifted - computed).abs().min() > 1e-4
