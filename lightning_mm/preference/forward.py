@@ -25,13 +25,13 @@ def pair_embeddings(network: VisionLanguageModel, batch: dict[str, Any]) -> torc
     if pixels is None or pixels.shape[0] == 0:  # text-only pairs: the network's own path (dummy image in training)
         return network.embed(ids)
     pairs = int(batch[PAIRS_KEY])
+    if ids.shape[0] != 2 * pairs:
+        raise ValueError(f"A batch of {pairs} pairs has {ids.shape[0]} rows, not {2 * pairs}")
     image_mask = ids == network.image_token_id  # (2P, T)
     embeds = network.llm.get_input_embeddings()(ids.masked_fill(image_mask, 0))  # (2P, T, D)
     if pixels.is_floating_point():
         pixels = pixels.to(network.vision_dtype)
     features = network.encode_images(pixels, batch.get("image_sizes"), batch.get("tiles_per_image"))  # (N, L, D)
-    if ids.shape[0] != 2 * pairs:
-        raise ValueError(f"A batch of {pairs} pairs has {ids.shape[0]} rows, not {2 * pairs}")
     both = torch.cat([features, features])  # (2N, L, D): chosen rows' images, then the rejected rows'
     return splice_image_features(embeds, ids, both, network.image_token_id)  # (2P, T, D)
 

@@ -130,7 +130,7 @@ class PreferenceModule(MultimodalModule):
         )
 
     def pair_loss(self, batch: dict[str, Any]) -> PreferenceLoss:
-        """Per-pair losses and rewards of a pair batch, plus ``logps`` (2P,) as an attribute-free extra in the log."""
+        """Per-pair losses and rewards of a pair batch (the policy's (2P,) sums are kept for the step's logging)."""
         pairs = int(batch[PAIRS_KEY])
         logps, counts = self.answer_logprobs(self.network, pair_hidden(self.network, batch), batch["labels"])
         ref_c = ref_r = None
