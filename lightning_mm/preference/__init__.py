@@ -4,6 +4,7 @@ from lightning_mm.preference.data import PAIRS_KEY, PreferenceCollator, make_pai
 from lightning_mm.preference.logprobs import answer_logprobs, target_logprobs
 from lightning_mm.preference.loss import LOSS_TYPES, PreferenceLoss, preference_loss
 from lightning_mm.preference.module import PreferenceModule
+from lightning_mm.preference.records import PreferenceDataModule, PreferencePairDataset
 from lightning_mm.preference.reference import REFERENCES, adapters_disabled, frozen_copy
 from lightning_mm.preference.synthetic import SyntheticPreferenceDataModule, SyntheticPreferenceDataset
 
@@ -12,8 +13,10 @@ __all__ = [
     "PAIRS_KEY",
     "REFERENCES",
     "PreferenceCollator",
+    "PreferenceDataModule",
     "PreferenceLoss",
     "PreferenceModule",
+    "PreferencePairDataset",
     "SyntheticPreferenceDataModule",
     "SyntheticPreferenceDataset",
     "adapters_disabled",

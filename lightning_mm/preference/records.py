@@ -18,16 +18,17 @@ import os
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from lightning_mm.data.chat_template import get_template
+from lightning_mm.data.datamodule import VLMDataModule
 from lightning_mm.data.images import ImageProcessor
 from lightning_mm.data.layout import ImageLayout, sample_layout
 from lightning_mm.data.llava_records import read_records
 from lightning_mm.data.segments import count_placeholders, encode_conversation
-from lightning_mm.preference.data import make_pair
+from lightning_mm.preference.data import PreferenceCollator, make_pair
 
-__all__ = ["PreferencePairDataset", "parse_pair_record"]
+__all__ = ["PreferenceDataModule", "PreferencePairDataset", "parse_pair_record"]
 
 _ROLES = {"human": "user", "gpt": "assistant", "user": "user", "assistant": "assistant", "system": "system"}
 
@@ -158,3 +159,57 @@ class PreferencePairDataset(Dataset):
             if not self.skip_bad_records:
                 raise
             return {"id": f"{self.path}:{self.records[index][0]}", "skipped": [str(e)]}
+
+
+class PreferenceDataModule(VLMDataModule):
+    """Preference pairs from LLaVA-style or TRL-column files (:class:`PreferencePairDataset`), bound to the model.
+
+    Args:
+        train_path: Training pairs (``.json`` or ``.jsonl``).
+        val_path: Held-out pairs (None: no validation).
+        image_folder: Folder the image paths are relative to.
+        template: Chat template name (None: the model's).
+        max_length: Token budget of each row (None: no cut).
+        skip_bad_records: Leave out bad records (counted in the batch key ``skipped``) instead of raising.
+        batch_size: Pairs per micro-batch (each pair is two rows).
+        num_workers: DataLoader worker processes.
+        seed: Seed of the training order.
+    """
+
+    def __init__(
+        self,
+        train_path: str,
+        val_path: str | None = None,
+        image_folder: str = "",
+        template: str | None = None,
+        max_length: int | None = None,
+        skip_bad_records: bool = False,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        self.train_path, self.val_path, self.image_folder = train_path, val_path, image_folder
+        self.template, self.max_length, self.skip_bad_records = template, max_length, skip_bad_records
+
+    def dataset(self, path: str) -> PreferencePairDataset:
+        """The pairs of ``path`` for the bound model."""
+        return PreferencePairDataset(
+            path,
+            self.tokenizer,
+            self.layout,
+            template=self.template or self.contract.template.name,
+            image_folder=self.image_folder,
+            max_length=self.max_length,
+            skip_bad_records=self.skip_bad_records,
+        )
+
+    def collator(self, padding_side: str = "right") -> PreferenceCollator:
+        """Pairs collated as 2P rows, images once (:class:`~lightning_mm.preference.PreferenceCollator`)."""
+        return PreferenceCollator(super().collator(padding_side))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset(self.train_path), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset(self.val_path), shuffle=False) if self.val_path else []

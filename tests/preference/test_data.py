@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from lightning_mm.data.collate import VLMCollator
-from lightning_mm.preference import SyntheticPreferenceDataModule
+from lightning_mm.preference import PreferenceDataModule, SyntheticPreferenceDataModule
 from lightning_mm.preference.data import PreferenceCollator, make_pair, prompt_length
 from lightning_mm.preference.records import PreferencePairDataset
 
@@ -96,6 +97,8 @@ def test_llava_and_trl_records_give_the_same_pair(tiny_module, tmp_path):
     assert (a["chosen_input_ids"] == contract.image_token_id).sum() == contract.num_image_tokens
     with pytest.raises(ValueError, match=r"pairs.jsonl:3: record 'p2': 'rejected' must be a non-empty string"):
         ds[2]
-    ds.skip_bad_records = True
-    batch = PreferenceCollator(VLMCollator(0))([ds[0], ds[2]])
-    assert batch["pairs"] == 1 and len(batch["skipped"]) == 1 and "p2" in batch["skipped"][0]
+    dm = PreferenceDataModule(str(tmp_path / "pairs.jsonl"), image_folder=str(tmp_path), skip_bad_records=True)
+    dm.bind(contract)
+    batch = next(iter(DataLoader(dm.dataset(dm.train_path), batch_size=3, collate_fn=dm.collator())))
+    assert batch["pairs"] == 2 and len(batch["skipped"]) == 1 and "p2" in batch["skipped"][0]
+    assert batch["input_ids"].shape[0] == 4 and batch["pixel_values"].shape[0] == 2
