@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from lightning_mm.interop.export import export_hf
     from lightning_mm.models import VisionLanguageModel
     from lightning_mm.module import MultimodalModule
+    from lightning_mm.preference import PreferenceModule
     from lightning_mm.zoo import ModelSpec, get_spec, list_models, register_model
 
 _SOURCES = {
@@ -24,6 +25,7 @@ _SOURCES = {
     "Family": "lightning_mm.families",
     "ModelSpec": "lightning_mm.zoo",
     "MultimodalModule": "lightning_mm.module",
+    "PreferenceModule": "lightning_mm.preference",
     "VisionLanguageModel": "lightning_mm.models",
     "create_model": "lightning_mm.factory",
     "export_hf": "lightning_mm.interop.export",
@@ -40,6 +42,7 @@ __all__ = [
     "Family",
     "ModelSpec",
     "MultimodalModule",
+    "PreferenceModule",
     "VisionLanguageModel",
     "create_model",
     "export_hf",
