@@ -29,6 +29,7 @@ from lightning_mm.callbacks.component import ComponentPlacement
 from lightning_mm.callbacks.faults import TrainingFaults
 from lightning_mm.callbacks.progress import ProgressLines
 from lightning_mm.checkpoint.file import check_checkpoint_file
+from lightning_mm.checkpoint.last import find_last_checkpoint
 from lightning_mm.checkpoint.read import checkpoint_errors, refuse_unsafe_loading
 from lightning_mm.commands.parse_errors import describe_parse_error
 from lightning_mm.commands.threads import thread_count_line
@@ -95,6 +96,16 @@ class MultimodalCLI(LightningCLI):
             callbacks = trainer_config.get("callbacks") or []
             kwargs["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), ProgressLines()]
         return super().instantiate_trainer(**kwargs)
+
+    def before_fit(self) -> None:
+        # `--ckpt_path last`: also the logger's earlier versions (a ModelCheckpoint without dirpath writes into the
+        # run's version folder, and the resumed run gets a new one)
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") == "last":
+            found = find_last_checkpoint(self.trainer)
+            if found is not None:
+                rank_zero_info(f"--ckpt_path last: resuming from {found}")
+                config["ckpt_path"] = found
 
     def after_fit(self) -> None:
         if self.trainer.fast_dev_run or self.trainer.interrupted:
