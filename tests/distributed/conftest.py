@@ -16,8 +16,8 @@ ROOT = Path(__file__).parents[2]
 _LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "GLOBAL_RANK", "PL_GLOBAL_SEED")
 
 
-def _run_worker(*args: str, timeout: float = 300) -> None:
-    """``python tests/distributed/worker.py ARGS`` in a fresh process (Lightning launches the second rank).
+def run_script(script: Path, *args: str, timeout: float = 300) -> None:
+    """``python SCRIPT ARGS`` in a fresh process (Lightning launches the second rank).
 
     Both ranks run in their own process group: past ``timeout`` seconds (a rank waiting in a collective the other
     never joins) the whole group is killed and the test fails, instead of leaving the second rank behind.
@@ -26,7 +26,7 @@ def _run_worker(*args: str, timeout: float = 300) -> None:
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     proc = subprocess.Popen(
-        [sys.executable, str(WORKER), *args],
+        [sys.executable, str(script), *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -39,8 +39,24 @@ def _run_worker(*args: str, timeout: float = 300) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
-        pytest.fail(f"worker {' '.join(args)} did not finish in {timeout:.0f} s (hung):\n{stderr[-6000:]}")
-    assert proc.returncode == 0, f"worker {' '.join(args)} failed:\n{stdout[-3000:]}\n{stderr[-6000:]}"
+        pytest.fail(f"{script.name} {' '.join(args)} did not finish in {timeout:.0f} s (hung):\n{stderr[-6000:]}")
+    assert proc.returncode == 0, f"{script.name} {' '.join(args)} failed:\n{stdout[-3000:]}\n{stderr[-6000:]}"
+
+
+def _run_worker(*args: str, timeout: float = 300) -> None:
+    run_script(WORKER, *args, timeout=timeout)
+
+
+def import_script(script: Path, name: str):
+    """A worker script as a module (it may import the shared helpers of ``worker.py`` beside it)."""
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(script.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(script.parent))
+    return module
 
 
 @pytest.fixture(scope="session")

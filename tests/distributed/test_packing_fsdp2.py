@@ -6,11 +6,6 @@ without images, packed into 4 rows of which each rank takes 2, against one padde
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,46 +13,22 @@ import torch
 
 from lightning_mm import MultimodalModule
 from lightning_mm.data.packing import PackedCollator
+from tests.distributed.conftest import import_script, run_script
 
 pytestmark = pytest.mark.distributed
 
 WORKER = Path(__file__).with_name("packing_worker.py")
-ROOT = Path(__file__).parents[2]
-_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "GLOBAL_RANK", "PL_GLOBAL_SEED")
-
-
-def _launch(out: Path, timeout: float = 240) -> None:
-    """Run the packing worker on 2 processes; kill the whole process group if it hangs."""
-    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_ENV}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    cmd = [sys.executable, str(WORKER), str(out)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"the packing worker did not finish in {timeout:.0f} s (hung):\n{stderr[-6000:]}")
-    assert proc.returncode == 0, f"the packing worker failed:\n{stdout[-3000:]}\n{stderr[-6000:]}"
 
 
 @pytest.fixture(scope="module")
 def packing_worker():
-    spec = importlib.util.spec_from_file_location("lightning_mm_packing_worker", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(WORKER.parent))  # the worker imports the shared helpers of worker.py
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(WORKER.parent))
-    return module
+    return import_script(WORKER, "lightning_mm_packing_worker")
 
 
 @pytest.fixture(scope="module")
 def two_process_grads(tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
     out = tmp_path_factory.mktemp("packed") / "grads.pt"
-    _launch(out)
+    run_script(WORKER, str(out), timeout=240)
     return torch.load(out, weights_only=True)
 
 
