@@ -129,9 +129,13 @@ class ResumableDataLoader(DataLoader):
         if isinstance(self.dataset, IterableDataset):
             log.warning("An iterable dataset keeps its own position: the loader resumes it from its start.")
             return 0
-        if skip >= len(self):
+        try:
+            total = len(self)
+        except TypeError:  # a sampler whose length is known only once read (streamed data): skip what is there
+            total = None
+        if total is not None and skip >= total:
             return 0  # saved after the last batch: nothing left of that epoch
-        log.info("Resuming the data at batch %d of %d (epoch %s)", skip, len(self), epoch)
+        log.info("Resuming the data at batch %d of %s (epoch %s)", skip, total if total is not None else "?", epoch)
         return skip
 
     def __iter__(self) -> Iterator[Any]:
