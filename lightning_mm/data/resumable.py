@@ -64,19 +64,32 @@ class ShuffleSampler(Sampler[int]):
         self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
 
 
-class _SkipFirst:
-    """The loader's index sampler, without the batches the loader was told to skip when its next epoch starts."""
+class _Skip:
+    """Batches the loader's index sampler skips when it is iterated next (shared by the loader and its sampler)."""
 
-    def __init__(self, base: Any, loader: ResumableDataLoader) -> None:
+    def __init__(self) -> None:
+        self.batches = 0
+
+
+class _SkipFirst:
+    """The loader's index sampler, without the batches the loader was told to skip when its next epoch starts.
+
+    It holds the loader's :class:`_Skip`, not the loader: a worker iterator (which holds this sampler) kept by a
+    ``persistent_workers`` loader would otherwise be in a reference cycle with it, and torch's worker iterator
+    freed by the garbage collector in a cycle takes 5 s per worker to stop (its queues' feeder threads are closed
+    before it tells its workers to stop, so the workers never hear it and are joined until the timeout).
+    """
+
+    def __init__(self, base: Any, skip: _Skip) -> None:
         self.base = base
-        self.loader = loader
+        self.skip = skip
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __iter__(self) -> Iterator[Any]:
         # a generator: torch's iterators call iter() more than once before they draw, only a drawn one skips
-        skip, self.loader._skip_now = self.loader._skip_now, 0
+        skip, self.skip.batches = self.skip.batches, 0
         yield from itertools.islice(iter(self.base), skip, None)
 
 
@@ -104,11 +117,18 @@ class ResumableDataLoader(DataLoader):
 
     _delivered: int = 0  # batches delivered in the current epoch
     _resume: dict[str, Any] | None = None  # a loaded state, applied when the next epoch starts
-    _skip_now: int = 0  # batches the index sampler skips when it is iterated next
+
+    @property
+    def _skip(self) -> _Skip:
+        """What the index sampler skips when it is iterated next (one per loader, made when first asked for)."""
+        box = self.__dict__.get("_skip_box")
+        if box is None:
+            box = self._skip_box = _Skip()
+        return box
 
     @property
     def _index_sampler(self) -> Any:
-        return _SkipFirst(super()._index_sampler, self)
+        return _SkipFirst(super()._index_sampler, self._skip)
 
     def state_dict(self) -> dict[str, Any]:
         """The position: the sampler's epoch (None if it has none) and the batches delivered in it."""
@@ -145,7 +165,7 @@ class ResumableDataLoader(DataLoader):
         # a generator: nothing (no sampler order, no worker) starts before the first batch is asked for, so the
         # epoch Lightning sets on the sampler when the epoch starts is the one this iteration uses
         skip = self._take_resume()
-        self._skip_now = skip
+        self._skip.batches = skip
         self._delivered = skip
         for batch in super().__iter__():
             self._delivered += 1
