@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from lightning_mm.data.datamodule import VLMDataModule
@@ -247,7 +248,7 @@ class HFDataModule(VLMDataModule):
             shuffle=shuffle,
         )
         collate = PackedCollator(self.collator(), self.max_length) if packing else self.collator(padding_side)
-        return ResumableDataLoader(
+        loader = ResumableDataLoader(
             PlanDataset(sources, self.samples(generation)),
             batch_size=None,
             sampler=sampler,
@@ -255,6 +256,16 @@ class HFDataModule(VLMDataModule):
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,
         )
+        if train and self.trainer is not None:
+            loader.taken = self._batches_taken  # a loader without length is read one batch ahead of the steps
+        return loader
+
+    def _batches_taken(self) -> int | None:
+        """Training batches of the current epoch the fit loop took (None outside a fit)."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return None
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
 
     def train_dataloader(self) -> ResumableDataLoader:
         """Training batches in a seeded order; the loader saves its position in checkpoints (exact resume)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -113,8 +113,15 @@ class ResumableDataLoader(DataLoader):
     starts with the saved epoch skips the saved number of batches of indices (they are not loaded) and delivers the
     next batch first. An epoch other than the saved one starts from its beginning (a checkpoint written after the
     last batch of an epoch resumes with the next epoch whole).
+
+    The position saved is the number of batches the consumer took, which is the number delivered unless
+    :attr:`taken` says otherwise: Lightning fetches one batch ahead of the training step when a loader has no length
+    (streamed data, packing planned as it is read), so a checkpoint written after step ``k`` finds ``k + 1``
+    delivered. :class:`~lightning_mm.data.HFDataModule` sets :attr:`taken` to the fit loop's count of the epoch's
+    batches.
     """
 
+    taken: Callable[[], int | None] | None = None  # batches of the current epoch the consumer took (None: delivered)
     _delivered: int = 0  # batches delivered in the current epoch
     _resume: dict[str, Any] | None = None  # a loaded state, applied when the next epoch starts
 
@@ -131,8 +138,9 @@ class ResumableDataLoader(DataLoader):
         return _SkipFirst(super()._index_sampler, self._skip)
 
     def state_dict(self) -> dict[str, Any]:
-        """The position: the sampler's epoch (None if it has none) and the batches delivered in it."""
-        return {"epoch": _epoch_of(self), "batches": self._delivered}
+        """The position: the sampler's epoch (None if it has none) and the batches of it the consumer took."""
+        taken = self.taken() if self.taken is not None else None
+        return {"epoch": _epoch_of(self), "batches": self._delivered if taken is None else min(taken, self._delivered)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume after ``state["batches"]`` batches when epoch ``state["epoch"]`` is iterated next."""

@@ -4,6 +4,7 @@ A source gives rows (dicts in one of the shapes of :mod:`lightning_mm.data.conve
 (``where``: source, shard and row) for error messages. :class:`HFSource` reads a Hugging Face ``datasets`` dataset:
 a hub id, a local ``save_to_disk`` folder or Parquet files, map-style or ``streaming=True`` (never all in memory).
 Images stay undecoded (``{"bytes", "path"}`` dicts, as ``datasets`` stores them) until a worker builds the sample.
+``datasets`` (and its ``pyarrow``) is imported when the first such source is opened, not with the package.
 :class:`LlavaJsonSource` puts the LLaVA JSON / JSONL files of :class:`~lightning_mm.data.LlavaDataset` behind the
 same interface.
 """
@@ -15,9 +16,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import datasets
 import numpy as np
-import pyarrow.compute as pc
 
 from lightning_mm.data.conversations import SCHEMA_COLUMNS, detect_schema
 from lightning_mm.data.llava_records import BadSampleError, read_records
@@ -154,6 +153,8 @@ class HFSource(DataSource):
             self._dataset = ds
 
     def _open(self, path: Any, name: str | None, split: str, streaming: bool, num_shards: int, data_files: Any) -> Any:
+        import datasets  # about 2 s: only when a dataset is opened
+
         if isinstance(path, str) and _is_disk_folder(path):
             ds = datasets.load_from_disk(path)
             if isinstance(ds, datasets.DatasetDict):
@@ -187,6 +188,8 @@ class HFSource(DataSource):
 
     def size_features(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Read from the conversation column and the image column's list lengths only (no image bytes)."""
+        import pyarrow.compute as pc  # installed with datasets, imported with it
+
         column = self.image_column or next((c for c in ("images", "image") if c in self._dataset.column_names), None)
         if column is None:
             n_images = np.zeros(len(self), dtype=np.int64)

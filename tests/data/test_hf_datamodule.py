@@ -3,7 +3,10 @@ once per epoch across ranks and workers, resume, grouping and packing through bo
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from collections import Counter
+from pathlib import Path
 
 import datasets
 import lightning as L
@@ -19,6 +22,7 @@ from lightning_mm.data.sources import HFSource
 from tests.data.hf_rows import LLAVA_DIR, _parts, cauldron_fits, dataset, llava_records, numbered
 
 TOKENIZER = str(LLAVA_DIR.parent / "tokenizer")
+HF_WORKER = Path(__file__).with_name("hf_resume_worker.py")
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +210,70 @@ def test_fit_validate_with_generation_and_predict_on_a_saved_dataset(contract, t
     assert trainer.global_step == 2 and "val/loss" in trainer.callback_metrics
     rows = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).predict(module, dm)
     assert sum(len(r) if isinstance(r, list) else 1 for r in rows) >= 1
+
+
+# ---------------------------------------------------------------------------------------------------- kill -9
+def _stream_data(out: Path, n: int = 16) -> list[str]:
+    """``n`` numbered records as 2 Parquet files (``out/data``, 2 shards when streamed) and a ``save_to_disk`` copy."""
+    ds = numbered(n)
+    (out / "data").mkdir(parents=True)
+    for k in range(2):
+        ds.shard(2, k, contiguous=True).to_parquet(str(out / "data" / f"part-{k}.parquet"))
+    ds.save_to_disk(str(out / "disk"))
+    return [f"r{i}" for i in range(n)]
+
+
+def _steps(out: Path, rank: int = 0) -> list[dict]:
+    return [json.loads(line) for line in (out / f"steps-{rank}.jsonl").read_text().splitlines()]
+
+
+def _kill_and_resume(launch_worker, run: Path, steps: int, kill_at: int, *ddp: str) -> None:
+    args = (str(run), *ddp, "--steps", str(steps))
+    launch_worker(*args, "--kill-at", str(kill_at), killed=True, script=HF_WORKER, out_dir=str(run))
+    assert len(_steps(run)) == kill_at
+    launch_worker(*args, "--resume", str(run / "ckpt" / "last.ckpt"), script=HF_WORKER, out_dir=str(run))
+
+
+def _assert_bit_identical(reference: Path, resumed: Path, steps: int, ranks: int = 1) -> None:
+    for rank in range(ranks):
+        ref, got = _steps(reference, rank), _steps(resumed, rank)
+        assert [r["step"] for r in got] == list(range(1, steps + 1))  # the killed run's steps, then the resumed ones
+        assert [r["ids"] for r in got] == [r["ids"] for r in ref]  # the same batches, in the same order
+        assert [r["loss"] for r in got] == [r["loss"] for r in ref]  # bit-identical losses
+
+
+@pytest.mark.slow
+def test_killed_streaming_run_with_two_workers_resumes_bit_identical(tmp_path, launch_worker):
+    # 16 streamed records, 2 a step: 8 steps an epoch. Killed at step 3, resumed into the second epoch.
+    run, reference = tmp_path / "killed", tmp_path / "uninterrupted"
+    _stream_data(run)
+    _stream_data(reference)
+    _kill_and_resume(launch_worker, run, 10, 3)
+    spec = importlib.util.spec_from_file_location("lightning_mm_hf_resume_worker", HF_WORKER)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the launched runs
+    try:
+        worker.run(reference, 10)
+    finally:
+        torch.set_num_threads(threads)
+    _assert_bit_identical(reference, run, 10)
+    epoch = [i for r in _steps(reference)[:8] for i in r["ids"]]
+    assert sorted(epoch) == sorted(f"r{i}" for i in range(16))
+
+
+@pytest.mark.distributed
+def test_two_ranks_two_workers_each_record_once_and_a_killed_run_resumes_bit_identical(tmp_path, launch_worker):
+    # 2 gloo processes x 2 records x 2 workers each: 4 steps an epoch. Killed after step 2, resumed to step 6.
+    run, reference = tmp_path / "killed", tmp_path / "uninterrupted"
+    _stream_data(run)
+    records = _stream_data(reference)
+    _kill_and_resume(launch_worker, run, 6, 2, "--ddp")
+    launch_worker(str(reference), "--ddp", "--steps", "6", "--read-map", script=HF_WORKER, out_dir=str(reference))
+    _assert_bit_identical(reference, run, 6, ranks=2)
+    streamed = [i for rank in range(2) for r in _steps(reference, rank)[:4] for i in r["ids"]]
+    assert sorted(streamed) == sorted(records)  # the first epoch: each record once, over both ranks
+    mapped = [json.loads((reference / f"map-{rank}.json").read_text()) for rank in range(2)]
+    assert len(mapped[0]) == len(mapped[1]) == 4
+    assert sorted(i for ids in mapped for b in ids for i in b) == sorted(records)  # map-style too
