@@ -11,7 +11,8 @@ Measures, in the same run:
   * stream memory: the streaming loader's resident memory (PSS of its process and its workers, above what the
     process held before the source was opened; the peak over ``--memory-batches`` batches) on ``--memory-records``
     records and on 10 times as many, each in its own process. Each record there carries its own random-noise PNG of
-    ``--memory-image-px`` pixels a side (about 3 bytes a pixel: a real volume of data per record).
+    ``--memory-image-px`` pixels a side (about 3 bytes a pixel: a real volume of data per record), in Parquet files of
+    500 records (row groups of 100): 10 times the data is 10 times the files, as a hub dataset grows in shards.
 
 Prints the ratios loader / consumer and stream / consumer (target >= 5: the loader must never be the bottleneck), the
 memory growth ratio (target <= 1.2 when the data grows 10x: streaming memory is bounded by the buffers, not the data),
@@ -53,6 +54,8 @@ from lightning_mm.data import HFDataModule, ImageProcessor, LlavaDataModule, Syn
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "tests" / "assets"
 RECORDS = ASSETS / "llava" / "llava_tiny.json"
+ROW_GROUP = 100  # rows per Parquet row group (datasets' record batches of image data)
+RECORDS_PER_FILE = 500  # records per Parquet file of the memory runs
 
 
 def write_records(path: Path, n: int) -> Path:
@@ -80,8 +83,9 @@ def _noise_png(rng: np.random.Generator, px: int) -> bytes:
 def write_parquet(folder: Path, n: int, files: int = 4, image_px: int = 0) -> str:
     """The records of :func:`write_records` as ``files`` Parquet files in the ``llava`` shape, images as bytes.
 
-    With ``image_px``, every image is a random-noise PNG of its own, ``image_px`` pixels a side. Returns the files'
-    glob.
+    With ``image_px``, every image is a random-noise PNG of its own, ``image_px`` pixels a side. Row groups hold
+    ``ROW_GROUP`` rows, whatever the number of records (a streamed shard is read a row group at a time: a file written
+    as one row group is held whole). Returns the files' glob.
     """
     records = json.loads(RECORDS.read_text())
     rng = np.random.default_rng(0)
@@ -108,7 +112,8 @@ def write_parquet(folder: Path, n: int, files: int = 4, image_px: int = 0) -> st
                     for p in paths
                 ]
             )
-        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / f"part-{f:03d}.parquet"))
+        part = datasets.Dataset.from_dict(rows, features=features)
+        part.to_parquet(str(folder / f"part-{f:03d}.parquet"), batch_size=ROW_GROUP)
     return str(folder / "*.parquet")
 
 
@@ -262,7 +267,8 @@ def measure_memory_growth(args, tmp: Path) -> dict[str, dict[str, float]]:
     """:func:`stream_memory` on ``--memory-records`` records and on 10 times as many, each in a fresh process."""
     out = {}
     for n in (args.memory_records, 10 * args.memory_records):
-        glob = write_parquet(tmp / f"noise-{n}", n, files=8, image_px=args.memory_image_px)
+        files = math.ceil(n / RECORDS_PER_FILE)  # the data grows in files of one size, as a hub dataset's shards do
+        glob = write_parquet(tmp / f"noise-{n}", n, files=files, image_px=args.memory_image_px)
         out[str(n)] = run_child(__file__, child_payload(args, glob=glob), threads=1)
     return out
 
