@@ -4,9 +4,10 @@
 tiny model trained for N steps on the Parquet files ``OUT_DIR/data/*.parquet`` (written by the test), streamed,
 through :class:`~lightning_mm.data.HFDataModule` with 2 workers per rank and a seeded shard order and shuffle buffer.
 Every step appends ``{"step", "loss", "ids"}`` to ``OUT_DIR/steps-<rank>.jsonl`` (as ``resume_worker.py`` does);
-``ModelCheckpoint`` writes ``last.ckpt`` every step; ``--kill-at K`` SIGKILLs the process when step K starts. With
-``--read-map``, each rank then reads one epoch of the same records map-style (the ``save_to_disk`` folder
-``OUT_DIR/disk``, 2 workers) under the same trainer and writes the ids of its batches to ``OUT_DIR/map-<rank>.json``.
+``ModelCheckpoint`` writes ``last.ckpt`` every step; ``--kill-at K`` SIGKILLs the process when step K starts. ``--reference DIR`` then trains the uninterrupted run
+into ``DIR`` (its own data copy) in the same processes, which saves a launch of 2 ranks. With ``--read-map``, each rank
+then reads one epoch of the same records map-style (the ``save_to_disk`` folder ``disk`` of the last run's folder, 2
+workers) under the last run's trainer and writes the ids of its batches to ``map-<rank>.json`` there.
 """
 
 from __future__ import annotations
@@ -91,13 +92,16 @@ def main() -> None:
     parser.add_argument("--kill-at", type=int, default=None)
     parser.add_argument("--resume", default=None)
     parser.add_argument("--ddp", action="store_true")
+    parser.add_argument("--reference", type=Path, default=None)
     parser.add_argument("--read-map", action="store_true")
     args = parser.parse_args()
     faulthandler.dump_traceback_later(200, exit=True)  # a hung run shows where it hangs, and ends
     torch.set_num_threads(1)
-    trainer = run(args.out, args.steps, args.kill_at, args.resume, args.ddp)
+    trainer, out = run(args.out, args.steps, args.kill_at, args.resume, args.ddp), args.out
+    if args.reference is not None:
+        trainer, out = run(args.reference, args.steps, ddp=args.ddp), args.reference
     if args.read_map:
-        read_map_style(trainer, args.out)
+        read_map_style(trainer, out)
 
 
 if __name__ == "__main__":

@@ -228,11 +228,13 @@ def _steps(out: Path, rank: int = 0) -> list[dict]:
     return [json.loads(line) for line in (out / f"steps-{rank}.jsonl").read_text().splitlines()]
 
 
-def _kill_and_resume(launch_worker, run: Path, steps: int, kill_at: int, *ddp: str) -> None:
-    args = (str(run), *ddp, "--steps", str(steps))
-    launch_worker(*args, "--kill-at", str(kill_at), killed=True, script=HF_WORKER, out_dir=str(run))
+def _kill_and_resume(launch_worker, run: Path, steps: int, kill_at: int, *more: str) -> None:
+    """The killed run, then its resumed run (and what ``more`` asks of that launch: ``--ddp``, ``--reference``)."""
+    args = (str(run), "--steps", str(steps))
+    ddp = ("--ddp",) if "--ddp" in more else ()
+    launch_worker(*args, *ddp, "--kill-at", str(kill_at), killed=True, script=HF_WORKER, out_dir=str(run))
     assert len(_steps(run)) == kill_at
-    launch_worker(*args, "--resume", str(run / "ckpt" / "last.ckpt"), script=HF_WORKER, out_dir=str(run))
+    launch_worker(*args, *more, "--resume", str(run / "ckpt" / "last.ckpt"), script=HF_WORKER, out_dir=str(run))
 
 
 def _assert_bit_identical(reference: Path, resumed: Path, steps: int, ranks: int = 1) -> None:
@@ -266,12 +268,12 @@ def test_killed_streaming_run_with_two_workers_resumes_bit_identical(tmp_path, l
 
 @pytest.mark.distributed
 def test_two_ranks_two_workers_each_record_once_and_a_killed_run_resumes_bit_identical(tmp_path, launch_worker):
-    # 2 gloo processes x 2 records x 2 workers each: 4 steps an epoch. Killed after step 2, resumed to step 6.
+    # 2 gloo processes x 2 records x 2 workers each: 4 steps an epoch. Killed after step 2, resumed to step 6; the
+    # uninterrupted run follows in the processes of the resumed one.
     run, reference = tmp_path / "killed", tmp_path / "uninterrupted"
     _stream_data(run)
     records = _stream_data(reference)
-    _kill_and_resume(launch_worker, run, 6, 2, "--ddp")
-    launch_worker(str(reference), "--ddp", "--steps", "6", "--read-map", script=HF_WORKER, out_dir=str(reference))
+    _kill_and_resume(launch_worker, run, 6, 2, "--ddp", "--reference", str(reference), "--read-map")
     _assert_bit_identical(reference, run, 6, ranks=2)
     streamed = [i for rank in range(2) for r in _steps(reference, rank)[:4] for i in r["ids"]]
     assert sorted(streamed) == sorted(records)  # the first epoch: each record once, over both ranks
