@@ -1,13 +1,22 @@
-"""Is the data loader ever the bottleneck? LLaVA-format loading vs the quickstart training step.
+"""Is the data loader ever the bottleneck? LLaVA-format and streamed Parquet loading vs the quickstart training step.
 
 Measures, in the same run:
   * loader: samples/s of ``LlavaDataModule`` (LlavaDataset + length-grouped sampler + collate, ``--workers`` worker
     processes, batch 32) on the committed LLaVA-format assets (tests/assets/llava), images decoded and resized by timm
     and sent to the model as uint8;
-  * consumer: samples/s that the quickstart model (``tiny``, batch 32) trains at: forward + loss + backward + AdamW.
+  * stream: samples/s of ``HFDataModule`` streaming the same records from Parquet files (``llava`` shape, images
+    embedded as bytes; shards in a seeded order, a shuffle buffer, length grouping through a bounded buffer), same
+    workers and batch;
+  * consumer: samples/s that the quickstart model (``tiny``, batch 32) trains at: forward + loss + backward + AdamW;
+  * stream memory: the streaming loader's resident memory (PSS of its process and its workers, above what the
+    process held before the source was opened; the peak over ``--memory-batches`` batches) on ``--memory-records``
+    records and on 10 times as many, each in its own process. Each record there carries its own random-noise PNG of
+    ``--memory-image-px`` pixels a side (about 3 bytes a pixel: a real volume of data per record), in Parquet files of
+    500 records (row groups of 100): 10 times the data is 10 times the files, as a hub dataset grows in shards.
 
-Prints the ratio loader / consumer (target >= 5: the loader must never be the bottleneck), and for information the
-single-process loader rate (``num_workers=0``) and its cost per sample by stage.
+Prints the ratios loader / consumer and stream / consumer (target >= 5: the loader must never be the bottleneck), the
+memory growth ratio (target <= 1.2 when the data grows 10x: streaming memory is bounded by the buffers, not the data),
+and for information the single-process loader rate (``num_workers=0``) and its cost per sample by stage.
 
 The 8 committed records are written over and over to a temporary LLaVA-format file of ``--records`` records (each
 copy with its own id and text, the same image files), so that an epoch holds many batches of 32 as with a real
@@ -23,21 +32,30 @@ Usage:
 
 from __future__ import annotations
 
+import io
 import json
+import math
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import datasets
+import numpy as np
 import torch
-from _harness import apply_tiny, benchmark_parser, write_json
+from _harness import apply_tiny, benchmark_parser, child_args, child_payload, run_child, verdict, write_json
+from _memory import malloc_trim
+from PIL import Image
 
 from lightning_mm import MultimodalModule
-from lightning_mm.data import ImageProcessor, LlavaDataModule, SyntheticVQADataModule
+from lightning_mm.data import HFDataModule, ImageProcessor, LlavaDataModule, SyntheticVQADataModule
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "tests" / "assets"
 RECORDS = ASSETS / "llava" / "llava_tiny.json"
+ROW_GROUP = 100  # rows per Parquet row group (datasets' record batches of image data)
+RECORDS_PER_FILE = 500  # records per Parquet file of the memory runs
 
 
 def write_records(path: Path, n: int) -> Path:
@@ -56,10 +74,71 @@ def write_records(path: Path, n: int) -> Path:
     return path
 
 
-def _datamodule(data_path: Path, workers: int, batch_size: int):
+def _noise_png(rng: np.random.Generator, px: int) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (px, px, 3), dtype=np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def write_parquet(folder: Path, n: int, files: int = 4, image_px: int = 0) -> str:
+    """The records of :func:`write_records` as ``files`` Parquet files in the ``llava`` shape, images as bytes.
+
+    With ``image_px``, every image is a random-noise PNG of its own, ``image_px`` pixels a side. Row groups hold
+    ``ROW_GROUP`` rows, whatever the number of records (a streamed shard is read a row group at a time: a file written
+    as one row group is held whole). Returns the files' glob.
+    """
+    records = json.loads(RECORDS.read_text())
+    rng = np.random.default_rng(0)
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "conversations": datasets.List({"from": datasets.Value("string"), "value": datasets.Value("string")}),
+            "images": datasets.List(datasets.Image()),
+        }
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    per_file = math.ceil(n / files)
+    for f in range(files):
+        rows: dict[str, list] = {"id": [], "conversations": [], "images": []}
+        for k in range(f * per_file, min(n, (f + 1) * per_file)):
+            r, copy = records[k % len(records)], k // len(records)
+            image = r.get("image")
+            paths = [] if image is None else [image] if isinstance(image, str) else image
+            rows["id"].append(f"{r.get('id', k % len(records))}-{copy}")
+            rows["conversations"].append([{**t, "value": f"{t['value']} {copy}"} for t in r["conversations"]])
+            rows["images"].append(
+                [
+                    {"bytes": _noise_png(rng, image_px) if image_px else (ASSETS / "llava" / p).read_bytes()}
+                    for p in paths
+                ]
+            )
+        part = datasets.Dataset.from_dict(rows, features=features)
+        part.to_parquet(str(folder / f"part-{f:03d}.parquet"), batch_size=ROW_GROUP)
+    return str(folder / "*.parquet")
+
+
+def _contract():
     module = MultimodalModule(
         model="tiny", model_overrides={"tokenizer": str(ASSETS / "tokenizer"), "template": "vicuna_v1"}
     )
+    return module.data_contract
+
+
+def _stream_datamodule(glob: str, workers: int, batch_size: int, **kwargs) -> HFDataModule:
+    dm = HFDataModule(
+        train=glob,
+        streaming=True,
+        template="vicuna_v1",
+        max_length=256,
+        batch_size=batch_size,
+        num_workers=workers,
+        **kwargs,
+    )
+    dm.bind(_contract())
+    return dm
+
+
+def _datamodule(data_path: Path, workers: int, batch_size: int):
     dm = LlavaDataModule(
         train_path=str(data_path),
         image_folder=str(ASSETS / "llava"),
@@ -68,14 +147,19 @@ def _datamodule(data_path: Path, workers: int, batch_size: int):
         batch_size=batch_size,
         num_workers=workers,
     )
-    dm.bind(module.data_contract)
+    dm.bind(_contract())
     dm.setup("fit")
     return dm
 
 
-def loader_rate(samples: int, workers: int, batch_size: int, data_path: Path = RECORDS) -> float:
-    """Samples/s of the LLaVA-format loader, after its workers have started."""
-    loader = _datamodule(data_path, workers, batch_size).train_dataloader()
+def loader_rate(samples: int, workers: int, batch_size: int, data_path: Path = RECORDS, glob: str = "") -> float:
+    """Samples/s of the LLaVA-format loader (of the streaming one, with the Parquet ``glob``), after its first batch."""
+    if glob:
+        dm = _stream_datamodule(glob, workers, batch_size)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+    else:
+        loader = _datamodule(data_path, workers, batch_size).train_dataloader()
     it = iter(loader)
     next(it)  # workers up, first batch out
     seen, start = 0, time.perf_counter()
@@ -146,6 +230,53 @@ def consumer_rate(steps: int, batch_size: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
+def _pss_mib(pid: int) -> float:
+    """Proportional set size of process ``pid`` and its descendants, MiB (shared pages split among their users)."""
+    total = 0.0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            total += sum(int(line.split()[1]) for line in fh if line.startswith("Pss:")) / 1024
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            children = [int(c) for c in fh.read().split()]
+    except (OSError, ValueError):  # a worker that ended meanwhile
+        return total
+    return total + sum(_pss_mib(c) for c in children)
+
+
+def stream_memory(glob: str, workers: int, batch_size: int, batches: int) -> dict[str, float]:
+    """Peak PSS of the streaming loader's processes over ``batches`` batches, above this process before the source
+    is opened (buffers of a few hundred rows: the smaller dataset is still read a small part at a time)."""
+    dm = _stream_datamodule(glob, workers, batch_size, shuffle_buffer=256, buffer_batches=8)
+    malloc_trim()
+    base = _pss_mib(os.getpid())
+    dm.setup("fit")
+    it = iter(dm.train_dataloader())
+    peak = 0.0
+    for _ in range(batches):
+        next(it)
+        peak = max(peak, _pss_mib(os.getpid()))
+    return {"peak_mib": peak - base, "base_mib": base}
+
+
+def _child(args) -> None:
+    args = child_args(args)
+    print(json.dumps(stream_memory(args.glob, args.workers, 32, args.memory_batches)))
+
+
+def measure_memory_growth(args, tmp: Path) -> dict[str, dict[str, float]]:
+    """:func:`stream_memory` on ``--memory-records`` records and on 10 times as many, each in a fresh process (in
+    this one with ``--tiny``, which only shows that the code runs)."""
+    out = {}
+    for n in (args.memory_records, 10 * args.memory_records):
+        files = math.ceil(n / RECORDS_PER_FILE)  # the data grows in files of one size, as a hub dataset's shards do
+        glob = write_parquet(tmp / f"noise-{n}", n, files=files, image_px=args.memory_image_px)
+        if args.tiny:
+            out[str(n)] = stream_memory(glob, args.workers, 32, args.memory_batches)
+        else:
+            out[str(n)] = run_child(__file__, child_payload(args, glob=glob), threads=1)
+    return out
+
+
 def main() -> None:
     parser = benchmark_parser(__doc__, compute=False)
     parser.add_argument("--workers", type=int, default=2, help="loader worker processes")
@@ -155,24 +286,55 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=30, help="training steps per repeat")
     parser.add_argument("--repeats", type=int, default=3)
-    args = apply_tiny(parser.parse_args(), {"loader_samples": 64, "steps": 2, "repeats": 1})
+    parser.add_argument("--memory-records", type=int, default=4000, help="records of the smaller memory run")
+    parser.add_argument("--memory-batches", type=int, default=100, help="batches read in each memory run")
+    parser.add_argument("--memory-image-px", type=int, default=48, help="side of each memory-run image")
+    args = parser.parse_args()
+    datasets.disable_progress_bars()
+    if args.child:
+        _child(args)
+        return
+    args = apply_tiny(args, {"loader_samples": 64, "steps": 2, "repeats": 1, "memory_records": 64, "memory_batches": 2})
     if args.tiny:
         args.records = min(args.records, 128)
+        args.memory_image_px = 8
     batch = 32
     train = consumer_rate(args.steps, batch_size=batch, repeats=args.repeats)  # first: no loader workers alive yet
     with tempfile.TemporaryDirectory() as tmp:
         data_path = write_records(Path(tmp) / "llava_repeated.json", args.records)
+        glob = write_parquet(Path(tmp) / "parquet", args.records)
         load = loader_rate(args.loader_samples, args.workers, batch_size=batch, data_path=data_path)
+        stream = loader_rate(args.loader_samples, args.workers, batch_size=batch, glob=glob)
         single = loader_rate(args.loader_samples, 0, batch_size=batch, data_path=data_path)
         split = stage_split(min(args.loader_samples, 2000), batch, data_path)
-    ratio = load / train
+        memory = measure_memory_growth(args, Path(tmp))
+    ratio, stream_ratio = load / train, stream / train
+    small, large = (memory[str(n)]["peak_mib"] for n in (args.memory_records, 10 * args.memory_records))
+    growth = large / small if small > 0 else float("nan")
     where = f"tests/assets/llava x{args.records / 8:g} = {args.records} records"
     print(f"loader   {load:9.1f} samples/s  (LlavaDataModule, {args.workers} workers, batch {batch}, {where})")
-    print(f"loader   {single:9.1f} samples/s  (same, single process: num_workers=0)")
+    print(f"stream   {stream:9.1f} samples/s  (HFDataModule streaming 4 Parquet files of the same records, same)")
+    print(f"loader   {single:9.1f} samples/s  (LlavaDataModule, single process: num_workers=0)")
     print(f"training {train:9.1f} samples/s  (quickstart model, batch {batch}, forward+backward+AdamW)")
     print("single-process cost per sample, us: " + ", ".join(f"{k} {v:.0f}" for k, v in split.items()))
-    print(f"loader/training ratio: {ratio:.2f} (target >= 5: {'PASS' if ratio >= 5 else 'MISS'})")
-    result = {"loader_sps": load, "loader_sps_single_process": single, "train_sps": train, "ratio": ratio}
+    print(
+        f"stream memory: {small:.1f} MiB at {args.memory_records} records, {large:.1f} MiB at "
+        f"{10 * args.memory_records} (PSS of the loader's processes above the baseline, peak over "
+        f"{args.memory_batches} batches; {args.memory_image_px} px noise images)"
+    )
+    print(f"loader/training ratio: {ratio:.2f} (target >= 5: {verdict(ratio, 5, higher_is_better=True)})")
+    print(f"stream/training ratio: {stream_ratio:.2f} (target >= 5: {verdict(stream_ratio, 5, higher_is_better=True)})")
+    print(f"stream memory growth ratio (10x records): {growth:.2f} (target <= 1.2: {verdict(growth, 1.2)})")
+    result = {
+        "loader_sps": load,
+        "stream_sps": stream,
+        "loader_sps_single_process": single,
+        "train_sps": train,
+        "ratio": ratio,
+        "stream_ratio": stream_ratio,
+        "stream_memory_mib": memory,
+        "stream_memory_growth": growth,
+    }
     write_json(args.json, {**result, "records": args.records, "workers": args.workers, "split_us_per_sample": split})
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -64,19 +64,32 @@ class ShuffleSampler(Sampler[int]):
         self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
 
 
-class _SkipFirst:
-    """The loader's index sampler, without the batches the loader was told to skip when its next epoch starts."""
+class _Skip:
+    """Batches the loader's index sampler skips when it is iterated next (shared by the loader and its sampler)."""
 
-    def __init__(self, base: Any, loader: ResumableDataLoader) -> None:
+    def __init__(self) -> None:
+        self.batches = 0
+
+
+class _SkipFirst:
+    """The loader's index sampler, without the batches the loader was told to skip when its next epoch starts.
+
+    It holds the loader's :class:`_Skip`, not the loader: a worker iterator (which holds this sampler) kept by a
+    ``persistent_workers`` loader would otherwise be in a reference cycle with it, and torch's worker iterator
+    freed by the garbage collector in a cycle takes 5 s per worker to stop (its queues' feeder threads are closed
+    before it tells its workers to stop, so the workers never hear it and are joined until the timeout).
+    """
+
+    def __init__(self, base: Any, skip: _Skip) -> None:
         self.base = base
-        self.loader = loader
+        self.skip = skip
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __iter__(self) -> Iterator[Any]:
         # a generator: torch's iterators call iter() more than once before they draw, only a drawn one skips
-        skip, self.loader._skip_now = self.loader._skip_now, 0
+        skip, self.skip.batches = self.skip.batches, 0
         yield from itertools.islice(iter(self.base), skip, None)
 
 
@@ -100,19 +113,34 @@ class ResumableDataLoader(DataLoader):
     starts with the saved epoch skips the saved number of batches of indices (they are not loaded) and delivers the
     next batch first. An epoch other than the saved one starts from its beginning (a checkpoint written after the
     last batch of an epoch resumes with the next epoch whole).
+
+    The position saved is the number of batches the consumer took, which is the number delivered unless
+    :attr:`taken` says otherwise: Lightning fetches one batch ahead of the training step when a loader has no length
+    (streamed data, packing planned as it is read), so a checkpoint written after step ``k`` finds ``k + 1``
+    delivered. :class:`~lightning_mm.data.HFDataModule` sets :attr:`taken` to the fit loop's count of the epoch's
+    batches.
     """
 
+    taken: Callable[[], int | None] | None = None  # batches of the current epoch the consumer took (None: delivered)
     _delivered: int = 0  # batches delivered in the current epoch
     _resume: dict[str, Any] | None = None  # a loaded state, applied when the next epoch starts
-    _skip_now: int = 0  # batches the index sampler skips when it is iterated next
+
+    @property
+    def _skip(self) -> _Skip:
+        """What the index sampler skips when it is iterated next (one per loader, made when first asked for)."""
+        box = self.__dict__.get("_skip_box")
+        if box is None:
+            box = self._skip_box = _Skip()
+        return box
 
     @property
     def _index_sampler(self) -> Any:
-        return _SkipFirst(super()._index_sampler, self)
+        return _SkipFirst(super()._index_sampler, self._skip)
 
     def state_dict(self) -> dict[str, Any]:
-        """The position: the sampler's epoch (None if it has none) and the batches delivered in it."""
-        return {"epoch": _epoch_of(self), "batches": self._delivered}
+        """The position: the sampler's epoch (None if it has none) and the batches of it the consumer took."""
+        taken = self.taken() if self.taken is not None else None
+        return {"epoch": _epoch_of(self), "batches": self._delivered if taken is None else min(taken, self._delivered)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume after ``state["batches"]`` batches when epoch ``state["epoch"]`` is iterated next."""
@@ -129,9 +157,13 @@ class ResumableDataLoader(DataLoader):
         if isinstance(self.dataset, IterableDataset):
             log.warning("An iterable dataset keeps its own position: the loader resumes it from its start.")
             return 0
-        if skip >= len(self):
+        try:
+            total = len(self)
+        except TypeError:  # a sampler whose length is known only once read (streamed data): skip what is there
+            total = None
+        if total is not None and skip >= total:
             return 0  # saved after the last batch: nothing left of that epoch
-        log.info("Resuming the data at batch %d of %d (epoch %s)", skip, len(self), epoch)
+        log.info("Resuming the data at batch %d of %s (epoch %s)", skip, total if total is not None else "?", epoch)
         return skip
 
     def __iter__(self) -> Iterator[Any]:
@@ -141,7 +173,7 @@ class ResumableDataLoader(DataLoader):
         # a generator: nothing (no sampler order, no worker) starts before the first batch is asked for, so the
         # epoch Lightning sets on the sampler when the epoch starts is the one this iteration uses
         skip = self._take_resume()
-        self._skip_now = skip
+        self._skip.batches = skip
         self._delivered = skip
         for batch in super().__iter__():
             self._delivered += 1

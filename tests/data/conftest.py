@@ -76,14 +76,17 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _launch(*args: str, killed: bool = False, timeout: float = 240) -> None:
-    """Run the worker in its own session; when its main process ends, end whatever is left of the session (the data
-    workers of a killed run can outlive it). Output goes to a file: an orphaned worker keeps a pipe open."""
-    out = Path(args[1]) / f"log-{'killed' if killed else 'run'}.txt"  # args: task, output folder, ...
+def _launch(
+    *args: str, killed: bool = False, timeout: float = 240, script: Path = RESUME_WORKER, out_dir: str | None = None
+) -> None:
+    """Run the worker ``script`` in its own session; when its main process ends, end whatever is left of the session
+    (the data workers of a killed run can outlive it). Output goes to a file in ``out_dir`` (None: the second argument,
+    the output folder of ``resume_worker.py``): an orphaned worker keeps a pipe open."""
+    out = Path(out_dir or args[1]) / f"log-{'killed' if killed else 'run'}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(RESUME_WORKER), *args],
+            [sys.executable, str(script), *args],
             cwd=ROOT,
             env=_env(),
             stdout=log,
@@ -103,6 +106,6 @@ def _launch(*args: str, killed: bool = False, timeout: float = 240) -> None:
 
 @pytest.fixture(scope="session")
 def launch_worker():
-    """``launch_worker(*args, killed=False)``: run ``tests/data/resume_worker.py ARGS`` in a fresh session (asserts its
-    exit: 0, or SIGKILL when ``killed``)."""
+    """``launch_worker(*args, killed=False, script=..., out_dir=...)``: run ``tests/data/resume_worker.py ARGS`` (or
+    ``script``) in a fresh session (asserts its exit: 0, or SIGKILL when ``killed``)."""
     return _launch

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,21 @@ def test_batch_sampler_loader_skips_whole_batches():
     assert [b.tolist() for b in resumed] == full[1:]
     plain = DataLoader(_Indices(10), batch_sampler=batch_sampler)
     assert [b.tolist() for b in plain] == full
+
+
+def test_a_loader_with_persistent_workers_is_freed_at_once_and_stops_its_workers():
+    # In a reference cycle, torch's worker iterator is freed by the garbage collector, which closes its queues before
+    # it tells the workers to stop: each worker is then joined until a 5 s timeout.
+    loader = ResumableDataLoader(
+        _Indices(8), batch_size=2, sampler=ShuffleSampler(8), num_workers=1, persistent_workers=True
+    )
+    assert len(list(loader)) == 4
+    workers = loader._iterator._workers
+    freed = weakref.ref(loader)
+    start = time.perf_counter()
+    del loader  # no cycle: freed by its reference count, the iterator with it
+    assert freed() is None
+    assert not any(w.is_alive() for w in workers) and time.perf_counter() - start < 4
 
 
 # ---------------------------------------------------------------------------------------------------- kill -9
