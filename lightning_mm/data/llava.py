@@ -225,6 +225,11 @@ class LlavaDataset(Dataset):
             self._folders[root] = ImageFolder(root, allow_outside=self.allow_images_outside_folder)
         return self._folders[root]
 
+    def images_folder(self, index: int) -> ImageFolder:
+        """The folder the image paths of record ``index`` are read from, with its checks (a subclass reading records
+        from elsewhere overrides it with :meth:`prepare_images`)."""
+        return self._folder(int(self._file_index[index]))
+
     def where(self, index: int) -> str:
         """``file:line`` of record ``index``."""
         return f"{self.files[self._file_index[index]]}:{self._lines[index]}"
@@ -274,7 +279,7 @@ class LlavaDataset(Dataset):
             return int(self.num_images[index]) * len(self.layout.prompt_ids((0, 0)))
         total = 0
         paths = self.record(index)["images"]
-        folder = self._folder(int(self._file_index[index]))
+        folder = self.images_folder(index)
         layout = sample_layout(self.layout, len(paths))
         for path in paths:
             size = image_size(path) if folder.resolves_inside(path) else None
@@ -310,9 +315,13 @@ class LlavaDataset(Dataset):
         return self.num_images > 0
 
     # ------------------------------------------------------------------ samples
-    def _prepare(self, layout: ImageLayout, paths: list[str], at: str, folder: ImageFolder) -> list[PreparedImage]:
+    def prepare_images(
+        self, layout: ImageLayout, paths: list[str], at: str, folder: ImageFolder | None
+    ) -> list[PreparedImage]:
+        """The images of one record (``paths`` inside ``folder``), prepared by ``layout``; a bad image is a
+        :class:`BadSampleError` naming ``at``."""
         for p in paths:
-            if not folder.resolves_inside(p):
+            if folder is not None and not folder.resolves_inside(p):
                 raise BadSampleError(
                     "image_outside_folder",
                     f"{at}: image {p!r} resolves to {os.path.realpath(p)!r}, outside the image folder "
@@ -355,7 +364,7 @@ class LlavaDataset(Dataset):
         rec = self.record(index)
         at = f"{rec['where']}: record {rec['id']!r}"
         layout = sample_layout(self.layout, len(rec["images"]))  # a layout may read multi-image samples differently
-        images = self._prepare(layout, rec["images"], at, self._folder(int(self._file_index[index])))
+        images = self.prepare_images(layout, rec["images"], at, self.images_folder(index))
         prompts = [layout.prompt_ids(im.size) for im in images]
         try:
             enc, answer = self.encode(rec["messages"], prompts)

@@ -123,7 +123,10 @@ class RecordSamples(LlavaDataset):
     def record(self, index: int) -> dict[str, Any]:
         return self._current
 
-    def _prepare(self, layout: ImageLayout, paths: list[str], at: str) -> list[PreparedImage]:
+    def images_folder(self, index: int) -> None:  # the images come with the record (see :meth:`sample`)
+        return None
+
+    def prepare_images(self, layout: ImageLayout, paths: list[str], at: str, folder: Any = None) -> list[PreparedImage]:
         try:
             return [layout.prepare(load_image(im, self._current["folder"])) for im in self._current["image_data"]]
         except ImageLoadError as e:
