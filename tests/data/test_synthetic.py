@@ -34,8 +34,10 @@ def test_only_the_answer_and_its_end_of_turn_are_supervised(tiny_module):
 
 def test_blind_images_are_blank(tiny_module):
     ds = _bound_dm(tiny_module, blind_images=True)._dataset(4, seed=0)
-    imgs = torch.stack([ds[i]["pixel_values"] for i in range(4)])
-    assert imgs.std() == 0
+    imgs = torch.stack([ds[i]["pixel_values"] for i in range(4)])  # (4, ..., C, H, W)
+    # one blank image: every channel constant (its normalised value differs per channel), the same in every sample
+    assert imgs.flatten(-2).std(dim=-1).max() == 0
+    assert torch.equal(imgs, imgs[:1].expand_as(imgs))
 
 
 def test_render_scene_draws_the_colour_in_the_quadrant():
