@@ -1,7 +1,7 @@
 """The three conversation shapes of published VLM data, read into LLaVA records.
 
 * ``llava``: LLaVA's ``conversations`` (``{"from": "human" | "gpt" | "system", "value": ...}``, ``<image>`` in the
-  text) and ``image`` (one image or a list); LLaVA-OneVision-Data, ShareGPT4V, Cambrian.
+  text) and ``image`` (one image or a list); the LLaVA instruction mixes, ShareGPT4V, Cambrian.
 * ``messages``: the chat messages transformers' chat templates and TRL take: ``{"role", "content"}`` where the content
   is a string or a list of parts ``{"type": "image"}`` / ``{"type": "text", "text": ...}``, and the images in an
   ``images`` column, in the order of the image parts (a part may also carry its own image under ``image``).
