@@ -43,8 +43,8 @@ from lightning_mm.data.llava_records import (
     parse_record,
     read_records,
 )
+from lightning_mm.data.sample_checks import check_image_tokens, truncate
 from lightning_mm.data.segments import (
-    IGNORE_INDEX,
     IMAGE_PLACEHOLDER,
     Encoded,
     Message,
@@ -332,33 +332,6 @@ class LlavaDataset(Dataset):
         except ImageLoadError as e:
             raise BadSampleError(e.reason, f"{at}: {e}") from e
 
-    def _check_image_tokens(self, enc: Encoded, prompts: list[list[int]], at: str) -> None:
-        n_tokens = enc.input_ids.count(self.image_token_id)
-        per_image = [p.count(self.image_token_id) for p in prompts]
-        if n_tokens != sum(per_image):
-            raise BadSampleError(
-                "image_count_mismatch",
-                f"{at}: {n_tokens} image tokens for {len(prompts)} image(s) of {per_image} tokens "
-                "(does the text contain the image token itself?)",
-            )
-
-    def _truncate(self, enc: Encoded, at: str) -> tuple[list[int], list[int]]:
-        """``(input_ids, labels)`` cut to ``max_length``; raises :class:`SampleDropped` when that cannot be done."""
-        ids, labels = enc.input_ids, enc.labels
-        cut = self.max_length
-        if cut is None or len(ids) <= cut:
-            return ids, labels
-        if self.generation:
-            raise SampleDropped("prompt_too_long", f"{at}: prompt of {len(ids)} tokens > max_length={cut}")
-        if any(end > cut for _, end in enc.image_spans):  # a cut inside an image span, or an image left out
-            raise SampleDropped(
-                "truncated_image_span", f"{at}: {len(ids)} tokens; max_length={cut} would cut an image span"
-            )
-        ids, labels = ids[:cut], labels[:cut]
-        if all(x == IGNORE_INDEX for x in labels[1:]):
-            raise SampleDropped("truncated_no_targets", f"{at}: no answer token left within max_length={cut}")
-        return ids, labels
-
     def build(self, index: int) -> dict[str, Any]:
         """Sample ``index``; raises :class:`BadSampleError` or :class:`SampleDropped` instead of replacing it."""
         rec = self.record(index)
@@ -370,8 +343,8 @@ class LlavaDataset(Dataset):
             enc, answer = self.encode(rec["messages"], prompts)
         except ValueError as e:  # the rendered conversation holds another number of placeholders
             raise BadSampleError("image_count_mismatch", f"{at}: {e}") from e
-        self._check_image_tokens(enc, prompts, at)
-        ids, labels = self._truncate(enc, at)
+        check_image_tokens(enc, prompts, self.image_token_id, at)
+        ids, labels = truncate(enc, self.max_length, self.generation, at)
         sample = {
             "id": rec["id"],
             "input_ids": _long_tensor(ids),  # (T,)
