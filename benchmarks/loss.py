@@ -24,9 +24,9 @@ so nothing allocated and freed earlier can mask the growth. Two steps are measur
 
 The process's whole peak resident set (``ru_maxrss``, imports included) is printed beside it.
 
-Time: one more subprocess holds every side on the same inputs and runs their steps interleaved, ``--repeats`` rounds,
-the order of the sides rotating each round, so that load from other jobs falls on all sides alike; a ratio is the
-median over the rounds of the per-round ratio. The same process times the three bare GEMMs of the supervised rows
+Time: ``ours``' subprocess, once its memory is measured, holds every side on the same inputs and runs their steps
+interleaved, ``--repeats`` rounds, the order of the sides rotating each round, so that load from other jobs falls on
+all sides alike; a ratio is the median over the rounds of the per-round ratio. The same process times the three bare GEMMs of the supervised rows
 (logits, gradient of the hidden rows, gradient of the weight: ``N x H x V`` each, into preallocated outputs), the
 floor that any exact implementation at this shape pays. The machine's load average (``os.getloadavg``) before and
 after each measurement is printed.
@@ -192,12 +192,12 @@ def run_side(args: argparse.Namespace) -> dict:
 
 
 def run_timing(args: argparse.Namespace) -> dict:
-    """Interleaved wall times of ``args.sides`` and of the three bare GEMMs, in this process."""
+    """Interleaved wall times of ``args.timing_sides`` and of the three bare GEMMs, in this process."""
     import torch
 
     torch.set_num_threads(args.threads)
     hidden, weight, labels = full_inputs(args)
-    steps = {side: make_step(side, args) for side in args.sides}
+    steps = {side: make_step(side, args) for side in args.timing_sides}
     for step in steps.values():
         warm_up(step, args)
 
@@ -238,7 +238,9 @@ def _load() -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child is not None:
-        result = run_timing(args) if args.side == "timing" else run_side(args)
+        result = run_side(args)
+        if getattr(args, "timing_sides", None):
+            result.update(run_timing(args))  # after the memory measurement of this side
         print(json.dumps(nan_to_none(result)))
         return 0
 
@@ -249,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         skipped["cce"] = "cut_cross_entropy is not installed"
     load = {"before": _load()}
     results: dict[str, dict] = {}
-    for side in SIDES:
+    for side in ("hf", "cce"):  # the peers' memory, each in its own process
         if side in skipped:
             continue
         try:
@@ -260,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
             last = str(err).strip().splitlines()[-1]
             skipped["cce"] = f"its run failed: {last}"
     load["after_memory"] = _load()
-    timing = run_child(__file__, child_payload(args, side="timing", sides=list(results)), args.threads)["times_s"]
+    # Ours' memory, then (in the same process, after the memory is read) the interleaved timing of every side.
+    sides = ["ours", *results]
+    ours = run_child(__file__, child_payload(args, side="ours", timing_sides=sides), args.threads)
+    timing = ours.pop("times_s")
+    results = {side: (ours if side == "ours" else results[side]) for side in SIDES if side in sides}
     load["after_time"] = _load()
     medians = {name: statistics.median(t) for name, t in timing.items()}
 
@@ -290,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         f"supervised/row={args.supervised} dtype={args.dtype} threads={args.threads} repeats={args.repeats} (CPU)"
     )
     print(
-        f"load average: {load['before']:.2f} before, {load['after_memory']:.2f} after the memory runs, "
-        f"{load['after_time']:.2f} after the timed rounds"
+        f"load average: {load['before']:.2f} before, {load['after_memory']:.2f} after the peers' memory runs, "
+        f"{load['after_time']:.2f} after ours' memory and the timed rounds"
     )
     header = f"{'side':<6} {'loss':>10} {'peak MiB (1st step)':>20} {'peak MiB (steady)':>18} {'process MiB':>12}"
     print(f"{header} {'median ms':>10} {'/ GEMMs':>8}")
