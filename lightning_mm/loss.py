@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from lightning_mm.labels import check_labels as _check_labels
 from lightning_mm.labels import count_supervised, mask_sample_starts, shift_labels
+from lightning_mm.loss_chunks import ChunkedLinearCrossEntropy, compute_dtype
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -54,11 +54,6 @@ NumItems = int | torch.Tensor | None
 # ----------------------------------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the cross-entropy is evaluated in: ``dtype`` promoted to at least float32."""
-    return torch.promote_types(dtype, torch.float32)
 
 
 def _denominator(num_items: NumItems, num_supervised: int | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -115,7 +110,7 @@ def shifted_cross_entropy(
         )
     vocab = logits.shape[-1]
     targets = shift_labels(labels, ignore_index).reshape(-1).to(logits.device)  # (B*T,)
-    flat = logits.reshape(-1, vocab).to(_compute_dtype(logits.dtype))  # (B*T, V)
+    flat = logits.reshape(-1, vocab).to(compute_dtype(logits.dtype))  # (B*T, V)
     # A "sum" reduction over zero supervised targets is exactly 0 with a zero gradient, unlike "mean" (0 / 0).
     loss_sum = F.cross_entropy(flat, targets, ignore_index=ignore_index, reduction="sum")  # ()
     num_supervised = (targets != ignore_index).sum() if num_items is None else 0
@@ -126,104 +121,6 @@ def shifted_cross_entropy(
 # ----------------------------------------------------------------------------------------------------------------------
 # Fused linear projection + cross-entropy
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-class _ChunkedLinearCrossEntropy(torch.autograd.Function):
-    """Summed cross-entropy of ``hidden @ weight.T (+ bias)`` over the given rows, divided by ``denom``.
-
-    All gradients are computed in the forward pass, one chunk of rows at a time, and stored; ``backward`` only scales
-    them by ``grad_output``. Only one chunk of logits exists at any time.
-    """
-
-    @staticmethod
-    def forward(
-        ctx,
-        hidden: torch.Tensor,  # (N, H) supervised rows only
-        weight: torch.Tensor,  # (V, H)
-        bias: torch.Tensor | None,  # (V,)
-        targets: torch.Tensor,  # (N,) int64, all supervised
-        denom: torch.Tensor,  # () float32, >= 1
-        chunk_size: int,
-        mm_dtype: torch.dtype,
-        needs_grad: tuple[bool, bool, bool],
-        softcap: float | None = None,
-    ) -> torch.Tensor:
-        need_h, need_w, need_b = needs_grad
-        num_rows, vocab = hidden.shape[0], weight.shape[0]
-        acc_dtype = _compute_dtype(mm_dtype)  # dtype of logits, loss and gradient accumulators
-
-        h_mm = hidden.to(mm_dtype)  # (N, H)
-        w_mm = weight.to(mm_dtype)  # (V, H); no copy unless autocast / mixed dtypes
-        b_mm = bias.to(mm_dtype) if bias is not None else None  # (V,)
-
-        grad_h = torch.empty(hidden.shape, dtype=acc_dtype, device=hidden.device) if need_h else None  # (N, H)
-        grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_w else None  # (V, H)
-        grad_b = torch.zeros(vocab, dtype=acc_dtype, device=weight.device) if need_b else None  # (V,)
-        loss_sum = torch.zeros((), dtype=acc_dtype, device=hidden.device)
-
-        for start in range(0, num_rows, chunk_size):
-            end = min(start + chunk_size, num_rows)
-            h = h_mm[start:end]  # (C, H)
-            tgt = targets[start:end]  # (C,)
-            logits = torch.addmm(b_mm, h, w_mm.t()) if b_mm is not None else h @ w_mm.t()  # (C, V)
-            logits = logits.to(acc_dtype)  # (C, V); upcast copy only for low precision
-            slope = None
-            if softcap is not None:  # z -> cap * tanh(z / cap); d/dz = 1 - tanh(z / cap)^2
-                squashed = torch.tanh(logits / softcap)  # (C, V)
-                logits = squashed * softcap  # (C, V)
-                slope = squashed.square_().neg_().add_(1.0)  # (C, V), in place
-
-            # Numerically stable log-sum-exp, computed in place so no second (C, V) buffer is allocated.
-            target_logit = logits.gather(1, tgt[:, None]).squeeze(1)  # (C,)
-            row_max = logits.amax(dim=1, keepdim=True)  # (C, 1)
-            logits.sub_(row_max).exp_()  # (C, V) exp(z - max)
-            sum_exp = logits.sum(dim=1, keepdim=True)  # (C, 1)
-            lse = row_max.squeeze(1) + sum_exp.squeeze(1).log()  # (C,)
-            loss_sum += (lse - target_logit).sum()
-
-            if not (need_h or need_w or need_b):
-                continue
-            # d(sum of losses)/d(logits) = softmax - onehot, again in place.
-            probs = logits.div_(sum_exp)  # (C, V)
-            probs[torch.arange(end - start, device=probs.device), tgt] -= 1.0
-            if slope is not None:
-                probs.mul_(slope)  # chain rule through the soft-capping
-            g = probs.to(mm_dtype)  # (C, V); copy only for low precision
-            if need_h:
-                grad_h[start:end] = g @ w_mm  # (C, H)
-            if need_w:
-                if g.dtype == acc_dtype and h.dtype == acc_dtype:
-                    grad_w.addmm_(g.t(), h)  # (V, H)
-                else:
-                    grad_w.add_(g.t() @ h)  # (V, H) low-precision product, float32 accumulation
-            if need_b:
-                grad_b.add_(probs.sum(dim=0))  # (V,)
-            del logits, probs, g, slope
-
-        ctx.grads = (grad_h, grad_w, grad_b)
-        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
-        ctx.save_for_backward(denom)
-        return loss_sum / denom.to(acc_dtype)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output: torch.Tensor):
-        if ctx.grads is None:
-            raise RuntimeError(
-                "linear_cross_entropy: backward was called a second time; the precomputed gradients are consumed by "
-                "the first backward pass (retain_graph is not supported)"
-            )
-        (denom,) = ctx.saved_tensors
-        grads, dtypes = ctx.grads, ctx.dtypes
-        ctx.grads = None  # release the buffers; they are scaled in place below
-        outputs = []
-        for grad, dtype in zip(grads, dtypes, strict=True):
-            if grad is None:
-                outputs.append(None)
-                continue
-            scale = (grad_output / denom).to(grad.dtype)  # ()
-            outputs.append(grad.mul_(scale).to(dtype))
-        return outputs[0], outputs[1], outputs[2], None, None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -293,7 +190,7 @@ def linear_cross_entropy(
     targets = shift_labels(labels, ignore_index).reshape(-1).to(hidden.device)  # (B*T,)
     rows = (targets != ignore_index).nonzero().squeeze(1)  # (N,) flat indices of supervised positions
     num_supervised = rows.numel()
-    out_dtype = _compute_dtype(torch.promote_types(hidden.dtype, weight.dtype))
+    out_dtype = compute_dtype(torch.promote_types(hidden.dtype, weight.dtype))
 
     if num_supervised == 0:
         # Exact zero that is connected to every input, so each receives a (zero) gradient; empty sums cannot be NaN
@@ -322,7 +219,7 @@ def linear_cross_entropy(
         grad_enabled and bias is not None and bias.requires_grad,
     )
     with torch.autocast(device_type=hidden.device.type, enabled=False):
-        loss = _ChunkedLinearCrossEntropy.apply(
+        loss = ChunkedLinearCrossEntropy.apply(
             hidden_rows, weight, bias, row_targets, denom, int(chunk_size), mm_dtype, needs_grad, softcap
         )
     return loss.to(out_dtype)

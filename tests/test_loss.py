@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers.loss.loss_utils import ForCausalLMLoss
 
 from lightning_mm.loss import (
@@ -293,3 +294,58 @@ def test_linear_ce_mixed_dtypes_and_autocast():
     torch.testing.assert_close(loss, ref.detach(), atol=3e-2, rtol=3e-2)
     for grad, ref_grad in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(grad, ref_grad, atol=1e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize("chunk", [3, 50])
+def test_linear_ce_softcap_matches_full_logits(chunk):
+    hidden, weight, bias, labels = _linear_inputs(14, 2, 16, 6, 23)
+    inputs = (hidden, weight, bias)
+    ours = _value_and_grads(
+        linear_cross_entropy(hidden, weight, labels, bias=bias, chunk_size=chunk, softcap=2.0), inputs
+    )
+    capped = 2.0 * torch.tanh((hidden @ weight.T + bias) / 2.0)  # (B, T, V)
+    full = _value_and_grads(shifted_cross_entropy(capped, labels), inputs)
+    _assert_all_close(ours, full, atol=1e-10)
+
+
+class _FreshLargeTensors(TorchDispatchMode):
+    """Records the ops that allocate a new tensor of at least ``numel`` elements, and the ops writing ``watched``."""
+
+    def __init__(self, numel: int, watched_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.numel, self.watched_shape = numel, watched_shape
+        self.allocations: list[str] = []
+        self.writes: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)]
+        seen = {t.untyped_storage().data_ptr() for t in inputs}
+        for result in out if isinstance(out, tuple | list) else (out,):
+            if not isinstance(result, torch.Tensor) or result.numel() < self.numel:
+                continue
+            if result.untyped_storage().data_ptr() not in seen:
+                self.allocations.append(str(func))
+            elif tuple(result.shape) == self.watched_shape and func._schema.is_mutable:
+                self.writes.append(str(func))
+        return out
+
+
+def test_linear_ce_one_logits_buffer_and_gemm_written_weight_grad():
+    # 64 supervised rows in chunks of 8: the (8, V) logits buffer is allocated once and reused by every chunk, and
+    # the (V, H) weight gradient is only ever written by the GEMMs (no zero-fill, no scaling pass).
+    vocab, hidden_size, chunk = 2048, 4, 8
+    gen = torch.Generator().manual_seed(15)
+    hidden = torch.randn(1, 65, hidden_size, generator=gen).requires_grad_()  # (1, T, H)
+    weight = torch.randn(vocab, hidden_size, generator=gen).requires_grad_()  # (V, H)
+    labels = torch.randint(0, vocab, (1, 65), generator=gen)  # (1, T), 64 shifted targets
+    mode = _FreshLargeTensors(vocab * hidden_size, (vocab, hidden_size))
+    with mode:
+        loss = linear_cross_entropy(hidden, weight, labels, chunk_size=chunk)
+        loss.backward()
+    assert sorted(mode.allocations) == ["aten.empty.memory_format", "aten.empty.memory_format"], mode.allocations
+    assert set(mode.writes) <= {"aten.mm.out", "aten.addmm_.default"}, mode.writes
+    ref_weight = weight.detach().clone().requires_grad_()
+    shifted_cross_entropy(hidden.detach() @ ref_weight.T, labels).backward()
+    torch.testing.assert_close(weight.grad, ref_weight.grad)
