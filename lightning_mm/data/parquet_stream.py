@@ -1,8 +1,8 @@
 """Local Parquet files streamed in record batches of bounded size, one shard per file.
 
-``datasets`` streams a Parquet file holding its Arrow data a whole row group (or more) at a time, so the memory of a
-streamed run follows the size of its files: 10x larger files took 2.6x the loader's memory
-(``benchmarks/data.py --layout few-large-files``). :class:`ParquetShards` reads local files with ``pyarrow`` directly:
+``datasets`` streams a Parquet file holding its Arrow data a whole row group at a time, so the memory of a streamed
+run follows the size of its row groups (a file written as one row group is held whole; with ``datasets`` 4.x, 10x
+larger files took 2.6x the loader's memory: ``benchmarks/data.py --memory-only --memory-layout large-row-groups``). :class:`ParquetShards` reads local files with ``pyarrow`` directly:
 column chunks through a read buffer of ``buffer_bytes`` (never a whole column chunk at once, never the whole row
 group pre-buffered) and rows in record batches of ``batch_rows``, so the reader's memory is bounded by those buffers
 and by the file's pages, not by the file. Shard ``s`` is file ``s`` (as ``datasets`` shards local Parquet files), and
