@@ -11,8 +11,10 @@ Measures, in the same run:
   * stream memory: the streaming loader's resident memory (PSS of its process and its workers, above what the
     process held before the source was opened; the peak over ``--memory-batches`` batches) on ``--memory-records``
     records and on 10 times as many, each in its own process. Each record there carries its own random-noise PNG of
-    ``--memory-image-px`` pixels a side (about 3 bytes a pixel: a real volume of data per record), in Parquet files of
-    500 records (row groups of 100): 10 times the data is 10 times the files, as a hub dataset grows in shards.
+    ``--memory-image-px`` pixels a side (about 3 bytes a pixel: a real volume of data per record), in the Parquet
+    layout of ``--memory-layout``: ``many-files`` (files of 500 records, row groups of 100: 10 times the data is 10
+    times the files, as a hub dataset grows in shards), ``large-files`` (8 files whatever the size, row groups of 100)
+    or ``large-row-groups`` (8 files, one row group each: 10 times the data is 10 times larger files and row groups).
 
 Prints the ratios loader / consumer and stream / consumer (target >= 5: the loader must never be the bottleneck), the
 memory growth ratio (target <= 1.2 when the data grows 10x: streaming memory is bounded by the buffers, not the data),
@@ -28,6 +30,7 @@ be busy, more than loading.
 Usage:
     python benchmarks/data.py                 # full measurement
     python benchmarks/data.py --tiny          # CI smoke: a few batches only
+    python benchmarks/data.py --memory-only --memory-layout large-row-groups   # the memory runs only, few large files
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "tests" / "assets"
 RECORDS = ASSETS / "llava" / "llava_tiny.json"
 ROW_GROUP = 100  # rows per Parquet row group (datasets' record batches of image data)
-RECORDS_PER_FILE = 500  # records per Parquet file of the memory runs
+RECORDS_PER_FILE = 500  # records per Parquet file of the memory runs (layout many-files)
+LARGE_FILES = 8  # files of the memory runs whatever the size (layouts large-files, large-row-groups)
+LAYOUTS = ("many-files", "large-files", "large-row-groups")
 
 
 def write_records(path: Path, n: int) -> Path:
@@ -80,12 +85,11 @@ def _noise_png(rng: np.random.Generator, px: int) -> bytes:
     return out.getvalue()
 
 
-def write_parquet(folder: Path, n: int, files: int = 4, image_px: int = 0) -> str:
+def write_parquet(folder: Path, n: int, files: int = 4, image_px: int = 0, row_group: int = ROW_GROUP) -> str:
     """The records of :func:`write_records` as ``files`` Parquet files in the ``llava`` shape, images as bytes.
 
     With ``image_px``, every image is a random-noise PNG of its own, ``image_px`` pixels a side. Row groups hold
-    ``ROW_GROUP`` rows, whatever the number of records (a streamed shard is read a row group at a time: a file written
-    as one row group is held whole). Returns the files' glob.
+    ``row_group`` rows, whatever the number of records (0: one row group per file). Returns the files' glob.
     """
     records = json.loads(RECORDS.read_text())
     rng = np.random.default_rng(0)
@@ -113,7 +117,7 @@ def write_parquet(folder: Path, n: int, files: int = 4, image_px: int = 0) -> st
                 ]
             )
         part = datasets.Dataset.from_dict(rows, features=features)
-        part.to_parquet(str(folder / f"part-{f:03d}.parquet"), batch_size=ROW_GROUP)
+        part.to_parquet(str(folder / f"part-{f:03d}.parquet"), batch_size=row_group or max(1, len(part)))
     return str(folder / "*.parquet")
 
 
@@ -243,19 +247,27 @@ def _pss_mib(pid: int) -> float:
     return total + sum(_pss_mib(c) for c in children)
 
 
+def _hwm_mib() -> float:
+    """This process's peak resident memory so far (``VmHWM``), MiB: it also catches a transient peak between samples."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+
+
 def stream_memory(glob: str, workers: int, batch_size: int, batches: int) -> dict[str, float]:
     """Peak PSS of the streaming loader's processes over ``batches`` batches, above this process before the source
-    is opened (buffers of a few hundred rows: the smaller dataset is still read a small part at a time)."""
+    is opened (buffers of a few hundred rows: the smaller dataset is still read a small part at a time); and the
+    growth of the main process's peak RSS (``VmHWM``), where the rows are read: a transient row-group buffer shows
+    there even when it is freed before the next PSS sample."""
     dm = _stream_datamodule(glob, workers, batch_size, shuffle_buffer=256, buffer_batches=8)
     malloc_trim()
-    base = _pss_mib(os.getpid())
+    base, hwm = _pss_mib(os.getpid()), _hwm_mib()
     dm.setup("fit")
     it = iter(dm.train_dataloader())
     peak = 0.0
     for _ in range(batches):
         next(it)
         peak = max(peak, _pss_mib(os.getpid()))
-    return {"peak_mib": peak - base, "base_mib": base}
+    return {"peak_mib": peak - base, "base_mib": base, "main_hwm_growth_mib": _hwm_mib() - hwm}
 
 
 def _child(args) -> None:
@@ -268,13 +280,37 @@ def measure_memory_growth(args, tmp: Path) -> dict[str, dict[str, float]]:
     this one with ``--tiny``, which only shows that the code runs)."""
     out = {}
     for n in (args.memory_records, 10 * args.memory_records):
-        files = math.ceil(n / RECORDS_PER_FILE)  # the data grows in files of one size, as a hub dataset's shards do
-        glob = write_parquet(tmp / f"noise-{n}", n, files=files, image_px=args.memory_image_px)
+        if args.memory_layout == "many-files":  # the data grows in files of one size, as a hub dataset's shards do
+            files, row_group = math.ceil(n / RECORDS_PER_FILE), ROW_GROUP
+        else:  # the files grow with the data
+            files, row_group = LARGE_FILES, ROW_GROUP if args.memory_layout == "large-files" else 0
+        glob = write_parquet(tmp / f"noise-{n}", n, files=files, image_px=args.memory_image_px, row_group=row_group)
         if args.tiny:
             out[str(n)] = stream_memory(glob, args.workers, 32, args.memory_batches)
         else:
             out[str(n)] = run_child(__file__, child_payload(args, glob=glob), threads=1)
     return out
+
+
+def _memory_setting(args) -> dict[str, object]:
+    return {"memory_layout": args.memory_layout, "memory_records": args.memory_records}
+
+
+def _print_memory(args, memory: dict[str, dict[str, float]]) -> float:
+    """Print the memory runs and their growth ratio; return the ratio."""
+    small, large = (memory[str(n)]["peak_mib"] for n in (args.memory_records, 10 * args.memory_records))
+    growth = large / small if small > 0 else float("nan")
+    print(
+        f"stream memory: {small:.1f} MiB at {args.memory_records} records, {large:.1f} MiB at "
+        f"{10 * args.memory_records} (PSS of the loader's processes above the baseline, peak over "
+        f"{args.memory_batches} batches; {args.memory_image_px} px noise images; layout {args.memory_layout})"
+    )
+    hwm = [
+        memory[str(n)].get("main_hwm_growth_mib", float("nan")) for n in (args.memory_records, 10 * args.memory_records)
+    ]
+    print(f"main process peak RSS growth (VmHWM): {hwm[0]:.1f} MiB at {args.memory_records} records, {hwm[1]:.1f} MiB")
+    print(f"stream memory growth ratio (10x records): {growth:.2f} (target <= 1.2: {verdict(growth, 1.2)})")
+    return growth
 
 
 def main() -> None:
@@ -289,6 +325,10 @@ def main() -> None:
     parser.add_argument("--memory-records", type=int, default=4000, help="records of the smaller memory run")
     parser.add_argument("--memory-batches", type=int, default=100, help="batches read in each memory run")
     parser.add_argument("--memory-image-px", type=int, default=48, help="side of each memory-run image")
+    parser.add_argument(
+        "--memory-layout", choices=LAYOUTS, default="many-files", help="Parquet files of the memory runs"
+    )
+    parser.add_argument("--memory-only", action="store_true", help="only the memory runs (no rates)")
     args = parser.parse_args()
     datasets.disable_progress_bars()
     if args.child:
@@ -299,6 +339,12 @@ def main() -> None:
         args.records = min(args.records, 128)
         args.memory_image_px = 8
     batch = 32
+    if args.memory_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            memory = measure_memory_growth(args, Path(tmp))
+        growth = _print_memory(args, memory)
+        write_json(args.json, {"stream_memory_mib": memory, "stream_memory_growth": growth, **_memory_setting(args)})
+        return
     train = consumer_rate(args.steps, batch_size=batch, repeats=args.repeats)  # first: no loader workers alive yet
     with tempfile.TemporaryDirectory() as tmp:
         data_path = write_records(Path(tmp) / "llava_repeated.json", args.records)
@@ -309,22 +355,15 @@ def main() -> None:
         split = stage_split(min(args.loader_samples, 2000), batch, data_path)
         memory = measure_memory_growth(args, Path(tmp))
     ratio, stream_ratio = load / train, stream / train
-    small, large = (memory[str(n)]["peak_mib"] for n in (args.memory_records, 10 * args.memory_records))
-    growth = large / small if small > 0 else float("nan")
     where = f"tests/assets/llava x{args.records / 8:g} = {args.records} records"
     print(f"loader   {load:9.1f} samples/s  (LlavaDataModule, {args.workers} workers, batch {batch}, {where})")
     print(f"stream   {stream:9.1f} samples/s  (HFDataModule streaming 4 Parquet files of the same records, same)")
     print(f"loader   {single:9.1f} samples/s  (LlavaDataModule, single process: num_workers=0)")
     print(f"training {train:9.1f} samples/s  (quickstart model, batch {batch}, forward+backward+AdamW)")
     print("single-process cost per sample, us: " + ", ".join(f"{k} {v:.0f}" for k, v in split.items()))
-    print(
-        f"stream memory: {small:.1f} MiB at {args.memory_records} records, {large:.1f} MiB at "
-        f"{10 * args.memory_records} (PSS of the loader's processes above the baseline, peak over "
-        f"{args.memory_batches} batches; {args.memory_image_px} px noise images)"
-    )
     print(f"loader/training ratio: {ratio:.2f} (target >= 5: {verdict(ratio, 5, higher_is_better=True)})")
     print(f"stream/training ratio: {stream_ratio:.2f} (target >= 5: {verdict(stream_ratio, 5, higher_is_better=True)})")
-    print(f"stream memory growth ratio (10x records): {growth:.2f} (target <= 1.2: {verdict(growth, 1.2)})")
+    growth = _print_memory(args, memory)
     result = {
         "loader_sps": load,
         "stream_sps": stream,
@@ -335,7 +374,8 @@ def main() -> None:
         "stream_memory_mib": memory,
         "stream_memory_growth": growth,
     }
-    write_json(args.json, {**result, "records": args.records, "workers": args.workers, "split_us_per_sample": split})
+    setting = {"records": args.records, "workers": args.workers, "split_us_per_sample": split, **_memory_setting(args)}
+    write_json(args.json, {**result, **setting})
 
 
 if __name__ == "__main__":

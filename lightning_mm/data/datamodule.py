@@ -88,6 +88,12 @@ class VLMDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         self._bind_from_trainer()
 
+    def _rank(self) -> tuple[int, int]:
+        """(this rank, data-parallel ranks) of the trainer (0, 1 outside one)."""
+        if self.trainer is None:
+            return 0, 1
+        return int(self.trainer.global_rank), int(self.trainer.world_size)
+
     def collator(self, padding_side: str = "right") -> VLMCollator:
         """The batch collator of this datamodule (``right`` padding for training, ``left`` for generation)."""
         return VLMCollator(

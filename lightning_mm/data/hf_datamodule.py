@@ -214,11 +214,6 @@ class HFDataModule(VLMDataModule):
         size = tuple((self.image_data_config or {}).get("input_size", (3, 384, 384))[1:])
         return len(layout.prompt_ids(size))
 
-    def _rank(self) -> tuple[int, int]:
-        if self.trainer is None:
-            return 0, 1
-        return int(self.trainer.global_rank), int(self.trainer.world_size)
-
     def plan_loader(
         self, split: str, shuffle: bool, batch_size: int, padding_side: str = "right", generation: bool = False
     ) -> ResumableDataLoader:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler, SequentialSampler
 
 from lightning_mm.data.datamodule import VLMDataModule
 from lightning_mm.data.llava import LlavaDataset
+from lightning_mm.data.packing import PackedCollator, PackingSampler
+from lightning_mm.data.plans import BatchPlanSampler, IndexPlanDataset, SamplerItems
 from lightning_mm.data.resumable import ResumableDataLoader, ShuffleSampler
 from lightning_mm.data.sampler import LengthGroupedSampler
 from lightning_mm.errors import ConfigError
@@ -41,6 +43,12 @@ class LlavaDataModule(VLMDataModule):
 
     The tokenizer, image-token count and image preprocessing come from the model (see
     :class:`~lightning_mm.data.VLMDataModule`); the chat template defaults to the model's own.
+
+    Under data parallelism every training and validation record of an epoch goes to exactly one rank and worker,
+    none repeated to even out the ranks, and every rank takes the same number of steps (a rank whose share of the
+    last global batch is empty takes a step without targets): the seeded order is cut into global batches of
+    ``batch_size * world_size`` by :class:`~lightning_mm.data.plans.BatchPlanSampler`, as
+    :class:`~lightning_mm.data.HFDataModule` does.
 
     Args:
         train_path: Training file(s).
@@ -145,30 +153,54 @@ class LlavaDataModule(VLMDataModule):
             allow_images_outside_folder=self.allow_images_outside_folder,
         )
 
+    def plan_loader(
+        self, dataset: LlavaDataset, order: Sampler, batch_size: int, packed: bool = False
+    ) -> ResumableDataLoader:
+        """A loader of ``dataset`` in the order of ``order`` (indices, or packs of them), cut into global batches of
+        ``batch_size * world_size`` units of which this rank takes its own slice (no unit repeated across ranks)."""
+        rank, world = self._rank()
+        sampler = BatchPlanSampler(
+            SamplerItems(order), batch_size, world_size=world, rank=rank, seed=self.seed, num_items=len(order)
+        )
+        return ResumableDataLoader(
+            IndexPlanDataset(dataset),
+            batch_size=None,  # the sampler yields whole micro-batches
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=PackedCollator(self.collator(), self.max_length) if packed else self.collator(),
+            persistent_workers=self.num_workers > 0,
+        )
+
     def train_dataloader(self) -> ResumableDataLoader:
-        """Training batches in a seeded order; the loader saves its position in checkpoints (exact resume)."""
+        """Training batches in a seeded order; the loader saves its position in checkpoints (exact resume).
+
+        The order (of samples, of length groups of ``batch_size * world_size`` samples, or of packed rows) depends
+        only on ``(seed, epoch)``; each rank takes its slice of each global batch.
+        """
         ds = self.train_dataset
         if self.packing:
-            return self._packed_loader(ds, self.max_length)
-        if not self.group_by_length:
-            sampler = ShuffleSampler(len(ds), seed=self.seed)
+            order = PackingSampler(ds.lengths, self.max_length, seed=self.seed)
+        elif not self.group_by_length:
+            order = ShuffleSampler(len(ds), seed=self.seed)
         else:
-            sampler = LengthGroupedSampler(
+            order = LengthGroupedSampler(
                 ds.lengths,
                 self.batch_size,
-                world_size=self.trainer.world_size if self.trainer is not None else 1,
+                world_size=self._rank()[1],
                 modalities=ds.has_images if self.group_by_modality else None,
                 seed=self.seed,
             )
-        return self._loader(ds, sampler=sampler)
+        return self.plan_loader(ds, order, self.batch_size, packed=self.packing)
 
     def val_dataloader(self) -> DataLoader | list:
+        """Validation batches in file order, each record on one rank only."""
         if self.val_dataset is None:
             return []
-        return self._loader(self.val_dataset, batch_size=self.val_batch_size)
+        return self.plan_loader(self.val_dataset, SequentialSampler(self.val_dataset), self.val_batch_size)
 
     def test_dataloader(self) -> DataLoader | list:
         return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
+        """Prediction batches in file order (a plain loader: Lightning tracks its indices for the prediction writer)."""
         return self._loader(self.predict_dataset, batch_size=self.val_batch_size, padding_side="left")

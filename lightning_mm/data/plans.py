@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from lightning_mm.data.collate import SKIPPED_KEY
 from lightning_mm.data.conversations import to_llava_record
@@ -33,7 +33,7 @@ from lightning_mm.data.packing import pack_lengths
 from lightning_mm.data.record_samples import RecordSamples
 from lightning_mm.data.sources import DataSource
 
-__all__ = ["BatchPlanSampler", "PlanDataset"]
+__all__ = ["BatchPlanSampler", "IndexPlanDataset", "PlanDataset", "SamplerItems"]
 
 _STREAM = 0x504C  # last word of the seeds drawn here
 
@@ -45,7 +45,9 @@ class BatchPlanSampler(DistributedSampler):
     itself, without repeating records) and calls :meth:`set_epoch` at each epoch.
 
     Args:
-        items: ``items(epoch)``: the items of an epoch, the same on every rank.
+        items: ``items(epoch)``: the items of an epoch, the same on every rank: mixture items
+            (:func:`~lightning_mm.data.mixture.mixture_items`), or the sample indices (or packs of them) of a map-style
+            dataset in the order of a seeded sampler (:class:`SamplerItems`).
         batch_size: Records (or packed rows) per micro-batch.
         world_size: Data-parallel ranks.
         rank: This rank.
@@ -60,7 +62,7 @@ class BatchPlanSampler(DistributedSampler):
 
     def __init__(
         self,
-        items: Callable[[int], Iterator[Item]],
+        items: Callable[[int], Iterator[Any]],
         batch_size: int,
         world_size: int = 1,
         rank: int = 0,
@@ -184,3 +186,54 @@ class PlanDataset(Dataset):
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources if not s.streaming)
+
+
+class SamplerItems:
+    """``items(epoch)`` of a seeded sampler: its order of that epoch (sample indices, or packs of them).
+
+    Puts the orders of :class:`~lightning_mm.data.ShuffleSampler`, :class:`~lightning_mm.data.LengthGroupedSampler`
+    and :class:`~lightning_mm.data.packing.PackingSampler` (all functions of ``(seed, epoch)``) behind
+    :class:`BatchPlanSampler`, which splits them over ranks without repeating a unit. A sampler without ``set_epoch``
+    (an in-order one) gives the same order every epoch.
+
+    Args:
+        sampler: The sampler (every rank builds the same one).
+    """
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __call__(self, epoch: int) -> Iterator[Any]:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+        return iter(self.sampler)
+
+
+class IndexPlanDataset(Dataset):
+    """Builds the samples of a plan of sample indices: ``plans[[3, [7, 1]]]`` is ``[base[3], [base[7], base[1]]]``.
+
+    A unit of a plan is an index (one sample) or a list of indices (a packed row's samples). Other attributes
+    (``lengths``, ``has_images``, ``skip_counts``, ...) and ``len()`` are the base dataset's.
+
+    Args:
+        dataset: The map-style dataset of single samples.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, plan: Sequence[Any]) -> list[Any]:
+        return [
+            [self.dataset[int(i)] for i in unit] if isinstance(unit, list) else self.dataset[int(unit)] for unit in plan
+        ]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)

@@ -20,8 +20,9 @@ class LengthGroupedSampler(Sampler[int]):
     samples rarely share a batch (like LLaVA's ``group_by_modality_length``); the leftovers of each modality form
     mixed groups, and the one partial group, if any, comes last.
 
-    Under data parallelism, Lightning wraps this sampler and hands rank ``r`` the indices ``r, r + world_size, ...``,
-    so each rank's micro-batch comes from one group. The order depends only on ``(seed, epoch)``, so a
+    Under data parallelism, :class:`~lightning_mm.data.LlavaDataModule` cuts this order into global batches of
+    ``batch_size * world_size`` (:class:`~lightning_mm.data.plans.BatchPlanSampler`) and rank ``r`` takes the
+    ``r``-th slice of each, so each rank's micro-batch comes from one group. The order depends only on ``(seed, epoch)``, so a
     :class:`~lightning_mm.data.ResumableDataLoader` resumes it at the exact next batch.
 
     Args:

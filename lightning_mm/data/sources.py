@@ -20,6 +20,7 @@ import numpy as np
 
 from lightning_mm.data.conversations import SCHEMA_COLUMNS, detect_schema
 from lightning_mm.data.llava_records import BadSampleError, read_records
+from lightning_mm.data.parquet_stream import ParquetShards, local_parquet_files
 
 __all__ = ["DataSource", "HFSource", "LlavaJsonSource", "conversation_size"]
 
@@ -112,6 +113,9 @@ def _is_parquet(path: str | Sequence[str]) -> bool:
 class HFSource(DataSource):
     """A Hugging Face ``datasets`` dataset.
 
+    Local Parquet files streamed are read by :class:`~lightning_mm.data.parquet_stream.ParquetShards` (bounded
+    record batches, one shard per file), other streamed data by ``datasets``.
+
     Args:
         path: A hub id (``HuggingFaceM4/the_cauldron``), a ``save_to_disk`` folder, or Parquet file(s) (a path, a
             glob or a list).
@@ -141,6 +145,14 @@ class HFSource(DataSource):
         self.streaming = streaming
         self.image_column = image_column
         self.image_folder = image_folder
+        self._parquet = None
+        files = local_parquet_files(path) if streaming and _is_parquet(path) else None
+        if files is not None:  # read by bounded record batches: memory does not follow the file size
+            self._parquet = ParquetShards(files)
+            self.schema = detect_schema(self._parquet.column_names, self.name, schema)
+            self.num_shards = self._parquet.num_shards
+            self._table = None
+            return
         ds = self._open(path, name, split, streaming, num_shards, data_files)
         columns = list(ds.column_names or ds.features or [])
         self.schema = detect_schema(columns, self.name, schema)
@@ -184,6 +196,9 @@ class HFSource(DataSource):
     def iter_shard(self, shard: int) -> Iterator[dict[str, Any]]:
         if not self.streaming:
             yield from super().iter_shard(shard)
+        if self._parquet is not None:
+            yield from self._parquet.iter_shard(int(shard))
+            return
         yield from self._stream.shard(num_shards=self.num_shards, index=int(shard))
 
     def size_features(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_mm import MultimodalModule
 from lightning_mm.data import BadSampleError, HFDataModule, LlavaDataset
@@ -55,11 +56,7 @@ def _ids(loader) -> list[list[str]]:
 # ---------------------------------------------------------------------------------------------------- shapes
 @pytest.mark.parametrize(("shape", "kind"), [("llava", "parquet"), ("messages", "disk"), ("cauldron", "parquet")])
 def test_each_shape_gives_the_samples_of_the_llava_json(shape, kind, contract, tmp_path):
-    records = llava_records()
-    if shape == "cauldron":
-        records = [r for r in records if cauldron_fits(r)]
-    if shape == "messages":  # placeholders inside a sentence do not round-trip through content parts
-        records = [r for r in records if all("\n".join(_v(t["value"])) == t["value"] for t in r["conversations"])]
+    records = _fitting(shape)
     path = _write(dataset(shape, records), tmp_path, kind)
     dm = _dm(contract, path, group_by_length=False)
     plans = dm.plan_loader("train", shuffle=False, batch_size=1).dataset
@@ -197,20 +194,61 @@ def test_packing_and_grouping_on_a_stream_go_through_a_bounded_buffer(contract, 
 
 
 # ---------------------------------------------------------------------------------------------------- a run
+def _fitting(shape: str) -> list[dict]:
+    """The asset records that ``shape`` holds: the_cauldron's shape has no system turn and puts images first, and
+    placeholders inside a sentence do not round-trip through content parts."""
+    records = llava_records()
+    if shape == "cauldron":
+        return [r for r in records if cauldron_fits(r)]
+    if shape == "messages":
+        return [r for r in records if all("\n".join(_v(t["value"])) == t["value"] for t in r["conversations"])]
+    return records
+
+
+class _StepIds(L.Callback):
+    def __init__(self) -> None:
+        self.ids: list[list[str]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.ids.append([str(i) for i in batch["id"]])
+
+
 @pytest.mark.slow
-def test_fit_validate_with_generation_and_predict_on_a_saved_dataset(contract, tmp_path, quiet_trainer):
-    train = _write(dataset("messages", [r for r in llava_records() if r["id"] != 42]), tmp_path, "disk", "train")
-    val = _write(dataset("llava"), tmp_path, "parquet", "val")
+@pytest.mark.parametrize(
+    ("shape", "kind", "val_shape", "val_kind"),
+    [("messages", "disk", "llava", "parquet"), ("llava", "parquet", "cauldron", "disk"),
+     ("cauldron", "disk", "messages", "parquet")],
+)  # fmt: skip
+def test_fit_validate_with_generation_predict_and_resume_on_each_shape(
+    shape, kind, val_shape, val_kind, contract, tmp_path, quiet_trainer
+):
+    train = _write(dataset(shape, _fitting(shape)), tmp_path, kind, "train")
+    val = _write(dataset(val_shape, _fitting(val_shape)), tmp_path, val_kind, "val")
+
+    def dm() -> HFDataModule:
+        return HFDataModule(train=train, val=val, template="vicuna_v1", batch_size=2, val_batch_size=4)
+
     torch.manual_seed(0)
-    module = MultimodalModule(
-        model="tiny", model_overrides={"tokenizer": TOKENIZER, "template": "vicuna_v1"}, eval_generate=True
-    )
-    dm = HFDataModule(train=train, val=val, template="vicuna_v1", batch_size=2, val_batch_size=4)
-    trainer = quiet_trainer(max_steps=2, limit_val_batches=1, num_sanity_val_steps=0, val_check_interval=2)
-    trainer.fit(module, dm)
+    overrides = {"tokenizer": TOKENIZER, "template": "vicuna_v1"}
+    m = MultimodalModule(model="tiny", model_overrides=overrides, eval_generate=True, max_new_tokens=2)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0, every_n_train_steps=2)
+    run = {"limit_val_batches": 1, "num_sanity_val_steps": 0, "val_check_interval": 2, "enable_checkpointing": True}
+    trainer = quiet_trainer(max_steps=2, callbacks=[ckpt], **run)
+    trainer.fit(m, dm())
     assert trainer.global_step == 2 and "val/loss" in trainer.callback_metrics
-    rows = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).predict(module, dm)
+    rows = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, limit_predict_batches=1).predict(
+        m, dm()
+    )
     assert sum(len(r) if isinstance(r, list) else 1 for r in rows) >= 1
+    step_ids = _StepIds()
+    resumed = quiet_trainer(max_steps=3, callbacks=[step_ids], limit_val_batches=0)
+    resumed.fit(m, dm(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))  # its weights and data position
+    reference = _dm(contract, train).train_dataloader()
+    batches = []
+    for epoch in (0, 1):
+        reference.sampler.set_epoch(epoch)
+        batches += _ids(reference)
+    assert resumed.global_step == 3 and step_ids.ids == [batches[2]]  # the third batch of the uninterrupted order
 
 
 # ---------------------------------------------------------------------------------------------------- kill -9

@@ -183,7 +183,7 @@ def test_datamodules_take_the_layout_from_bind(tiny_module, layout, data_file, t
     )
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert loader.sampler.lengths.tolist() == dm.train_dataset.lengths.tolist()
+    assert loader.sampler.items.sampler.lengths.tolist() == dm.train_dataset.lengths.tolist()
     batch = next(iter(loader))
     assert int(batch["tiles_per_image"].sum()) == batch["pixel_values"].shape[0] == 7
     assert loader.collate_fn.layout is layout

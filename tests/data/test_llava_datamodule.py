@@ -39,7 +39,7 @@ def test_datamodule_binds_to_the_model_and_groups_by_length(asset_module):
     dm.bind(m.data_contract)
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, LengthGroupedSampler)
+    assert isinstance(loader.sampler.items.sampler, LengthGroupedSampler)  # the order the plans cut
     m.configure_model()
     for batch in loader:
         n_tokens = int((batch["input_ids"] == m.image_token_id).sum())
@@ -52,7 +52,30 @@ def test_datamodule_binds_to_the_model_and_groups_by_length(asset_module):
         assert n_tokens == feats.shape[0] * feats.shape[1]  # one image token per feature row the tower emits
     assert dm.val_dataloader() == []
     dm.group_by_length = False
-    assert isinstance(dm.train_dataloader().sampler, ShuffleSampler)
+    assert isinstance(dm.train_dataloader().sampler.items.sampler, ShuffleSampler)
+
+
+@pytest.mark.parametrize("setting", ["grouped", "shuffled", "packed", "val"])
+def test_ranks_split_the_records_without_repeating_one(setting, asset_module, tmp_path):
+    """7 records over 2 ranks x 2 per batch: every record once and the same steps on both ranks (before, Lightning's
+    distributed sampler repeated one record to make 8)."""
+    rows = json.loads((LLAVA_DIR / "llava_tiny.json").read_text())[:7]
+    path = tmp_path / "seven.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen, steps = [], []
+    for rank in range(2):
+        dm = LlavaDataModule(train_path=str(path), val_path=str(path), image_folder=str(LLAVA_DIR), batch_size=2,
+                             group_by_length=setting != "shuffled", packing=setting == "packed", max_length=160)  # fmt: skip
+        dm._rank = lambda rank=rank: (rank, 2)
+        dm.bind(asset_module.data_contract)
+        dm.setup("fit")
+        loader = dm.val_dataloader() if setting == "val" else dm.train_dataloader()
+        loader.sampler.set_epoch(1)
+        ids = [[i for x in b["id"] for i in (x if isinstance(x, list) else [x])] for b in loader]
+        steps.append(len(ids))
+        seen += [str(i) for b in ids for i in b]
+    assert steps[0] == steps[1] == len(loader)
+    assert sorted(seen) == sorted(str(r["id"]) for r in rows)
 
 
 def test_fit_logs_dropped_fraction_skip_counts_and_supervised_fraction(tmp_path, records_with_bad_rows, quiet_trainer):

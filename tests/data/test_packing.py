@@ -219,7 +219,7 @@ def test_llava_datamodule_packs_its_training_rows():
     dm.bind(module.data_contract)
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert isinstance(loader.collate_fn, PackedCollator) and isinstance(loader.sampler, PackingSampler)
+    assert isinstance(loader.collate_fn, PackedCollator) and isinstance(loader.sampler.items.sampler, PackingSampler)
     batches = list(loader)
     ids = [i for b in batches for row in b["id"] for i in row]
     assert sorted(ids) == sorted(dm.train_dataset.record(i)["id"] for i in range(len(dm.train_dataset)))
