@@ -3,9 +3,14 @@
 Compiling block by block (each vision block, each LLM decoder layer: the components' ``blocks()``,
 :mod:`lightning_mm.models.component`) instead of the whole network keeps compile time small: identical blocks reuse
 the same compiled code (dynamo guards on a block's structure, not its identity, since parameters are graph inputs), a
-graph break in one block costs that block only, and the embedding, splice and loss stay eager. ``nn.Module.compile``
-compiles a module in place: it keeps its class, its names and its state-dict keys (no ``_orig_mod.`` wrapper), so
-placements, activation checkpointing, FSDP units, checkpoints and export see the same modules as without it.
+graph break in one block costs that block only, and the embedding, splice and loss stay eager. A block is compiled in
+place, as ``nn.Module.compile`` does (the compiled call is set on the instance): it keeps its class, its names and its
+state-dict keys (no ``_orig_mod.`` wrapper), so placements, activation checkpointing, FSDP units, checkpoints and
+export see the same modules as without it.
+
+The compiled code runs in training mode only (a frozen tower under ``no_grad`` too); evaluation and generation, in eval
+mode, run the blocks eagerly: a KV-cached generation changes the shapes at every token (prompt, then one token against a growing cache), which would recompile
+each block several times for a step that is not the one being sped up.
 
 Apply it last, after the placements (LoRA layers inside a block are compiled with it), activation checkpointing and
 sharding: :meth:`~lightning_mm.MultimodalModule.configure_model` does. Compilation itself happens lazily, in the first
@@ -15,24 +20,39 @@ forward (and backward) of each block; :class:`FirstStepTimer` reports what that 
 from __future__ import annotations
 
 import time
+import types
 from typing import Any
 
+import torch
 import torch._dynamo.config
 from torch import nn
 
 from lightning_mm.models.component import COMPONENTS, as_component
 
-__all__ = ["FirstStepTimer", "compile_regions", "compiled_regions", "is_compiled"]
+__all__ = ["FirstStepTimer", "compile_block", "compile_regions", "compiled_regions", "is_compiled"]
 
 
 def is_compiled(module: nn.Module) -> bool:
-    """Whether ``module`` was compiled in place (``nn.Module.compile``)."""
+    """Whether ``module`` was compiled in place (:func:`compile_block`, or ``nn.Module.compile``)."""
     return getattr(module, "_compiled_call_impl", None) is not None
 
 
 def compiled_regions(network: nn.Module) -> list[str]:
     """Names (relative to ``network``) of the modules compiled in place, in forward order."""
     return [name for name, m in network.named_modules() if name and is_compiled(m)]
+
+
+def _train_call(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """The compiled call in training mode; the module's eager call in eval mode."""
+    if self.training:
+        return self._compiled_train_call(*args, **kwargs)
+    return self._call_impl(*args, **kwargs)
+
+
+def compile_block(module: nn.Module, **options: Any) -> None:
+    """Compile ``module`` in place, for training steps (see the module docstring); ``options`` go to ``torch.compile``."""
+    module._compiled_train_call = torch.compile(module._call_impl, **options)
+    module._compiled_call_impl = types.MethodType(_train_call, module)
 
 
 def compile_regions(network: nn.Module, **options: Any) -> list[str]:
@@ -57,7 +77,7 @@ def compile_regions(network: nn.Module, **options: Any) -> list[str]:
     for name in COMPONENTS:
         for block in as_component(getattr(network, name), name).blocks():
             if not is_compiled(block):
-                block.compile(**options)
+                compile_block(block, **options)
     return compiled_regions(network)
 
 

@@ -96,9 +96,13 @@ def test_inductor_compiled_decoder_layer_matches_eager(build_module, vqa_batch, 
     _assert_same_step(eager, compiled, vqa_batch)
 
 
-def test_compile_is_idempotent_and_keeps_state_dict_keys(build_module):
+def test_compile_is_idempotent_keeps_state_dict_keys_and_evaluates_eagerly(build_module, vqa_batch, fresh_dynamo):
     eager, compiled = build_module(_lora(0.0)), build_module(_lora(0.0))
     compile_regions(compiled.network, backend="aot_eager")
+    compiled.eval()
+    with torch.no_grad():  # evaluation and generation: the blocks' eager call, nothing traced
+        torch.testing.assert_close(compiled(vqa_batch), eager.eval()(vqa_batch), rtol=0, atol=0)
+    assert counters["frames"]["total"] == 0
     first = compiled.network.get_submodule(REGIONS[0])._compiled_call_impl
     assert compile_regions(compiled.network, backend="aot_eager") == REGIONS
     assert compiled.network.get_submodule(REGIONS[0])._compiled_call_impl is first
