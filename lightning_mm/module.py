@@ -83,6 +83,10 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
             colour, LLaVA-1.5), ``resize`` or ``crop``. Part of the model: the datamodules, ``chat`` and
             ``export`` read it from the checkpoint. Families whose layout cuts images themselves (tiling, image
             splitting) do not read it.
+        compile: Compile each vision block and LLM decoder layer in place with ``torch.compile``, last in
+            ``configure_model`` (after the placements, activation checkpointing and sharding; state-dict keys
+            unchanged), for training steps only (evaluation and generation run eagerly). The first training step
+            pays the compilation, reported once in the log (:mod:`lightning_mm.models.compiled`).
     """
 
     def __init__(
