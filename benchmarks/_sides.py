@@ -38,6 +38,7 @@ from transformers import LlavaForConditionalGeneration
 
 from lightning_mm import MultimodalModule
 from lightning_mm.models import decoder_of
+from lightning_mm.models.compiled import compile_regions
 from lightning_mm.placement import DropoutLinear, Placement, lora_layers
 from lightning_mm.zoo import get_spec, load_tokenizer
 
@@ -57,12 +58,15 @@ class OursOptions:
         fused_adamw: ``torch.optim.AdamW(fused=True)``.
         frozen_bf16: Frozen Linear/Conv layers stored in bfloat16 (with ``--dtype bfloat16``), so autocast no longer
             casts their weights on every forward and recompute; norms and embeddings stay float32.
+        compile: Each vision block and LLM decoder layer compiled in place (``MultimodalModule(compile=True)``'s
+            :func:`~lightning_mm.models.compiled.compile_regions`, static shapes); the first step pays the compilation.
     """
 
     ac: bool = False
     peft_dropout: bool = False
     fused_adamw: bool = False
     frozen_bf16: bool = False
+    compile: bool = False
 
     @classmethod
     def parse(cls, variant: str) -> OursOptions:
@@ -167,6 +171,8 @@ def build_ours(cfg: argparse.Namespace, options: OursOptions | None = None, name
         for mod in net.modules():
             if isinstance(mod, nn.Linear | nn.Conv2d) and not any(p.requires_grad for p in mod.parameters()):
                 mod.to(torch.bfloat16)
+    if options.compile:
+        compile_regions(net, dynamic=False)  # after every change to the modules, as configure_model does
     optimizer = module.optimizer_factory(module.param_groups())
     module.train()
 

@@ -6,7 +6,18 @@ LLaVA's stage 2 does: frozen tower, trained projector, fully trained LLM (``--ll
 placements). A step is the module's own path (``forward`` -> ``compute_loss`` -> backward -> fused AdamW), in
 bf16 autocast with float32 weights (``--precision bf16-mixed``, as the recipes) or bf16 weights (``bf16-true``).
 
-Printed (the median over ``--steps`` timed steps after ``--warmup`` steps):
+``--settings`` measures several settings one after another in the same process (``all``: every one), each built
+afresh, with a summary table at the end:
+
+* ``plain``: the placements as they are (frozen weights float32 under ``bf16-mixed``, cast by autocast at each use);
+* ``bf16-frozen``: frozen weights stored in bfloat16 (``Placement(storage_dtype="bfloat16")``, what a Trainer does
+  under ``bf16-mixed``);
+* ``nf4``: the LLM's frozen linear layers quantised to NF4 by bitsandbytes (``Placement(quantize="nf4")``, QLoRA;
+  needs ``--llm lora`` or ``frozen``);
+* ``compiled``: each vision block and LLM decoder layer compiled in place (``MultimodalModule(compile=True)``); the
+  first warm-up step, which compiles, is printed apart.
+
+Printed for each (the median over ``--steps`` timed steps after ``--warmup`` steps):
 
 * ``tokens/s``: every sequence position (text and image tokens) of the batch, per second;
 * ``MFU``: model FLOPs per step / step time / the GPU's bf16 dense peak (spec sheet, or ``--peak-tflops``);
@@ -31,6 +42,7 @@ Usage::
 
     python benchmarks/gpu_step.py                          # ~1B model, batch 8, on the GPU
     python benchmarks/gpu_step.py --llm lora --activation-checkpointing --batch 16
+    python benchmarks/gpu_step.py --llm lora --settings all   # plain, bf16-frozen, nf4, compiled: one command
     python benchmarks/gpu_step.py --tiny --json out.json   # the tiny model, seconds, CPU if no GPU (CI)
 
 Without a GPU (and without ``--tiny`` / ``--device cpu``) it exits with a message saying so.
@@ -52,6 +64,7 @@ from lightning_mm import MultimodalModule
 from lightning_mm.distributed import decoder_layers, vision_blocks
 from lightning_mm.placement import Placement
 
+SETTINGS = ("plain", "bf16-frozen", "nf4", "compiled")
 # bf16 dense tensor-core peaks (no sparsity), FLOP/s, by a substring of torch.cuda.get_device_name().
 PEAK_BF16 = {
     "H200": 989e12,
@@ -77,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--answer-tokens", type=int, default=128, help="supervised tokens per sample (the last ones)")
     parser.add_argument("--precision", choices=["bf16-mixed", "bf16-true"], default="bf16-mixed")
     parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument(
+        "--settings", default="plain", help=f"comma-separated, of {', '.join(SETTINGS)}; or 'all' (see the docstring)"
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (allocator, AdamW state)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak per device (spec sheet)")
@@ -89,16 +105,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.lora_r, args.steps, args.warmup = 4, 3, 1
         args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     args.device = args.device or "cuda"
+    args.settings = list(SETTINGS) if args.settings == "all" else [x for x in args.settings.split(",") if x]
+    unknown = sorted(set(args.settings) - set(SETTINGS))
+    if unknown or not args.settings:
+        parser.error(f"--settings: unknown {unknown}; choose from {', '.join(SETTINGS)} or 'all'")
+    if "nf4" in args.settings and args.llm == "full":
+        parser.error("--settings nf4 quantises the frozen LLM weights: it needs --llm lora or --llm frozen")
     return args
 
 
-def build(args: argparse.Namespace, device: torch.device):
-    """The module (network built on ``device``), its optimiser, and a random LLaVA-shaped batch."""
+def build(args: argparse.Namespace, device: torch.device, setting: str = "plain"):
+    """The module (network built on ``device``) in ``setting``, its optimiser, and a random LLaVA-shaped batch."""
 
-    module = MultimodalModule(model=args.model, activation_checkpointing=args.activation_checkpointing)
-    module.set_placement("vision", Placement("frozen"))
+    module = MultimodalModule(
+        model=args.model, activation_checkpointing=args.activation_checkpointing, compile=setting == "compiled"
+    )
+    storage = {"storage_dtype": "bfloat16"} if setting == "bf16-frozen" else {}
+    quantize = {"quantize": "nf4", "storage_dtype": "bfloat16"} if setting == "nf4" else {}
+    module.set_placement("vision", Placement("frozen", **storage))
     module.set_placement("projector", Placement("full"))
-    module.set_placement("llm", Placement(args.llm, r=args.lora_r, alpha=2.0 * args.lora_r))
+    module.set_placement("llm", Placement(args.llm, r=args.lora_r, alpha=2.0 * args.lora_r, **storage, **quantize))
     with torch.device(device):
         module.configure_model()
     if args.precision == "bf16-true":
@@ -214,12 +240,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "gpu_step.py: no CUDA GPU is available (torch.cuda.is_available() is False). Run it on a GPU machine, or "
             "pass --tiny or --device cpu for a dry run of the script on the CPU."
         )
+    results = {}
+    for setting in args.settings:
+        print(f"\n[{setting}]")
+        results[setting] = measure(args, device, setting)
+    if len(results) > 1:
+        print("\nsetting       step s   tokens/s   TFLOP/s      MFU   peak GiB")
+        for setting, r in results.items():
+            mfu = f"{r['mfu']:.4f}" if r["mfu"] is not None else "n/a"
+            print(
+                f"{setting:<12} {r['step_s_median']:7.4f} {r['tokens_per_s']:10.1f} {r['achieved_tflops']:9.2f} "
+                f"{mfu:>8} {r['peak_memory_bytes'] / 2**30:10.3f}"
+            )
+    result = results[args.settings[0]] if len(results) == 1 else {"settings": results}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def measure(args: argparse.Namespace, device: torch.device, setting: str) -> dict[str, Any]:
+    """Build ``setting``, warm up, time ``--steps`` steps; print and return the measurements."""
     torch.manual_seed(0)
-    module, optimizer, batch = build(args, device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    module, optimizer, batch = build(args, device, setting)
     autocast = args.precision == "bf16-mixed"
+    warmup_s = []
     for _ in range(args.warmup):
+        _sync(device)
+        start = time.perf_counter()
         step(module, optimizer, batch, autocast)
-    _sync(device)
+        _sync(device)
+        warmup_s.append(time.perf_counter() - start)
+    if setting == "compiled" and warmup_s:
+        print(f"first step (compilation included, not timed below): {warmup_s[0]:.1f} s")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times, losses = [], []
@@ -249,6 +304,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trainable = sum(p.numel() for p in module.network.parameters() if p.requires_grad)
 
     result = {
+        "setting": setting,
+        "first_warmup_step_s": warmup_s[0] if warmup_s else None,
         "model": args.model,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "parameters": params,
@@ -288,9 +345,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"MFU: n/a (peak {peak_source})")
     print(f"utilisation ratio model/measured matmul peak: {achieved / measured:.4f} ({measured / 1e12:.2f} TFLOP/s)")
     print(f"peak memory: {peak_memory / 2**30:.3f} GiB ({memory_source})")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
     return result
 
 

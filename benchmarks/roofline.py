@@ -18,12 +18,19 @@ built by ``_sides.build_ours``):
    achieved / peak (and / mix). The same fraction from CPU seconds of all threads (step and GEMMs alike) is printed as
    a cross-check: on a machine shared with other jobs the wall times of the two measurements see different loads.
 4. A ``torch.profiler`` profile of one step: self CPU time grouped into matmul, attention, dropout masks (random
-   numbers), casts and copies, and the rest; the top ops by self time.
+   numbers), casts and copies, and the rest (inductor's fused kernels of a compiled step land there); the top ops
+   by self time.
+
+``--compile`` measures each setting a second time (``<setting>+compile``) with every vision block and LLM decoder
+layer compiled in place (``_sides.OursOptions.compile``, as ``MultimodalModule(compile=True)``): the same FLOPs and
+GEMM shapes (counted on the eager step: compiled kernels are invisible to ``FlopCounterMode``) over its own step
+time; its first step, which compiles, is timed apart and excluded.
 
 Usage::
 
     python benchmarks/roofline.py                  # both settings at train_step.py's size (a few minutes)
     python benchmarks/roofline.py --settings bf16+ckpt --steps 5
+    python benchmarks/roofline.py --compile --steps 2   # each setting eager and compiled
     python benchmarks/roofline.py --tiny --json out.json   # seconds, for CI
 """
 
@@ -37,7 +44,7 @@ import sys
 import torch
 from _harness import apply_tiny, benchmark_parser, timed, tiny_note, write_json
 from _llava import image_tokens
-from _sides import build_ours, image_token_id, make_batch
+from _sides import OursOptions, build_ours, image_token_id, make_batch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 from train_step import TINY, add_step_args, check_step_args
@@ -91,6 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per setting (after one warm-up step)")
     parser.add_argument("--matmul-repeats", type=int, default=5, help="timings of each GEMM shape")
     parser.add_argument("--profile-rows", type=int, default=15)
+    parser.add_argument(
+        "--compile", action="store_true", help="also measure each setting with compiled blocks ('<setting>+compile')"
+    )
     args = apply_tiny(parser.parse_args(argv), {**TINY, "steps": 1, "matmul_repeats": 2})
     check_step_args(parser, args)
     args.settings = [s for s in args.settings.split(",") if s]
@@ -180,19 +190,26 @@ def advice(res: dict) -> list[str]:
     return notes
 
 
-def run_setting(args: argparse.Namespace, name: str, image_token: int) -> dict:
+def run_setting(args: argparse.Namespace, name: str, image_token: int, eager: dict | None = None) -> dict:
+    """One setting's measurements; with ``eager`` (that setting's eager result) the step is compiled and reuses its
+    FLOPs and matmul rates."""
     dtype, checkpointing = SETTINGS[name]
     cfg = argparse.Namespace(**{**vars(args), "dtype": dtype, "activation_checkpointing": checkpointing})
-    side = build_ours(cfg, name=name)
+    side = build_ours(cfg, OursOptions(compile=eager is not None), name=name)
     batch = make_batch(cfg, image_token)
-    side.step(batch)  # warm-up; allocates the AdamW state
-    flops, shapes = count_step(side, batch)
+    _, first_s, _ = timed(lambda: side.step(batch))  # warm-up; allocates the AdamW state (and compiles)
+    if eager is None:
+        flops, shapes = count_step(side, batch)
+        rates = None
+    else:
+        flops, rates = eager["flops"], eager["matmul"]
     steps = []
     for _ in range(args.steps):
         steps.append(timed(lambda: side.step(batch))[1:])  # (wall, CPU) seconds
     step_s, step_cpu_s = statistics.median(w for w, _ in steps), statistics.median(c for _, c in steps)
-    rates = matmul_rates(shapes, args.matmul_repeats)
-    res = {"dtype": dtype, "activation_checkpointing": checkpointing, "flops": flops, "matmul": rates}
+    rates = rates or matmul_rates(shapes, args.matmul_repeats)
+    res = {"dtype": dtype, "activation_checkpointing": checkpointing, "compiled": eager is not None}
+    res.update(flops=flops, matmul=rates, first_step_s=first_s)
     res.update(step_s=step_s, step_cpu_s=step_cpu_s, steps_s=steps, achieved=flops["total"] / step_s)
     res["fraction_of_peak"] = res["achieved"] / rates["peak"]
     res["fraction_of_mix"] = res["achieved"] / rates["mix"]
@@ -215,6 +232,11 @@ def report(args: argparse.Namespace, results: dict) -> None:
         print(
             f"\n[{name}] step {res['step_s']:.3f} s (median of {len(res['steps_s'])}); FLOPs per step (FlopCounterMode):"
         )
+        if res["compiled"]:
+            print(
+                f"  first step {res['first_step_s']:.1f} s (compilation included; not in the step time), FLOPs and "
+                "GEMM rates of the eager step"
+            )
         print(
             f"  total {f['total'] / 1e9:.1f} GFLOP (attention {f['attention'] / 1e9:.1f}; GEMMs recorded {m['gemm_flops'] / 1e9:.1f})"
         )
@@ -245,8 +267,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     image_token = image_token_id()
-    results = {name: run_setting(args, name, image_token) for name in args.settings}
+    results = {}
+    for name in args.settings:
+        results[name] = run_setting(args, name, image_token)
+        if args.compile:
+            results[f"{name}+compile"] = run_setting(args, name, image_token, eager=results[name])
     report(args, results)
+    if args.compile:
+        print("\nfraction of peak, eager -> compiled:")
+        for name in args.settings:
+            eager, compiled = results[name], results[f"{name}+compile"]
+            print(
+                f"  {name}: {eager['fraction_of_peak']:.3f} -> {compiled['fraction_of_peak']:.3f} (step "
+                f"{eager['step_s']:.3f} s -> {compiled['step_s']:.3f} s; compiling took about "
+                f"{compiled['first_step_s'] - compiled['step_s']:.1f} s)"
+            )
     write_json(args.json, {"config": {k: v for k, v in vars(args).items() if k not in ("json", "child")}, **results})
     return 0
 

@@ -8,6 +8,7 @@ from typing import IO, Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from lightning_mm.checkpoint.file import check_checkpoint_file
@@ -23,6 +24,7 @@ from lightning_mm.errors import check_choice, check_range
 from lightning_mm.evaluation_steps import EvaluationSteps
 from lightning_mm.loss import count_supervised, mask_sample_starts
 from lightning_mm.models import VisionLanguageModel
+from lightning_mm.models.compiled import FirstStepTimer, compile_regions
 from lightning_mm.optim import SCHEDULES, build_scheduler, split_decay
 from lightning_mm.zoo import ModelSpec, build_network, count_image_tokens, get_spec, load_tokenizer
 from lightning_mm.zoo.checks import check_spec
@@ -81,6 +83,10 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
             colour, LLaVA-1.5), ``resize`` or ``crop``. Part of the model: the datamodules, ``chat`` and
             ``export`` read it from the checkpoint. Families whose layout cuts images themselves (tiling, image
             splitting) do not read it.
+        compile: Compile each vision block and LLM decoder layer in place with ``torch.compile``, last in
+            ``configure_model`` (after the placements, activation checkpointing and sharding; state-dict keys
+            unchanged), for training steps only (evaluation and generation run eagerly). The first training step
+            pays the compilation, reported once in the log (:mod:`lightning_mm.models.compiled`).
     """
 
     def __init__(
@@ -99,6 +105,7 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
         eval_generate: bool = False,
         placements: dict[str, dict[str, Any]] | None = None,
         image_aspect: str = "pad",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         check_choice("loss_normalization", loss_normalization, ("tokens", "mean"))
@@ -126,6 +133,8 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
         self.activation_checkpointing = activation_checkpointing
         self.eval_generate = eval_generate
         self.image_aspect = image_aspect
+        self.compile_regions = compile  # (``self.compile`` is nn.Module's method)
+        self._compile_timer: FirstStepTimer | None = None
         self.network: VisionLanguageModel | None = None
         self.declare_placements(placements)
         self.base_mismatch: list[str] = []  # components whose base differed from an adapter-only checkpoint's
@@ -216,11 +225,13 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
         return build_network(self.spec, tokenizer, pretrained=self.pretrained, llm_quantization=quantization)
 
     def configure_model(self) -> None:
-        """Build the network once, apply the declared placements and activation checkpointing, then shard it.
+        """Build the network once, apply the declared placements and activation checkpointing, shard it, compile it.
 
         Under a Trainer the strategy is checked first (:func:`~lightning_mm.distributed.check_strategy`: clear errors
         for settings that cannot work); with a device mesh (``ModelParallelStrategy``) the network is sharded with
-        FSDP2, unit by unit (:func:`~lightning_mm.distributed.fully_shard_network`).
+        FSDP2, unit by unit (:func:`~lightning_mm.distributed.fully_shard_network`). With ``compile`` on, each block
+        is then compiled in place (:func:`~lightning_mm.models.compiled.compile_regions`), around what the steps
+        before put in it (LoRA layers, checkpointing).
         """
         if self.network is None:
             self.network = self.build_network()
@@ -232,10 +243,21 @@ class MultimodalModule(DeclaredPlacements, EvaluationSteps, L.LightningModule):
             self.apply_storage(self.trainer)  # frozen weights in the compute dtype; quantised + FSDP2 refused
             check_strategy(self, self.trainer)
             shard_for_strategy(self)
+        if self.compile_regions and self._compile_timer is None:
+            self._compile_timer = FirstStepTimer(len(compile_regions(self.network)))
 
     def on_fit_start(self) -> None:
         use_atomic_checkpoint_io(self.trainer)  # a run killed while writing never leaves a truncated last.ckpt
         self.log_placements()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._compile_timer is not None:
+            self._compile_timer.start()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        report = self._compile_timer.stop() if self._compile_timer is not None else None
+        if report:
+            rank_zero_info(report)
 
     def component(self, name: str) -> nn.Module:
         """The ``vision``, ``projector`` or ``llm`` submodule of the network."""
