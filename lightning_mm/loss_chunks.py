@@ -2,10 +2,11 @@
 
 One autograd function, :class:`ChunkedLinearCrossEntropy`, computes the summed cross-entropy of
 ``hidden @ weight.T (+ bias)`` over supervised rows and, in the same pass, every gradient. Per chunk of rows: one GEMM
-writes the logits into a buffer allocated once and reused by every chunk; the log-softmax is written over them (row by
-row, so the max, the sum of exponentials and the write stay in cache); their exponential minus the one-hot targets,
-in place, is the logit gradient; two GEMMs write the gradients of the hidden rows and of the weight straight into
-their final buffers.
+writes the logits into a buffer allocated once and reused by every chunk; the softmax is written over them (row by
+row, so the max, the exponentials and the scaling stay in cache: one exponential per logit); the loss is
+``-log p(target)``, and the probabilities minus the one-hot targets, in place, are the logit gradient; two GEMMs write
+the gradients of the hidden rows and of the weight straight into their final buffers. Without gradients the
+log-softmax is written instead (its exponentials are only summed).
 
 The work is the three ``N x H x V`` GEMMs; what this layout keeps off the large tensors beyond them:
 
@@ -71,31 +72,26 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         logits_buf = torch.empty((rows, vocab), dtype=mm_dtype, device=device)  # (C, V), reused by every chunk
         acc_buf = None if full_precision else torch.empty((rows, vocab), dtype=acc_dtype, device=device)  # (C, V)
 
+        any_grad = need_h or need_w or need_b
+        # p(target) of every row when gradients are wanted: the loss is -log of it (one softmax, one exp per logit)
+        target_probs = torch.empty(num_rows, dtype=acc_dtype, device=device) if any_grad else None  # (N,)
         for start in range(0, num_rows, chunk_size):
             end = min(start + chunk_size, num_rows)
             first = start == 0  # the first chunk writes the (V, H) / (V,) gradients, later ones accumulate
             h = h_mm[start:end]  # (C, H)
             tgt = targets[start:end, None]  # (C, 1)
             raw = logits_buf[: end - start]  # (C, V)
-            if b_mm is not None:
-                torch.addmm(b_mm, h, w_mm.t(), out=raw)  # (C, V)
-            else:
-                torch.mm(h, w_mm.t(), out=raw)  # (C, V)
-            logits = raw if full_precision else acc_buf[: end - start].copy_(raw)  # (C, V) in acc_dtype
-            slope = None
-            if softcap is not None:  # z -> cap * tanh(z / cap); d/dz = 1 - tanh(z / cap)^2
-                squashed = torch.tanh(logits / softcap)  # (C, V)
-                torch.mul(squashed, softcap, out=logits)  # (C, V), in place
-                slope = squashed.square_().neg_().add_(1.0)  # (C, V), in place
+            logits, slope = _logits(h, w_mm, b_mm, raw, None if acc_buf is None else acc_buf[: end - start], softcap)
 
-            # log_softmax row by row (max, sum of exp and the write stay in cache), written over the logits.
-            log_probs = torch.log_softmax(logits, dim=1, out=logits)  # (C, V)
-            loss_sum -= log_probs.gather(1, tgt).sum()
-
-            if not (need_h or need_w or need_b):
+            if not any_grad:
+                # log_softmax row by row (max, sum of exp and the write stay in cache), written over the logits.
+                log_probs = torch.log_softmax(logits, dim=1, out=logits)  # (C, V)
+                loss_sum -= log_probs.gather(1, tgt).sum()
                 continue
-            # d(sum of losses)/d(logits) = softmax - onehot, again in place.
-            probs = log_probs.exp_()  # (C, V)
+            # softmax row by row, written over the logits: one exponential per logit gives the loss and the gradient.
+            probs = torch.softmax(logits, dim=1, out=logits)  # (C, V)
+            target_probs[start:end] = probs.gather(1, tgt).squeeze(1)  # (C,)
+            # d(sum of losses)/d(logits) = softmax - onehot, in place.
             probs.scatter_add_(1, tgt, probs.new_full(tgt.shape, -1.0))  # (C, V) minus the one-hot targets
             if slope is not None:
                 probs.mul_(slope)  # chain rule through the soft-capping
@@ -121,9 +117,11 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                     torch.sum(probs, dim=0, out=grad_b)  # (V,)
                 else:
                     grad_b.add_(probs.sum(dim=0))  # (V,)
-            del logits, log_probs, probs, g, slope
+            del logits, probs, g, slope
 
         del logits_buf, acc_buf
+        if any_grad:
+            loss_sum = _loss_from_target_probs(target_probs, h_mm, w_mm, b_mm, targets, softcap)
         for grad in (grad_h, grad_b, None if full_precision else grad_w):
             if grad is not None:
                 grad.mul_(inv_denom)  # small, or a low-precision product scaled in float32 after the accumulation
@@ -153,3 +151,51 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                 grad.mul_(grad_output.to(grad.dtype))
             outputs.append(grad.to(dtype))
         return outputs[0], outputs[1], outputs[2], None, None, None, None, None, None
+
+
+def _logits(
+    h: torch.Tensor,  # (C, H) in the GEMM dtype
+    w_mm: torch.Tensor,  # (V, H)
+    b_mm: torch.Tensor | None,  # (V,)
+    raw: torch.Tensor,  # (C, V) buffer in the GEMM dtype
+    acc: torch.Tensor | None,  # (C, V) float32 buffer when the GEMM dtype is lower, else None
+    softcap: float | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Write ``h @ w_mm.T (+ b_mm)``, soft-capped if asked, into the buffers; return it and the soft-cap slope."""
+    if b_mm is not None:
+        torch.addmm(b_mm, h, w_mm.t(), out=raw)  # (C, V)
+    else:
+        torch.mm(h, w_mm.t(), out=raw)  # (C, V)
+    logits = raw if acc is None else acc.copy_(raw)  # (C, V) in the accumulation dtype
+    if softcap is None:
+        return logits, None
+    # z -> cap * tanh(z / cap); d/dz = 1 - tanh(z / cap)^2
+    squashed = torch.tanh(logits / softcap)  # (C, V)
+    torch.mul(squashed, softcap, out=logits)  # (C, V), in place
+    return logits, squashed.square_().neg_().add_(1.0)  # (C, V) slope, in place
+
+
+def _loss_from_target_probs(
+    target_probs: torch.Tensor,  # (N,) softmax probability of each row's target
+    h_mm: torch.Tensor,  # (N, H)
+    w_mm: torch.Tensor,  # (V, H)
+    b_mm: torch.Tensor | None,  # (V,)
+    targets: torch.Tensor,  # (N,)
+    softcap: float | None,
+) -> torch.Tensor:
+    """Summed ``-log p(target)``; rows whose ``p(target)`` is below the smallest normal number are recomputed.
+
+    ``-log p`` loses precision once ``p`` is subnormal and is infinite once it underflows to zero (a target logit
+    about 87 below the row's largest in float32), while the log-softmax stays exact there. Such rows are rare, so they
+    are projected again and their loss taken from the log-softmax; this costs one device synchronisation per call.
+    """
+    row_loss = target_probs.log().neg_()  # (N,)
+    underflow = target_probs < torch.finfo(target_probs.dtype).tiny  # (N,)
+    if bool(underflow.any()):
+        rows = underflow.nonzero().squeeze(1)  # (K,)
+        raw = torch.empty((rows.numel(), w_mm.shape[0]), dtype=w_mm.dtype, device=w_mm.device)  # (K, V)
+        acc = None if raw.dtype == target_probs.dtype else torch.empty_like(raw, dtype=target_probs.dtype)  # (K, V)
+        logits, _ = _logits(h_mm[rows], w_mm, b_mm, raw, acc, softcap)  # (K, V)
+        log_probs = torch.log_softmax(logits, dim=1, out=logits)  # (K, V)
+        row_loss[rows] = -log_probs.gather(1, targets[rows, None]).squeeze(1)  # (K,)
+    return row_loss.sum()

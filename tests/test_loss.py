@@ -249,6 +249,33 @@ def test_linear_ce_low_precision_close_to_fp32(dtype):
         torch.testing.assert_close(low.grad.float(), high.grad, atol=1e-2, rtol=5e-2)
 
 
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_linear_ce_exact_where_the_target_probability_underflows(with_bias, dtype):
+    # Logits spread over hundreds: p(target) is below float32's smallest normal number (or zero) for some rows, where
+    # -log p is imprecise or infinite; those rows' loss must still equal the log-softmax's.
+    hidden, weight, bias, labels = _linear_inputs(16, 2, 30, 8, 64, dtype=torch.float32, with_bias=with_bias)
+    weight = (weight.detach() * 60).to(dtype).requires_grad_()  # (V, H), logits of order +-300
+    hidden = hidden.detach().to(dtype).requires_grad_()
+    bias = None if bias is None else bias.detach().to(dtype).requires_grad_()
+    inputs = (hidden, weight) if bias is None else (hidden, weight, bias)
+    logits = (hidden @ weight.T if bias is None else hidden @ weight.T + bias).float()  # (B, T, V) in the GEMM dtype
+    targets = shift_labels(labels)  # (B, T)
+    log_p = torch.log_softmax(logits.double(), -1)[targets != IGNORE]  # (N, V)
+    target_log_p = log_p.gather(1, targets[targets != IGNORE][:, None])  # (N, 1)
+    assert (target_log_p < -104).any() and (target_log_p > -80).any()  # zero p, and ordinary rows
+
+    ours = _value_and_grads(linear_cross_entropy(hidden, weight, labels, bias=bias, chunk_size=7), inputs)
+    full = _value_and_grads(
+        shifted_cross_entropy(logits, labels), tuple(t for t in (hidden, weight, bias) if t is not None)
+    )
+    assert torch.isfinite(ours[0])
+    tol = 1e-5 if dtype == torch.float32 else 2e-2  # bf16 logits of order 300 are rounded to 2
+    torch.testing.assert_close(ours[0], full[0], rtol=tol, atol=0)
+    for a, e in zip(ours[1:], full[1:], strict=True):
+        torch.testing.assert_close(a.float(), e.float(), rtol=2e-2, atol=1e-2)
+
+
 @pytest.mark.parametrize("num_items", [None, 0, 4, torch.tensor(4)])
 def test_linear_ce_all_ignored_is_zero(num_items):
     hidden, weight, bias, _ = _linear_inputs(12, 2, 5, 4, 7)
