@@ -15,7 +15,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DropoutLinear", "dropout_linear"]
+__all__ = ["DropoutLinear", "drop_mask", "dropout_linear"]
+
+
+def drop_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
+    """A bool tensor of ``shape``, each element True with probability ``p``, from ``device``'s default generator.
+
+    On the CPU, ``bernoulli_`` draws a double-precision uniform (two 32-bit Mersenne-twister outputs and a double
+    conversion) per element; a single-precision uniform compared with ``p`` takes one draw, and the comparison runs
+    on every thread (``p`` exact to ``2**-24``). It is an ordinary random op, so compiled regions trace it (with
+    ``aot_eager`` they draw eager's masks; inductor draws its own, in forward and recompute alike). Other devices use
+    ``bernoulli_``.
+    """
+    if device.type != "cpu":
+        return torch.empty(shape, dtype=torch.bool, device=device).bernoulli_(p)
+    return torch.rand(shape, device=device) < p  # (...)
 
 
 class _DropoutLinearFunction(torch.autograd.Function):
@@ -24,7 +38,7 @@ class _DropoutLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, p: float, dtype: torch.dtype) -> torch.Tensor:
         # x: (..., in); weight: (r, in); dtype: the compute dtype (autocast's, or the inputs' own)
-        drop = torch.empty(x.shape, dtype=torch.bool, device=x.device).bernoulli_(p)  # (..., in) True = dropped
+        drop = drop_mask(x.shape, p, x.device)  # (..., in) True = dropped
         scale = 1.0 / (1.0 - p)
         with torch.autocast(x.device.type, enabled=False):
             out = F.linear(x.masked_fill(drop, 0).to(dtype), weight.to(dtype)).mul_(scale)  # (..., r)

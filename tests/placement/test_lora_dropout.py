@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_mm.placement import DropoutLinear, Placement, dropout_linear, lora_layers, merge_lora
+from lightning_mm.placement.lora_dropout import drop_mask
 
 
 def saved_during(fn):
@@ -69,6 +70,23 @@ def test_drops_the_requested_fraction():
     kept = out != 0
     assert abs(1 - kept.float().mean().item() - 0.25) < 0.01
     torch.testing.assert_close(out[kept], torch.full_like(out[kept], 1 / 0.75))
+
+
+@pytest.mark.parametrize("p", [0.05, 0.5, 0.9])
+def test_cpu_drop_mask_rate_independence_and_seed(p):
+    # Each element is dropped with probability p, two neighbours together with p^2 (independent draws), and the
+    # global seed reproduces the mask (activation checkpointing's recompute relies on it).
+    torch.manual_seed(3)
+    mask = drop_mask((999, 1001), p, torch.device("cpu"))
+    assert mask.shape == (999, 1001) and mask.dtype == torch.bool
+    flat = mask.reshape(-1)
+    n = flat.numel()
+    assert abs(flat.float().mean().item() - p) < 5 * (p * (1 - p) / n) ** 0.5
+    both = (flat[0:-1:2] & flat[1::2]).float().mean().item()
+    assert abs(both - p * p) < 5 * (p * p * (1 - p * p) / (n // 2)) ** 0.5
+    torch.manual_seed(3)
+    assert torch.equal(drop_mask((999, 1001), p, torch.device("cpu")), mask)
+    assert not drop_mask((4, 5), 0.0, torch.device("cpu")).any()
 
 
 def test_eval_and_zero_probability_are_a_plain_linear_layer():
