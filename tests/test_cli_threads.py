@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from lightning_mm.commands.threads import NUM_THREADS_ENV, available_cpus, cgroup_cpu_limit, choose_num_threads
+from lightning_mm.commands import threads
+from lightning_mm.commands.threads import (
+    NUM_THREADS_ENV,
+    available_cpus,
+    busy_cpus_now,
+    cgroup_cpu_limit,
+    choose_num_threads,
+    thread_count_line,
+)
 from lightning_mm.errors import ConfigError
 
 
@@ -33,3 +41,25 @@ def test_cgroup_quota_v2_and_v1(tmp_path):
     assert cgroup_cpu_limit(v1.parent) == 3
     assert cgroup_cpu_limit(tmp_path / "none") is None
     assert 1 <= available_cpus(v1.parent) <= 3
+
+
+def test_busy_cpus_now_reads_the_runnable_count_less_the_reader(tmp_path):
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("1.91 1.20 0.80 3/412 90210\n")
+    assert busy_cpus_now(loadavg, samples=3, interval=0) == 2.0
+    loadavg.write_text("0.10 0.20 0.30 1/412 90210\n")
+    assert busy_cpus_now(loadavg, samples=2, interval=0) == 0.0
+    assert busy_cpus_now(tmp_path / "missing", samples=1) is None
+
+
+def test_a_run_that_just_ended_does_not_cost_threads(monkeypatch):
+    # The one-minute average still shows a run that ended seconds ago (1.9 on 2 CPUs), nothing is runnable now: the
+    # new run takes both CPUs. With the other run still going, it takes one.
+    monkeypatch.setattr(threads, "available_cpus", lambda: 2)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.9, 1.5, 1.0))
+    monkeypatch.setattr(threads, "busy_cpus_now", lambda: 0.0)
+    assert thread_count_line(2, env={})[0] is None  # torch's own 2 threads kept
+    monkeypatch.setattr(threads, "busy_cpus_now", lambda: 2.0)
+    count, line = thread_count_line(2, env={})
+    assert count == 1 and "1.9 busy with other work" in line

@@ -4,9 +4,10 @@ torch starts with one thread per core it sees, whatever else runs there: a conta
 reads, nor are other trainings on the same cores. Its threads then wait for each other and for the other processes,
 and a run takes several times the CPU time. The Trainer subcommands therefore lower the count to the CPUs the process
 may run on (``os.sched_getaffinity``) and its cgroup CPU quota, whichever is smaller, less the CPUs other processes
-keep busy when the run starts (the machine's one-minute load average, for the share of its CPUs this process may use;
-rounded, at least one thread). On a shared machine a run therefore takes fewer threads while others train, and keeps
-that count to its end.
+keep busy when the run starts (the machine's one-minute load average, or the processes runnable right now if fewer,
+for the share of its CPUs this process may use; rounded, at least one thread). The load average trails by a minute:
+a run started just after another one ended would otherwise see the finished run's load and take one thread on idle
+cores. On a shared machine a run therefore takes fewer threads while others train, and keeps that count to its end.
 
 An explicit choice wins: ``LIGHTNING_MM_NUM_THREADS=<n>`` sets the count, ``OMP_NUM_THREADS`` (read by torch itself)
 is left alone, and a count already below the available CPUs (``torch.set_num_threads`` before ``main``) is kept.
@@ -17,12 +18,20 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from lightning_mm.errors import ConfigError
 
-__all__ = ["NUM_THREADS_ENV", "available_cpus", "cgroup_cpu_limit", "choose_num_threads", "thread_count_line"]
+__all__ = [
+    "NUM_THREADS_ENV",
+    "available_cpus",
+    "busy_cpus_now",
+    "cgroup_cpu_limit",
+    "choose_num_threads",
+    "thread_count_line",
+]
 
 #: Environment variable that sets the thread count of ``lightning-mm`` (a positive integer).
 NUM_THREADS_ENV = "LIGHTNING_MM_NUM_THREADS"
@@ -57,6 +66,25 @@ def available_cpus(cgroup_root: str | os.PathLike = "/sys/fs/cgroup") -> int:
     return max(1, min(cpus, limit) if limit else cpus)
 
 
+def busy_cpus_now(
+    loadavg: str | os.PathLike = "/proc/loadavg", samples: int = 5, interval: float = 0.02
+) -> float | None:
+    """CPUs other processes keep busy now: the kernel's count of runnable threads, less this reader; None: unknown.
+
+    ``/proc/loadavg``'s fourth field is ``"<runnable>/<total>"``; the reading thread is one of the runnable ones. The
+    mean of ``samples`` readings ``interval`` seconds apart smooths a single moment's count.
+    """
+    counts = []
+    for i in range(samples):
+        if i:
+            time.sleep(interval)
+        try:
+            counts.append(int(Path(loadavg).read_text().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return None
+    return max(0.0, sum(counts) / len(counts))
+
+
 def choose_num_threads(current: int, available: int, load: float, env: Mapping[str, str]) -> tuple[int | None, str]:
     """The thread count to set (None: keep ``current``) and why.
 
@@ -77,7 +105,7 @@ def choose_num_threads(current: int, available: int, load: float, env: Mapping[s
     if env.get("OMP_NUM_THREADS", "").strip():
         return None, f"OMP_NUM_THREADS={env['OMP_NUM_THREADS'].strip()}"
     free = max(1, min(available, round(available - load)))
-    reason = f"{available} CPU(s) available" + (f", load average {load:.1f}" if free < available else "")
+    reason = f"{available} CPU(s) available" + (f", {load:.1f} busy with other work" if free < available else "")
     if current <= free:
         return None, reason
     return free, reason
@@ -88,9 +116,13 @@ def thread_count_line(current: int, env: Mapping[str, str] | None = None) -> tup
     log that says the count and where it comes from."""
     available = available_cpus()
     try:  # the machine's load, spread over all its CPUs: the share that falls on ours
-        load = os.getloadavg()[0] * available / (os.cpu_count() or available)
+        load = os.getloadavg()[0]
     except (AttributeError, OSError):  # not on Unix
         load = 0.0
+    now = busy_cpus_now()
+    if now is not None:  # the average trails by a minute: a run that just ended is not load any more
+        load = min(load, now)
+    load *= available / (os.cpu_count() or available)
     count, reason = choose_num_threads(current, available, load, os.environ if env is None else env)
     line = f"torch threads: {count or current} ({reason}; {NUM_THREADS_ENV}=<n> sets the count)"
     return count, line
