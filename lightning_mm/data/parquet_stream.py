@@ -2,8 +2,8 @@
 
 ``datasets`` streams a Parquet file holding its Arrow data a whole row group at a time, so the memory of a streamed
 run follows the size of its row groups (a file written as one row group is held whole; with ``datasets`` 4.x, 10x
-larger files took 2.6x the loader's memory: ``benchmarks/data.py --memory-only --memory-layout large-row-groups``). :class:`ParquetShards` reads local files with ``pyarrow`` directly:
-column chunks through a read buffer of ``buffer_bytes`` (never a whole column chunk at once, never the whole row
+larger files took 2.6x the loader's memory: ``benchmarks/data.py --memory-only --memory-layout large-row-groups``).
+:class:`ParquetShards` reads local files with ``pyarrow`` directly: column chunks through a read buffer of ``buffer_bytes`` (never a whole column chunk at once, never the whole row
 group pre-buffered) and rows in record batches of ``batch_rows``, so the reader's memory is bounded by those buffers
 and by the file's pages, not by the file. Shard ``s`` is file ``s`` (as ``datasets`` shards local Parquet files), and
 its rows come in file order as the dicts ``datasets`` gives with ``decode(False)`` (images as ``{"bytes", "path"}``),
@@ -17,16 +17,21 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["ParquetShards", "local_parquet_files"]
+__all__ = ["ParquetShards", "local_parquet_files", "parquet_files"]
 
 BATCH_ROWS = 64  # rows per record batch read
 BUFFER_BYTES = 1 << 20  # read buffer of a column chunk
 
 
+def parquet_files(path: str | Sequence[str]) -> list[str]:
+    """The files of a Parquet ``path``: a glob (or one file) expanded and sorted, or a list as given."""
+    return sorted(glob.glob(path)) if isinstance(path, str) else [str(p) for p in path]
+
+
 def local_parquet_files(path: str | Sequence[str]) -> list[str] | None:
-    """The local ``.parquet`` files of ``path`` (a file, a glob or a list), sorted as ``HFSource`` sorts a glob; None
-    if any is not a local file (a hub path, a URL)."""
-    files = sorted(glob.glob(path)) if isinstance(path, str) else [str(p) for p in path]
+    """The local ``.parquet`` files of ``path`` (a file, a glob or a list, as :func:`parquet_files` lists them);
+    None if any is not a local file (a hub path, a URL)."""
+    files = parquet_files(path)
     if not files or not all(f.endswith(".parquet") and os.path.isfile(f) for f in files):
         return None
     return files

@@ -22,8 +22,8 @@ class LengthGroupedSampler(Sampler[int]):
 
     Under data parallelism, :class:`~lightning_mm.data.LlavaDataModule` cuts this order into global batches of
     ``batch_size * world_size`` (:class:`~lightning_mm.data.plans.BatchPlanSampler`) and rank ``r`` takes the
-    ``r``-th slice of each, so each rank's micro-batch comes from one group. The order depends only on ``(seed, epoch)``, so a
-    :class:`~lightning_mm.data.ResumableDataLoader` resumes it at the exact next batch.
+    ``r``-th slice of each, so each rank's micro-batch comes from one group. The order depends only on
+    ``(seed, epoch)``, so a :class:`~lightning_mm.data.ResumableDataLoader` resumes it at the exact next batch.
 
     Args:
         lengths: Per-sample length (tokens, image tokens included; an estimate is fine).

@@ -11,7 +11,6 @@ same interface.
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 
 from lightning_mm.data.conversations import SCHEMA_COLUMNS, detect_schema
 from lightning_mm.data.llava_records import BadSampleError, read_records
-from lightning_mm.data.parquet_stream import ParquetShards, local_parquet_files
+from lightning_mm.data.parquet_stream import ParquetShards, local_parquet_files, parquet_files
 
 __all__ = ["DataSource", "HFSource", "LlavaJsonSource", "conversation_size"]
 
@@ -175,7 +174,7 @@ class HFSource(DataSource):
                 ds = ds[split]
             return ds.to_iterable_dataset(num_shards=max(1, min(num_shards, len(ds)))) if streaming else ds
         if _is_parquet(path):
-            files = sorted(glob.glob(path)) if isinstance(path, str) else list(path)
+            files = parquet_files(path)
             if not files:
                 raise FileNotFoundError(f"{path}: no Parquet file")
             return datasets.load_dataset("parquet", data_files=files, split="train", streaming=streaming)

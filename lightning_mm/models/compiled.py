@@ -9,8 +9,8 @@ state-dict keys (no ``_orig_mod.`` wrapper), so placements, activation checkpoin
 export see the same modules as without it.
 
 The compiled code runs in training mode only (a frozen tower under ``no_grad`` too); evaluation and generation, in eval
-mode, run the blocks eagerly: a KV-cached generation changes the shapes at every token (prompt, then one token against a growing cache), which would recompile
-each block several times for a step that is not the one being sped up.
+mode, run the blocks eagerly: a KV-cached generation changes the shapes at every token (prompt, then one token
+against a growing cache), which would recompile each block several times for a step that is not the one sped up.
 
 Apply it last, after the placements (LoRA layers inside a block are compiled with it), activation checkpointing and
 sharding: :meth:`~lightning_mm.MultimodalModule.configure_model` does. Compilation itself happens lazily, in the first
